@@ -1,0 +1,121 @@
+"""The inference engine: RGB photo in, car probability per original pixel out.
+
+Three steps, each cheap to call on its own, so the UI re-runs only what changed:
+`SegmentationEngine.predict_probabilities` (the network, once per image),
+`threshold_probabilities` and `overlay_mask` (every slider move, milliseconds).
+
+The feed geometry comes from the bundle's config.json: a model is fed images at
+the scale it was trained at. Fixed-size models (``"resize": "stretch"``) get
+exactly their input size; fully convolutional ones (``"resize": "keep_aspect"``)
+get the photo scaled to the same number of pixels as their training frames,
+aspect kept, padded to a multiple of the network's stride.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+DEFAULT_OVERLAY_COLOUR = (255, 40, 40)
+
+
+def feed_size(height: int, width: int, config: dict) -> tuple[int, int]:
+    """The (height, width) a `height` x `width` photo is resized to before the network."""
+    input_height, input_width = config["input_size"]
+    if config["resize"] == "stretch":
+        return input_height, input_width
+    scale = math.sqrt(input_height * input_width / (height * width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image with area interpolation (training and serving both call this)."""
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a label map: nearest neighbour only, so no new class ids appear."""
+    height, width = size
+    if labels.shape[:2] == (height, width):
+        return labels
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad bottom and right by reflection up to a multiple of the network's stride."""
+    height, width = rgb.shape[:2]
+    pad_bottom, pad_right = -height % multiple, -width % multiple
+    if not (pad_bottom or pad_right):
+        return rgb
+    # Reflection needs the image to be larger than the pad; tiny images replicate edges.
+    mode = cv2.BORDER_REFLECT_101 if min(height, width) > max(pad_bottom, pad_right) else cv2.BORDER_REPLICATE
+    return cv2.copyMakeBorder(rgb, 0, pad_bottom, 0, pad_right, mode)
+
+
+@dataclass
+class SegmentationEngine:
+    """A loaded Keras model and its bundle config, ready to segment photos of any size."""
+
+    model: object
+    config: dict
+
+    def __post_init__(self):
+        import tensorflow as tf
+
+        # One compiled graph per distinct input shape; photos come in a handful of sizes.
+        self._forward = tf.function(lambda batch: self.model(batch, training=False), reduce_retracing=True)
+
+    @property
+    def default_threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+    def predict_probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W) float32 car probabilities aligned with the pixels of `rgb` (H, W, 3 uint8)."""
+        height, width = rgb.shape[:2]
+        fed_height, fed_width = feed_size(height, width, self.config)
+        model_input = pad_to_multiple(resize_image(rgb, (fed_height, fed_width)), self.config.get("stride", 1))
+        output = self._forward(model_input[np.newaxis].astype(np.float32))
+        probabilities = np.asarray(output)[0, :fed_height, :fed_width, 0]
+        if (fed_height, fed_width) != (height, width):
+            probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+        return probabilities
+
+
+def threshold_probabilities(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean car mask: a pixel is car when its probability reaches the threshold."""
+    return probabilities >= threshold
+
+
+def overlay_mask(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    colour: tuple[int, int, int] = DEFAULT_OVERLAY_COLOUR,
+    opacity: float = 0.5,
+) -> np.ndarray:
+    """The photo with car pixels tinted `colour` at `opacity` (0 = invisible, 1 = solid)."""
+    overlay = rgb.copy()
+    tinted = rgb[mask].astype(np.float32) * (1.0 - opacity) + np.asarray(colour, np.float32) * opacity
+    overlay[mask] = np.round(tinted).astype(np.uint8)
+    return overlay
+
+
+def mask_stats(mask: np.ndarray) -> dict:
+    """Car coverage in percent and the number of separate car regions.
+
+    Regions smaller than 0.02% of the image (at least 16 pixels) are specks, not cars.
+    """
+    coverage = 100.0 * float(np.count_nonzero(mask)) / mask.size
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    min_area = max(16, int(0.0002 * mask.size))
+    regions = int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area)) if count > 1 else 0
+    return {"coverage_percent": round(coverage, 2), "car_regions": regions}
+
+
+def mask_to_png_array(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as a black-and-white uint8 image (car = 255) for download."""
+    return mask.astype(np.uint8) * 255

@@ -1,0 +1,42 @@
+"""Shared fixtures: the CamVid pairs shipped in tests/fixtures, and a small real bundle."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CAMVID_FIXTURE = FIXTURES / "camvid"
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    """Four train and two val pairs of real CamVid frames (480x360), SegNet layout."""
+    return CAMVID_FIXTURE
+
+
+def make_tiny_bundle(bundle_dir: Path, threshold: float = 0.5, seed: int = 0) -> Path:
+    """A real, untrained compact U-Net written as a bundle by the training code."""
+    import keras
+
+    from training.bundle import write_bundle
+    from training.models import build_unet
+
+    keras.utils.set_random_seed(seed)
+    model = build_unet(base_filters=4)
+    config = {
+        "architecture": "unet", "input_size": [180, 240], "resize": "keep_aspect", "stride": 16,
+        "target_class": {"id": 8, "name": "car"}, "threshold": threshold,
+        "dataset": {"name": "CamVid (SegNet layout)"}, "metrics": {"val": {"iou": 0.5}},
+    }
+    return write_bundle(bundle_dir, model, config)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")

@@ -1,0 +1,134 @@
+"""Evaluate a bundle honestly: through the app's own engine, at each image's original size.
+
+    python -m training.evaluate BUNDLE --data-dir ../shared/data/camvid --split val
+
+Prints a summary, writes evaluation_<split>.json, threshold_sweep_<split>.png and
+gallery_<split>.png into the bundle folder, and prints the JSON report as the
+last line of stdout. Metrics are pixel counts summed over the whole split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from demo.bundle import BundleError, load_bundle
+from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
+from training.data import CAR_CLASS_ID, DataError, binarize, find_pairs, read_pair
+from training.losses import pixel_counts, scores_from_counts
+
+SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limit: int | None = None,
+                    gallery_size: int = 3) -> dict:
+    """Metrics of `engine` on a split: at the bundle's threshold, over a sweep, and per image."""
+    target = engine.config["target_class"]["id"] if "target_class" in engine.config else CAR_CLASS_ID
+    pairs = find_pairs(data_dir, split)[:limit]
+    thresholds = np.union1d(SWEEP_THRESHOLDS, [engine.default_threshold])
+    totals = np.zeros((3, thresholds.size), np.int64)
+    per_image, seconds = [], []
+    for pair in pairs:
+        image, labels = read_pair(pair)
+        truth = binarize(labels, target)
+        start = time.perf_counter()
+        probabilities = engine.predict_probabilities(image)
+        seconds.append(time.perf_counter() - start)
+        counts = np.stack(pixel_counts(truth, probabilities, thresholds))
+        totals += counts
+        per_image.append((pair.stem, counts))
+    sweep = {name: values.tolist() for name, values in scores_from_counts(*totals).items()}
+    sweep["threshold"] = thresholds.tolist()
+    best = int(np.argmax(sweep["iou"]))
+    at_default = int(np.searchsorted(thresholds, engine.default_threshold))
+    image_ious = {stem: float(scores_from_counts(*counts[:, best])["iou"]) for stem, counts in per_image}
+    ranked = sorted(image_ious, key=image_ious.get)
+    return {
+        "split": split,
+        "images": len(pairs),
+        "threshold": engine.default_threshold,
+        "metrics": _at(sweep, at_default),
+        "best_threshold": thresholds[best].item(),
+        "metrics_at_best_threshold": _at(sweep, best),
+        "sweep": sweep,
+        "per_image_iou": {
+            "at_threshold": thresholds[best].item(),
+            "mean": float(np.mean(list(image_ious.values()))),
+            "median": float(np.median(list(image_ious.values()))),
+            "p10": float(np.percentile(list(image_ious.values()), 10)),
+            "worst": [[stem, image_ious[stem]] for stem in ranked[:gallery_size]],
+            "best": [[stem, image_ious[stem]] for stem in ranked[::-1][:gallery_size]],
+            "all": image_ious,
+        },
+        "seconds_per_image_median": float(np.median(seconds)),
+    }
+
+
+def _at(sweep: dict, index: int) -> dict:
+    return {name: round(float(sweep[name][index]), 4) for name in ("iou", "dice", "precision", "recall")}
+
+
+def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path: Path) -> None:
+    """Overlays of the best and the worst images of the split (at the best threshold)."""
+    from training.plots import plot_gallery
+
+    pairs = {pair.stem: pair for pair in find_pairs(data_dir, report["split"])}
+    rows = []
+    for stem, iou in report["per_image_iou"]["best"] + report["per_image_iou"]["worst"]:
+        image, _ = read_pair(pairs[stem])
+        mask = threshold_probabilities(engine.predict_probabilities(image), report["best_threshold"])
+        rows.append((stem, overlay_mask(image, mask), iou))
+    plot_gallery(rows, path)
+
+
+def summary_lines(report: dict) -> list[str]:
+    metrics, best = report["metrics"], report["metrics_at_best_threshold"]
+    per_image = report["per_image_iou"]
+    return [
+        f"{report['split']}: {report['images']} images, car pixels counted over the whole split",
+        f"  at threshold {report['threshold']:.2f}: IoU {metrics['iou']:.4f}  Dice {metrics['dice']:.4f}  "
+        f"precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}",
+        f"  best threshold {report['best_threshold']:.2f}: IoU {best['iou']:.4f}  Dice {best['dice']:.4f}  "
+        f"precision {best['precision']:.4f}  recall {best['recall']:.4f}",
+        f"  per-image IoU: mean {per_image['mean']:.3f}  median {per_image['median']:.3f}  "
+        f"10th percentile {per_image['p10']:.3f}  worst {per_image['worst'][0][0]} {per_image['worst'][0][1]:.3f}",
+        f"  inference: {report['seconds_per_image_median'] * 1000:.0f} ms per image (median)",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="bundle folder (model.keras + config.json)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="CamVid root (SegNet or seed layout)")
+    parser.add_argument("--split", default="val", help="split to evaluate: val or test (default val)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("--no-plots", action="store_true", help="skip the sweep and gallery PNGs")
+    args = parser.parse_args(argv)
+    try:
+        bundle = load_bundle(args.bundle)
+        engine = SegmentationEngine(bundle.model, bundle.config)
+        report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
+        report["bundle"] = str(args.bundle)
+        (args.bundle / f"evaluation_{args.split}.json").write_text(json.dumps(report, indent=2) + "\n")
+        if not args.no_plots:
+            from training.plots import plot_threshold_sweep
+
+            plot_threshold_sweep(report["sweep"], report["best_threshold"],
+                                 args.bundle / f"threshold_sweep_{args.split}.png")
+            write_gallery(engine, report, args.data_dir, args.bundle / f"gallery_{args.split}.png")
+    except (BundleError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(summary_lines(report)))
+    compact = {key: value for key, value in report.items() if key not in ("sweep",)}
+    compact["per_image_iou"] = {k: v for k, v in report["per_image_iou"].items() if k != "all"}
+    print(json.dumps(compact))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The model card (the bundle's README.md), generated from its config.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from demo.bundle import CARD_FILE, CONFIG_FILE
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+Binary semantic segmentation of **{{ class_name }}s** in street photos: for every pixel, the
+probability that it belongs to a {{ class_name }}. A `{{ architecture }}` Keras model
+({{ parameters }} parameters, {{ gflops }} GFLOPs per {{ input_h }}x{{ input_w }} image) trained on
+CamVid. Served by the car-segmentation Gradio app; this folder is a complete *model bundle*.
+
+## Results on CamVid val ({{ val_images }} frames, pixel counts summed over the split)
+
+| metric | value |
+|---|---|
+{% for name, value in metrics %}| {{ name }} | {{ value }} |
+{% endfor %}
+Threshold sweep: `threshold_sweep.png`; training curves: `training_curves.png`.
+
+## How it was trained
+
+{{ training_text }}
+
+## How to use it
+
+```python
+import json, keras, numpy as np
+model = keras.saving.load_model("model.keras", safe_mode=True)   # input: RGB 0..255, (batch, H, W, 3)
+config = json.load(open("config.json"))                           # input size, threshold, metrics
+```
+{{ feeding_text }} The output is `(batch, H, W, 1)` car probabilities; car where it is at least
+`config["threshold"]` ({{ threshold }}). The Gradio app in this repository does all of this
+(`demo.engine.SegmentationEngine`), including EXIF orientation and any image size.
+
+## Limitations
+
+CamVid was filmed in Cambridge (UK), in daylight, in 2007 and 2008, from a car's dashboard: 367
+training frames from three drives. Expect worse results at night, in rain or snow, on other
+continents' cars and streets, from other viewpoints (aerial, pedestrian, close-ups) and on cars
+much smaller or larger in the frame than in CamVid. The validation frames come from the same
+street as most training frames, so the val figures above flatter the model. Not for any
+safety-related use.
+
+## Dataset and citation
+
+CamVid as prepared for SegNet (480x360, 11 classes + unlabelled; class 8 = car), for personal and
+research use (CC BY-NC 4.0 as stated by its distributors).
+
+```bibtex
+@article{brostow2009camvid,
+  title   = {Semantic object classes in video: A high-definition ground truth database},
+  author  = {Brostow, Gabriel J. and Fauqueur, Julien and Cipolla, Roberto},
+  journal = {Pattern Recognition Letters}, volume = {30}, number = {2}, pages = {88--97}, year = {2009}
+}
+@article{badrinarayanan2017segnet,
+  title   = {SegNet: A Deep Convolutional Encoder-Decoder Architecture for Image Segmentation},
+  author  = {Badrinarayanan, Vijay and Kendall, Alex and Cipolla, Roberto},
+  journal = {IEEE TPAMI}, volume = {39}, number = {12}, pages = {2481--2495}, year = {2017}
+}
+```
+"""
+
+
+def build_model_card(config: dict) -> ModelCard:
+    """A ModelCard with Hub metadata (model-index from the recorded metrics) and prose."""
+    class_name = config["target_class"]["name"]
+    val = config.get("metrics", {}).get("val", {})
+    eval_results = [
+        EvalResult(task_type="image-segmentation", task_name=f"{class_name} segmentation", dataset_type="camvid",
+                   dataset_name="CamVid (SegNet layout)", dataset_split=split, metric_type=metric,
+                   metric_name=f"{class_name} {metric}", metric_value=float(metrics[metric]))
+        for split, metrics in config.get("metrics", {}).items()
+        for metric in ("iou", "dice", "precision", "recall") if metric in metrics
+    ]
+    card_data = ModelCardData(
+        library_name="keras", pipeline_tag="image-segmentation", license="cc-by-nc-4.0", datasets=["camvid"],
+        tags=["image-segmentation", "unet", "camvid", "car", "keras"], metrics=["iou", "dice", "precision", "recall"],
+        model_name=f"{config['architecture']} {class_name} segmentation (CamVid)",
+        eval_results=eval_results or None,
+    )
+    training = config.get("training", {})
+    imagenet = training.get("imagenet_weights_used")
+    training_text = (
+        f"`python -m training.train` with architecture `{config['architecture']}`, frames resized to "
+        f"{config['input_size'][0]}x{config['input_size'][1]}"
+        + (f", random {training['crop_size'][0]}x{training['crop_size'][1]} crops" if training.get("augment") else "")
+        + f"; loss `{training.get('loss', '?')}`, Adam at {training.get('learning_rate', '?')}"
+        + f" ({training.get('schedule', '?')} schedule), batch {training.get('batch_size', '?')}, "
+        f"{training.get('epochs_run', '?')} epochs (best val IoU at epoch {training.get('best_epoch', '?')}), "
+        f"{'with' if training.get('augment') else 'without'} augmentation, "
+        f"{training.get('wall_time_s', 0) / 60:.0f} min on {training.get('hardware', 'a 2-core CPU')}. "
+        + ("Encoder initialised from ImageNet." if imagenet else "Trained from scratch: no pretrained weights.")
+        + " The checkpoint with the best val IoU was kept; its threshold is the best one on val."
+    )
+    feeding_text = (
+        f"Feed it images resized to exactly {config['input_size'][0]}x{config['input_size'][1]}."
+        if config["resize"] == "stretch" else
+        f"It is fully convolutional: resize a photo (aspect kept) to about as many pixels as "
+        f"{config['input_size'][0]}x{config['input_size'][1]} and pad height and width to multiples of "
+        f"{config['stride']}."
+    )
+    metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
+    return ModelCard.from_template(
+        card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,
+        architecture=config["architecture"], parameters=f"{config.get('parameters', 0):,}",
+        gflops=config.get("gflops_per_image", "?"), input_h=config["input_size"][0], input_w=config["input_size"][1],
+        val_images=val.get("images", "?"), metrics=metric_rows, training_text=training_text,
+        feeding_text=feeding_text, threshold=config["threshold"],
+    )
+
+
+def write_model_card(bundle_dir: Path) -> None:
+    config = json.loads((Path(bundle_dir) / CONFIG_FILE).read_text())
+    from training.bundle import atomic_write_text
+
+    atomic_write_text(Path(bundle_dir) / CARD_FILE, str(build_model_card(config)))

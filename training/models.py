@@ -1,0 +1,127 @@
+"""Architectures, by name: each builder returns a Keras model that takes RGB pixels
+0..255 of shape (batch, H, W, 3) and returns the car probability (batch, H, W, 1).
+
+Input normalisation is a layer inside each graph, so no caller can get it wrong,
+and only standard Keras layers are used, so bundles load in safe mode with no
+custom code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+from keras import layers
+
+VGG16_BGR_MEANS = (103.939, 116.779, 123.68)  # what keras.applications.vgg16.preprocess_input subtracts
+
+
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[..., keras.Model]
+    stride: int  # input height and width must be multiples of this
+    fixed_input: bool  # True: fed exactly its input size (stretched); False: any size, aspect kept
+    default_input_size: tuple[int, int]
+    summary: str
+
+
+def vgg16_preprocessing(inputs):
+    """keras.applications.vgg16.preprocess_input as a frozen 1x1 convolution:
+    RGB to BGR and ImageNet mean subtraction, a standard layer safe mode can load."""
+    permute_to_bgr = np.zeros((1, 1, 3, 3), np.float32)
+    for rgb_channel, bgr_channel in ((0, 2), (1, 1), (2, 0)):
+        permute_to_bgr[0, 0, rgb_channel, bgr_channel] = 1.0
+    conv = layers.Conv2D(3, 1, trainable=False, name="vgg16_preprocess")
+    outputs = conv(inputs)
+    conv.set_weights([permute_to_bgr, -np.asarray(VGG16_BGR_MEANS, np.float32)])
+    return outputs
+
+
+def build_vgg16_unet(input_size=(224, 224), encoder_weights: str | None = "imagenet",
+                     freeze_encoder: bool = False, dropout: float = 0.5) -> keras.Model:
+    """The reference U-Net: VGG16 encoder, four decoder levels of 512/256/128/64 filters.
+
+    encoder_weights: "imagenet", None, or the path of a VGG16 (no top) .h5 weights file.
+    """
+    inputs = keras.Input((*input_size, 3), name="image")
+    weights = None if encoder_weights in (None, "none") else encoder_weights
+    encoder = keras.applications.VGG16(include_top=False, weights=weights, input_tensor=vgg16_preprocessing(inputs))
+    encoder.trainable = not freeze_encoder
+    skips = [encoder.get_layer(name).output for name in ("block1_conv2", "block2_conv2", "block3_conv3")]
+    skips.append(layers.Dropout(dropout, name="block4_dropout")(encoder.get_layer("block4_conv3").output))
+    x = layers.Dropout(dropout, name="bottleneck_dropout")(encoder.get_layer("block5_conv3").output)
+    for level, (filters, skip) in enumerate(zip((512, 256, 128, 64), reversed(skips))):
+        x = layers.UpSampling2D(2)(x)
+        x = layers.Conv2D(filters, 2, padding="same", activation="relu")(x)
+        x = layers.Concatenate()([skip, x])
+        # The last level has a third 3x3 convolution, as the reference does.
+        for _ in range(3 if filters == 64 else 2):
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="he_normal")(x)
+        x = layers.BatchNormalization()(x)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="car_probability")(x)
+    return keras.Model(inputs, outputs, name="vgg16_unet")
+
+
+def _conv_block(x, filters, separable=False):
+    conv = layers.SeparableConv2D if separable else layers.Conv2D
+    for _ in range(2):
+        x = conv(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    return x
+
+
+def build_unet(input_size=(None, None), base_filters: int = 16, depth: int = 4, separable: bool = False,
+               dropout: float = 0.1) -> keras.Model:
+    """A compact U-Net trained from scratch: fully convolutional, any input size
+    that is a multiple of 2**depth, so photos keep their aspect ratio."""
+    inputs = keras.Input((*input_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="scale_0_1")(inputs)
+    skips = []
+    for level in range(depth):
+        # Plain convolutions at full resolution (separable ones gain little on 3 or 16 channels).
+        x = _conv_block(x, base_filters * 2**level, separable=separable and level > 0)
+        skips.append(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = _conv_block(x, base_filters * 2**depth, separable=separable)
+    x = layers.Dropout(dropout)(x)
+    for level in reversed(range(depth)):
+        x = layers.Conv2DTranspose(base_filters * 2**level, 2, strides=2, padding="same")(x)
+        x = layers.Concatenate()([skips[level], x])
+        x = _conv_block(x, base_filters * 2**level, separable=separable and level > 0)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="car_probability", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "vgg16-unet": Architecture(build_vgg16_unet, stride=16, fixed_input=True, default_input_size=(224, 224),
+                               summary="reference U-Net, VGG16 encoder (25.9 M parameters)"),
+    "unet": Architecture(build_unet, stride=16, fixed_input=False, default_input_size=(360, 480),
+                         summary="compact U-Net from scratch, 16 base filters (1.9 M parameters)"),
+    "unet-separable": Architecture(lambda input_size=(None, None), **kw: build_unet(input_size, separable=True, **kw),
+                                   stride=16, fixed_input=False, default_input_size=(360, 480),
+                                   summary="compact U-Net with depthwise-separable convolutions"),
+}
+
+
+def build_model(name: str, input_size=None, **options) -> keras.Model:
+    """Build architecture `name` (a key of ARCHITECTURES)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture '{name}'; choose from {', '.join(ARCHITECTURES)}.")
+    architecture = ARCHITECTURES[name]
+    if architecture.fixed_input:
+        return architecture.build(input_size or architecture.default_input_size, **options)
+    return architecture.build(**options)
+
+
+def count_flops(model: keras.Model, input_size: tuple[int, int]) -> float:
+    """Forward-pass floating-point operations (multiply and add counted as 2) for one image."""
+    import tensorflow as tf
+    from tensorflow.python.profiler.model_analyzer import profile
+    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
+
+    spec = tf.TensorSpec((1, *input_size, 3), tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    return float(profile(graph, options=options).total_float_ops)

@@ -1,0 +1,221 @@
+"""Train a car-segmentation model on CamVid and write a model bundle.
+
+    python -m training.train --data-dir ../shared/data/camvid --architecture unet \
+        --input-size 360x480 --epochs 40 --output-dir runs/unet
+
+    python -m training.train --data-dir ../shared/data/camvid --recipe seed --output-dir runs/seed
+
+Checkpoints, the CSV log and the resume state live in OUTPUT_DIR/run/; the bundle
+is written to OUTPUT_DIR/bundle/ at the end (atomically). Interrupted? Run the
+same command with --resume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# The seed's recipe, for comparison: what the original notebook did, with car = 1.
+SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "bce", "learning_rate": 1e-3,
+               "batch_size": 2, "epochs": 20, "schedule": "constant", "augment": False}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 360x480, got '{text}'") from None
+    return height, width
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.models import ARCHITECTURES
+
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
+                        help="CamVid root in SegNet or seed layout (default $CAMVID_DIR or ../shared/data/camvid)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where run/ and bundle/ are written")
+    parser.add_argument("--recipe", choices=["seed"], help="the seed's recipe (vgg16-unet, 224x224, BCE, batch 2, 20 epochs)")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="unet")
+    parser.add_argument("--input-size", type=parse_size, help="HEIGHTxWIDTH frames are resized to (default per architecture)")
+    parser.add_argument("--crop-size", type=parse_size, help="HEIGHTxWIDTH random training crops (fully convolutional models)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                        help="learning rate: cosine decay to 1%% over the run, or constant")
+    parser.add_argument("--loss", choices=["bce", "dice", "bce+dice"], default="bce+dice")
+    parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
+    parser.add_argument("--encoder-weights", default="imagenet", help="vgg16-unet: imagenet, none, or a .h5 path")
+    parser.add_argument("--freeze-encoder", action="store_true", help="vgg16-unet: train the decoder only")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on plain frames")
+    parser.add_argument("--target-class", type=int, default=8, help="CamVid class id to segment (8 = car)")
+    parser.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val IoU")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--limit", type=int, help="use only the first N frames of each split (quick trials)")
+    parser.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch (timing trials)")
+    parser.add_argument("--strategy", choices=["default", "mirrored"], default="default",
+                        help="mirrored: tf.distribute.MirroredStrategy over every visible device")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    return parser
+
+
+def resolve_args(args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """Apply --recipe seed and per-architecture defaults (explicit flags still win)."""
+    from training.models import ARCHITECTURES
+
+    if args.recipe == "seed":
+        given = {arg.split("=")[0].lstrip("-").replace("-", "_") for arg in argv if arg.startswith("--")}
+        for key, value in SEED_RECIPE.items():
+            if key not in given and not (key == "augment" and "no_augment" in given):
+                setattr(args, key, value)
+        if args.encoder_weights not in (None, "none"):
+            args.freeze_encoder = True  # the seed trained the decoder on a frozen ImageNet encoder
+    architecture = ARCHITECTURES[args.architecture]
+    args.input_size = args.input_size or architecture.default_input_size
+    if any(side % architecture.stride for side in args.input_size) and architecture.fixed_input:
+        raise SystemExit(f"error: --input-size must be a multiple of {architecture.stride} for {args.architecture}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = resolve_args(build_parser().parse_args(argv), argv)
+    from training.data import DataError
+
+    try:
+        return run(args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # Disk full, read-only folder...: every checkpoint already written is intact
+        # (each is written to a temporary name and then renamed).
+        print(f"error: could not write to {args.output_dir}: {error.strerror or error}. "
+              f"Checkpoints written before this are intact; free space and rerun with --resume.", file=sys.stderr)
+        return 3
+
+
+def run(args: argparse.Namespace) -> int:
+    import keras
+    import tensorflow as tf
+
+    from training.callbacks import TrainingState, load_state
+    from training.data import default_crop_size, load_split, make_dataset
+    from training.losses import make_loss, training_metrics
+    from training.models import ARCHITECTURES, build_model
+
+    keras.utils.set_random_seed(args.seed)
+    architecture = ARCHITECTURES[args.architecture]
+    run_dir = args.output_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = load_state(run_dir) if args.resume else None
+    if args.resume and state is None:
+        print(f"No checkpoint in {run_dir} yet: starting from the beginning.")
+
+    started = time.perf_counter()
+    train_images, train_masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
+    val_images, val_masks, _ = load_split(args.data_dir, "val", args.input_size, args.target_class, args.limit)
+    crop_size = args.input_size if architecture.fixed_input else (
+        args.crop_size or default_crop_size(args.input_size, architecture.stride))
+    train_data = make_dataset(train_images, train_masks, args.batch_size, stride=architecture.stride,
+                              training=True, augment=args.augment, crop_size=crop_size, seed=args.seed)
+    val_data = make_dataset(val_images, val_masks, args.batch_size, stride=architecture.stride)
+    steps_per_epoch = args.steps_per_epoch or len(train_images) // args.batch_size
+    print(f"data: {len(train_images)} train, {len(val_images)} val frames at {args.input_size[0]}x{args.input_size[1]}"
+          f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
+
+    strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else tf.distribute.get_strategy()
+    with strategy.scope():
+        if state is not None:
+            model = keras.saving.load_model(state.last_checkpoint)  # weights, optimizer and its step count
+            print(f"resuming after epoch {state.epoch} (best val IoU {state.best_iou:.4f} at epoch {state.best_epoch})")
+        else:
+            options = {"base_filters": args.base_filters} if not architecture.fixed_input else {
+                "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
+            model = build_model(args.architecture, args.input_size, **options)
+            total_steps = steps_per_epoch * args.epochs
+            learning_rate = args.learning_rate if args.schedule == "constant" else \
+                keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps, alpha=0.01)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(args.loss),
+                          metrics=training_metrics())
+    tracker = TrainingState(run_dir, patience=args.patience, state=state)
+    model.fit(train_data.repeat(), epochs=args.epochs, initial_epoch=state.epoch if state else 0,
+              steps_per_epoch=steps_per_epoch, validation_data=val_data,
+              callbacks=[tracker, keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)],
+              verbose=args.verbose)
+    if tracker.best_checkpoint is None or not tracker.best_checkpoint.exists():
+        print("error: no epoch completed, so there is no model to bundle.", file=sys.stderr)
+        return 1
+    best = keras.saving.load_model(tracker.best_checkpoint, compile=False)
+    print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}; writing the bundle")
+    bundle_dir = finish_bundle(args, best, tracker, crop_size)
+    print(f"bundle written to {bundle_dir}")
+    return 0
+
+
+def finish_bundle(args, model, tracker, crop_size) -> Path:
+    """Evaluate the best checkpoint through the serving engine and write the bundle."""
+    from demo.engine import SegmentationEngine
+    from training.bundle import library_versions, update_bundle, write_bundle
+    from training.data import CAMVID_CLASSES
+    from training.evaluate import evaluate_engine, write_gallery
+    from training.model_card import write_model_card
+    from training.models import ARCHITECTURES, count_flops
+    from training.plots import plot_threshold_sweep, plot_training_curves
+
+    architecture = ARCHITECTURES[args.architecture]
+    config = {
+        "architecture": args.architecture,
+        "input_size": list(args.input_size),
+        "resize": "stretch" if architecture.fixed_input else "keep_aspect",
+        "stride": architecture.stride,
+        "target_class": {"id": args.target_class, "name": CAMVID_CLASSES[args.target_class]},
+        "threshold": 0.5,
+        "dataset": {"name": "CamVid (SegNet layout)", "train_split": "train", "selection_split": "val"},
+        "parameters": model.count_params(),
+        "gflops_per_image": round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
+        "training": {
+            **{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
+               if key not in ("verbose", "resume")},
+            "crop_size": list(crop_size),
+            "epochs_run": tracker.epoch,
+            "best_epoch": tracker.best_epoch,
+            "wall_time_s": round(tracker.wall_time_s, 1),
+            "epoch_time_s_median": tracker.median_epoch_s,
+            "imagenet_weights_used": args.architecture == "vgg16-unet" and args.encoder_weights == "imagenet",
+        },
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    bundle_dir = args.output_dir / "bundle"
+    log_csv = args.output_dir / "run" / "log.csv"
+    write_bundle(bundle_dir, model, config, {"training_curves.png": lambda path: plot_training_curves(log_csv, path)})
+    # The default threshold is the best one on val, measured through the serving engine.
+    from demo.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    engine = SegmentationEngine(bundle.model, bundle.config)
+    report = evaluate_engine(engine, args.data_dir, "val", args.limit)
+    engine.config["threshold"] = report["best_threshold"]
+    val_metrics = {**report["metrics_at_best_threshold"], "threshold": report["best_threshold"],
+                   "images": report["images"], "per_image_iou_median": round(report["per_image_iou"]["median"], 4)}
+    update_bundle(bundle_dir, {"threshold": report["best_threshold"], "metrics": {"val": val_metrics}}, {
+        "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], report["best_threshold"], path),
+        "evaluation_val.json": lambda path: path.write_text(json.dumps(report, indent=2) + "\n"),
+        "gallery_val.png": lambda path: write_gallery(engine, report, args.data_dir, path),
+    })
+    write_model_card(bundle_dir)
+    return bundle_dir
+
+
+def _stride_multiple(size, stride):
+    return tuple(-(-side // stride) * stride for side in size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
