@@ -1,0 +1,278 @@
+"""The inference engine and image decoding, without Gradio.
+
+The exactness tests wrap a model whose output is a known function of the pixels
+(a 1x1 convolution on the red channel), so any misalignment, flip, channel swap
+or off-by-one in resizing, padding or cropping shows up as wrong pixels.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities
+from demo.imaging import ImageError, load_rgb
+
+STRIDE = 16
+
+
+def red_channel_model() -> keras.Model:
+    """Probability ~1 where red is 255 and ~0 where red is 0, whatever green and blue are."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    outputs = conv(inputs)
+    conv.set_weights([np.array([1.0, 0.0, 0.0], np.float32).reshape(1, 1, 3, 1), np.array([-127.5], np.float32)])
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def mask_model() -> keras.Model:
+    return red_channel_model()
+
+
+def image_encoding(mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    """An RGB image whose red channel is the mask; green and blue are noise the model must ignore."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (*mask.shape, 3), dtype=np.uint8)
+    rgb[..., 0] = np.where(mask, 255, 0)
+    return rgb
+
+
+def keep_aspect_config(height: int, width: int) -> dict:
+    # Trained at the photo's own pixel count: no resizing, only padding to the stride and cropping back.
+    return {"input_size": [height, width], "resize": "keep_aspect", "stride": STRIDE, "threshold": 0.5}
+
+
+@pytest.mark.parametrize("height, width", [(359, 481), (1000, 37), (37, 1000), (1, 1), (1, 17), (15, 2), (16, 16)])
+def test_any_mask_survives_padding_and_cropping_to_the_pixel(mask_model, height, width):
+    mask = np.random.default_rng(height * width).random((height, width)) < 0.3
+    engine = SegmentationEngine(mask_model, keep_aspect_config(height, width))
+
+    probabilities = engine.predict_probabilities(image_encoding(mask))
+
+    assert probabilities.shape == (height, width)
+    np.testing.assert_array_equal(threshold_probabilities(probabilities, 0.5), mask)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "keep_aspect"])
+def test_block_mask_survives_downscaling_and_upscaling_to_the_pixel(mask_model, resize):
+    # Fed at half size: area downscaling of 4x4-pixel blocks is exact, and bilinear
+    # upscaling keeps every pixel on its own block's side of 0.5.
+    blocks = np.random.default_rng(1).random((90, 120)) < 0.4
+    mask = np.kron(blocks, np.ones((4, 4), bool))  # 360x480, like a CamVid frame
+    engine = SegmentationEngine(mask_model, {"input_size": [180, 240], "resize": resize, "stride": STRIDE})
+
+    probabilities = engine.predict_probabilities(image_encoding(mask))
+
+    assert probabilities.shape == (360, 480)
+    np.testing.assert_array_equal(threshold_probabilities(probabilities, 0.5), mask)
+
+
+def test_odd_sized_photo_is_fed_at_training_scale_and_answered_at_its_own_size(mask_model):
+    # 481x359 is not a multiple of anything: the mask of a large disc must come back
+    # where it was, up to the blur of resizing at its edge.
+    rows, columns = np.mgrid[:359, :481]
+    mask = (rows - 150) ** 2 + (columns - 300) ** 2 < 90**2
+    engine = SegmentationEngine(mask_model, {"input_size": [180, 240], "resize": "keep_aspect", "stride": STRIDE})
+
+    predicted = threshold_probabilities(engine.predict_probabilities(image_encoding(mask)), 0.5)
+
+    assert predicted.shape == mask.shape
+    disagreeing = predicted != mask
+    assert disagreeing.sum() < 0.02 * mask.sum()
+    edge = (np.abs(np.sqrt((rows - 150) ** 2 + (columns - 300) ** 2) - 90) < 3)
+    assert not (disagreeing & ~edge).any(), "pixels away from the disc's edge must all be right"
+
+
+def test_mask_area_never_grows_as_the_threshold_rises(tiny_bundle_dir, camvid_dir):
+    from demo.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle_dir)
+    engine = SegmentationEngine(bundle.model, bundle.config)
+    photo = load_rgb(sorted((camvid_dir / "val").glob("*.png"))[0])
+    probabilities = engine.predict_probabilities(photo)
+
+    masks = [threshold_probabilities(probabilities, threshold) for threshold in np.linspace(0, 1, 41)]
+
+    assert masks[0].all(), "threshold 0 marks every pixel"
+    for lower, higher in zip(masks, masks[1:]):
+        assert not (higher & ~lower).any(), "a pixel kept at a higher threshold must be kept at a lower one"
+    areas = [int(mask.sum()) for mask in masks]
+    assert areas == sorted(areas, reverse=True)
+    assert areas[0] > areas[-1], "an untrained model's probabilities still spread, so the area must shrink"
+
+
+# --- every kind of upload, through load_rgb and the engine ---------------------------------
+
+def png_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, **options)
+    return buffer.getvalue()
+
+
+def grayscale_png(tmp_path):
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.full((30, 50), 77, np.uint8)).save(path)
+    return path, (30, 50), [77, 77, 77]
+
+
+def transparent_rgba_png(tmp_path):
+    pixels = np.zeros((30, 50, 4), np.uint8)
+    pixels[..., :3] = (10, 200, 30)  # colour under fully transparent pixels must not show
+    path = tmp_path / "transparent.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    return path, (30, 50), [255, 255, 255]
+
+
+def palette_png(tmp_path):
+    image = Image.new("P", (50, 30), 1)
+    image.putpalette([0, 0, 0, 12, 34, 56] + [0] * 762)
+    path = tmp_path / "palette.png"
+    image.save(path)
+    return path, (30, 50), [12, 34, 56]
+
+
+def sixteen_bit_png(tmp_path):
+    image = Image.fromarray(np.full((30, 50), 200 * 257, np.uint16))
+    assert image.mode == "I;16"
+    path = tmp_path / "sixteen_bit.png"
+    image.save(path)
+    return path, (30, 50), [200, 200, 200]
+
+
+def cmyk_jpeg(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    path.write_bytes(jpeg_bytes(Image.new("CMYK", (50, 30), (0, 255, 255, 0))))  # pure red in print
+    return path, (30, 50), [255, 0, 0]
+
+
+def animated_gif(tmp_path):
+    frames = [Image.new("RGB", (50, 30), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    path = tmp_path / "animated.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return path, (30, 50), [255, 0, 0]  # the first frame
+
+
+@pytest.mark.parametrize("make_image", [grayscale_png, transparent_rgba_png, palette_png, sixteen_bit_png,
+                                        cmyk_jpeg, animated_gif])
+def test_every_image_kind_decodes_to_rgb_and_segments(tmp_path, mask_model, make_image):
+    path, (height, width), corner_colour = make_image(tmp_path)
+
+    rgb = load_rgb(path)
+
+    assert rgb.dtype == np.uint8 and rgb.shape == (height, width, 3)
+    np.testing.assert_allclose(rgb[0, 0], corner_colour, atol=3)  # JPEG's rounding
+    engine = SegmentationEngine(mask_model, {"input_size": [180, 240], "resize": "keep_aspect", "stride": STRIDE})
+    probabilities = engine.predict_probabilities(rgb)
+    assert probabilities.shape == (height, width)
+    assert np.isfinite(probabilities).all() and probabilities.min() >= 0 and probabilities.max() <= 1
+
+
+def test_exif_rotated_jpeg_is_served_upright(tmp_path, mask_model):
+    stored = Image.new("RGB", (80, 40), (0, 0, 255))  # stored landscape, 80 wide
+    stored.paste((255, 0, 0), (0, 0, 16, 16))  # a red square in the stored top-left corner
+    exif = stored.getexif()
+    exif[0x0112] = 6  # Orientation: the camera was turned, show it rotated 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(jpeg_bytes(stored, exif=exif.tobytes()))
+
+    rgb = load_rgb(path)
+
+    assert rgb.shape == (80, 40, 3), "portrait, as a viewer shows it"
+    np.testing.assert_allclose(rgb[4, -5], [255, 0, 0], atol=8)  # top-left turned clockwise is top-right
+    np.testing.assert_allclose(rgb[4, 4], [0, 0, 255], atol=8)
+    engine = SegmentationEngine(mask_model, keep_aspect_config(80, 40))
+    mask = threshold_probabilities(engine.predict_probabilities(rgb), 0.5)
+    assert mask.shape == (80, 40)
+    assert mask[:16, -16:].all() and not mask[20:].any(), "the red square is found where it is shown"
+
+
+# --- inputs that must be refused with a message a person understands ----------------------
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def decompression_bomb_png(side: int = 30_000) -> bytes:
+    """A valid 1-bit PNG of side x side black pixels: about 100 KB on disk, 900 MP decoded."""
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
+
+
+def camvid_png_bytes(camvid_dir) -> bytes:
+    return sorted((camvid_dir / "val").glob("*.png"))[0].read_bytes()
+
+
+@pytest.mark.parametrize("name, make_content, message", [
+    ("empty.png", lambda camvid: b"", "empty"),
+    ("notes.png", lambda camvid: b"these are my notes, not a picture\n", "not an image"),
+    ("truncated.png", lambda camvid: camvid_png_bytes(camvid)[:20_000], "truncated"),
+    ("truncated.jpg", lambda camvid: jpeg_bytes(Image.open(io.BytesIO(camvid_png_bytes(camvid))))[:5_000],
+     "truncated"),
+])
+def test_unusable_files_are_refused_with_a_clear_message(tmp_path, camvid_dir, name, make_content, message):
+    path = tmp_path / name
+    path.write_bytes(make_content(camvid_dir))
+
+    with pytest.raises(ImageError, match=message) as refusal:
+        load_rgb(path)
+
+    assert "Traceback" not in str(refusal.value)
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(decompression_bomb_png())
+    assert path.stat().st_size < 200_000
+
+    with pytest.raises(ImageError, match=r"30000x30000 pixels .*the limit is 50 MP"):
+        load_rgb(path)
+
+
+# --- overlay and statistics on hand-made cases --------------------------------------------
+
+def test_overlay_tints_only_masked_pixels_by_opacity():
+    rgb = np.array([[[100, 100, 100], [0, 50, 200]]], np.uint8)
+    mask = np.array([[True, False]])
+    original = rgb.copy()
+
+    half = overlay_mask(rgb, mask, colour=(255, 0, 0), opacity=0.5)
+
+    np.testing.assert_array_equal(half[0, 0], [178, 50, 50])  # (100 + 255) / 2 rounds to 178 (177.5)
+    np.testing.assert_array_equal(half[0, 1], rgb[0, 1])
+    np.testing.assert_array_equal(overlay_mask(rgb, mask, colour=(255, 0, 0), opacity=0.0), rgb)
+    np.testing.assert_array_equal(overlay_mask(rgb, mask, colour=(1, 2, 3), opacity=1.0)[0, 0], [1, 2, 3])
+    np.testing.assert_array_equal(rgb, original)  # the photo itself is never modified
+
+
+def test_mask_stats_counts_coverage_and_separate_regions():
+    mask = np.zeros((100, 100), bool)
+    assert mask_stats(mask) == {"coverage_percent": 0.0, "car_regions": 0}
+
+    mask[10:20, 10:20] = True
+    mask[50:60, 70:80] = True
+    assert mask_stats(mask) == {"coverage_percent": 2.0, "car_regions": 2}
+
+    mask[20:30, 20:30] = True  # touches the first square only at a corner: the same car
+    assert mask_stats(mask) == {"coverage_percent": 3.0, "car_regions": 2}
+
+    mask[90:92, 90:92] = True  # a 4-pixel speck: coverage, but not a car
+    assert mask_stats(mask) == {"coverage_percent": 3.04, "car_regions": 2}
+
+
+def test_mask_stats_of_a_full_mask():
+    assert mask_stats(np.ones((7, 9), bool)) == {"coverage_percent": 100.0, "car_regions": 1}
