@@ -15,9 +15,8 @@ CARD_TEMPLATE = """---
 # {{ title }}
 
 Binary semantic segmentation of **{{ class_name }}s** in street photos: for every pixel, the
-probability that it belongs to a {{ class_name }}. A `{{ architecture }}` Keras model
-({{ parameters }} parameters, {{ gflops }} GFLOPs per {{ input_h }}x{{ input_w }} image) trained on
-CamVid. Served by the car-segmentation Gradio app; this folder is a complete *model bundle*.
+probability that it belongs to a {{ class_name }}. A `{{ architecture }}` Keras model{{ size_text }}
+trained on CamVid. Served by the car-segmentation Gradio app; this folder is a complete *model bundle*.
 
 ## Results on CamVid val ({{ val_images }} frames, pixel counts summed over the split)
 
@@ -34,9 +33,16 @@ Threshold sweep: `threshold_sweep.png`; training curves: `training_curves.png`.
 ## How to use it
 
 ```python
-import json, keras, numpy as np
+{% if repo_id -%}
+import json, keras, huggingface_hub
+folder = huggingface_hub.snapshot_download("{{ repo_id }}")     # pin revision="<commit sha>" in production
+model = keras.saving.load_model(f"{folder}/model.keras", safe_mode=True)   # input: RGB 0..255, (batch, H, W, 3)
+config = json.load(open(f"{folder}/config.json"))                          # input size, threshold, metrics
+{%- else -%}
+import json, keras
 model = keras.saving.load_model("model.keras", safe_mode=True)   # input: RGB 0..255, (batch, H, W, 3)
 config = json.load(open("config.json"))                           # input size, threshold, metrics
+{%- endif %}
 ```
 {{ feeding_text }} The output is `(batch, H, W, 1)` car probabilities; car where it is at least
 `config["threshold"]` ({{ threshold }}). The Gradio app in this repository does all of this
@@ -71,8 +77,11 @@ research use (CC BY-NC 4.0 as stated by its distributors).
 """
 
 
-def build_model_card(config: dict) -> ModelCard:
-    """A ModelCard with Hub metadata (model-index from the recorded metrics) and prose."""
+def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
+    """A ModelCard with Hub metadata (model-index from the recorded metrics) and prose.
+
+    With `repo_id`, the usage snippet downloads the bundle from that Hub repo first.
+    """
     class_name = config["target_class"]["name"]
     val = config.get("metrics", {}).get("val", {})
     eval_results = [
@@ -88,9 +97,16 @@ def build_model_card(config: dict) -> ModelCard:
         model_name=f"{config['architecture']} {class_name} segmentation (CamVid)",
         eval_results=eval_results or None,
     )
+    input_h, input_w = config["input_size"]
+    size_facts = []
+    if "parameters" in config:
+        size_facts.append(f"{config['parameters']:,} parameters")
+    if "gflops_per_image" in config:
+        size_facts.append(f"{config['gflops_per_image']} GFLOPs per {input_h}x{input_w} image")
+    size_text = f" ({', '.join(size_facts)})" if size_facts else ""
     training = config.get("training", {})
     imagenet = training.get("imagenet_weights_used")
-    training_text = (
+    training_text = "config.json records no training details for this model." if not training else (
         f"`python -m training.train` with architecture `{config['architecture']}`, frames resized to "
         f"{config['input_size'][0]}x{config['input_size'][1]}"
         + (f", random {training['crop_size'][0]}x{training['crop_size'][1]} crops" if training.get("augment") else "")
@@ -112,15 +128,14 @@ def build_model_card(config: dict) -> ModelCard:
     metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,
-        architecture=config["architecture"], parameters=f"{config.get('parameters', 0):,}",
-        gflops=config.get("gflops_per_image", "?"), input_h=config["input_size"][0], input_w=config["input_size"][1],
-        val_images=val.get("images", "?"), metrics=metric_rows, training_text=training_text,
-        feeding_text=feeding_text, threshold=config["threshold"],
+        architecture=config["architecture"], size_text=size_text, val_images=val.get("images", "?"),
+        metrics=metric_rows, training_text=training_text, feeding_text=feeding_text,
+        threshold=config["threshold"], repo_id=repo_id,
     )
 
 
-def write_model_card(bundle_dir: Path) -> None:
+def write_model_card(bundle_dir: Path, repo_id: str | None = None) -> None:
     config = json.loads((Path(bundle_dir) / CONFIG_FILE).read_text())
     from training.bundle import atomic_write_text
 
-    atomic_write_text(Path(bundle_dir) / CARD_FILE, str(build_model_card(config)))
+    atomic_write_text(Path(bundle_dir) / CARD_FILE, str(build_model_card(config, repo_id)))

@@ -1,0 +1,66 @@
+"""The model card: Hub metadata that parses back to config.json's numbers, and the prose the Hub page needs."""
+from __future__ import annotations
+
+import json
+
+from huggingface_hub import ModelCard
+
+from demo.bundle import CARD_FILE, CONFIG_FILE
+from training.model_card import build_model_card, write_model_card
+
+CONFIG = {
+    "schema_version": 1, "architecture": "unet", "input_size": [352, 480], "resize": "keep_aspect", "stride": 16,
+    "target_class": {"id": 8, "name": "car"}, "threshold": 0.45, "parameters": 1_944_049, "gflops_per_image": 18.1,
+    "dataset": {"name": "CamVid (SegNet layout)"},
+    "metrics": {
+        "val": {"iou": 0.7312, "dice": 0.8447, "precision": 0.8123, "recall": 0.8801, "threshold": 0.45,
+                "images": 101},
+        "heldout_0006R0": {"iou": 0.5123, "dice": 0.6774, "precision": 0.7001, "recall": 0.6561},
+    },
+    "training": {"loss": "bce_dice", "learning_rate": 0.002, "schedule": "cosine", "batch_size": 8,
+                 "epochs_run": 40, "best_epoch": 33, "augment": True, "crop_size": [256, 256],
+                 "wall_time_s": 5400, "imagenet_weights_used": False},
+    "model_sha256": "0" * 64,
+}
+
+
+def test_card_metadata_parses_back_to_the_config(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(CONFIG))
+    write_model_card(tmp_path)
+
+    card = ModelCard.load(tmp_path / CARD_FILE)
+    data = card.data
+    assert data.library_name == "keras"
+    assert data.pipeline_tag == "image-segmentation"
+    assert data.license == "cc-by-nc-4.0"
+    assert data.datasets == ["camvid"]
+    assert {"image-segmentation", "unet", "camvid", "car", "keras"} <= set(data.tags)
+
+    reported = {(result.dataset_split, result.metric_type): result.metric_value for result in data.eval_results}
+    recorded = {(split, metric): value for split, metrics in CONFIG["metrics"].items()
+                for metric, value in metrics.items() if metric in ("iou", "dice", "precision", "recall")}
+    assert reported == recorded
+    assert all(result.task_type == "image-segmentation" and result.dataset_type == "camvid"
+               for result in data.eval_results)
+
+
+def test_card_text_says_how_it_was_trained_how_to_load_it_and_its_limits():
+    text = build_model_card(CONFIG).text
+    assert "1,944,049 parameters, 18.1 GFLOPs per 352x480 image" in text
+    assert "Adam at 0.002 (cosine schedule), batch 8, 40 epochs (best val IoU at epoch 33)" in text
+    assert 'keras.saving.load_model("model.keras", safe_mode=True)' in text
+    assert "Cambridge" in text and "daylight" in text and "2007 and 2008" in text
+    assert "@article{brostow2009camvid" in text and "@article{badrinarayanan2017segnet" in text
+
+
+def test_card_for_a_hub_repo_shows_how_to_download_it():
+    text = build_model_card(CONFIG, repo_id="someone/car-unet").text
+    assert 'huggingface_hub.snapshot_download("someone/car-unet")' in text
+    assert 'keras.saving.load_model(f"{folder}/model.keras", safe_mode=True)' in text
+
+
+def test_card_states_no_facts_the_config_lacks():
+    sparse = {key: value for key, value in CONFIG.items() if key not in ("parameters", "gflops_per_image", "training")}
+    text = build_model_card(sparse).text
+    assert "parameters" not in text and "GFLOPs" not in text
+    assert "records no training details" in text
