@@ -114,14 +114,16 @@ def load_bundle(bundle_dir: Path, source: str | None = None) -> Bundle:
 def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
     """Fetch a bundle from the Hub at `revision` into huggingface_hub's cache; return its folder.
 
-    Honours HF_ENDPOINT and HF_HUB_OFFLINE (offline: served from the cache alone).
-    A cached model.keras whose hash does not match is downloaded again once;
-    if it still does not match, BundleError.
+    Honours HF_ENDPOINT and HF_HUB_OFFLINE (offline: served from the cache alone), both read
+    when huggingface_hub is first imported. A cached model.keras whose hash does not match is
+    downloaded again once; if it still does not match, BundleError: never a different model.
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -137,28 +139,41 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
                                             allow_patterns=HUB_PATTERNS, force_download=True))
             verify_bundle(folder)
         return folder
+    except HFValidationError as error:
+        raise BundleError(f"'{repo_id}' is not a valid Hub repo id (expected owner/name): {error}") from error
     except RevisionNotFoundError as error:
         raise BundleError(f"The Hub repo {repo_id} has no revision '{revision}'.") from error
     except RepositoryNotFoundError as error:
-        raise BundleError(f"The Hub repo {repo_id} was not found (or is private and no token was given).") from error
-    except LocalEntryNotFoundError as error:
+        # Some hub servers (olah offline, for one) answer an unknown revision this way too.
         raise BundleError(
-            f"Could not reach the Hub for {where}, and it is not in the local cache."
+            f"The Hub has no repo {repo_id} at revision '{revision or 'main'}' "
+            "(check the repo id and revision; a private repo also needs a token)."
         ) from error
+    except LocalEntryNotFoundError as error:
+        cause = error.__cause__
+        if isinstance(cause, OfflineModeIsEnabled):
+            reason = "HF_HUB_OFFLINE is set, so nothing is downloaded"
+        elif isinstance(cause, HfHubHTTPError):
+            reason = (f"the Hub at {constants.ENDPOINT} answered HTTP {cause.response.status_code} "
+                      "(check the repo id and revision)")
+        else:
+            reason = f"the Hub at {constants.ENDPOINT} could not be reached"
+        raise BundleError(f"{where} is not in the local cache, and {reason}.") from error
     except HfHubHTTPError as error:
         raise BundleError(f"The Hub refused the download of {where}: {error}") from error
     except OSError as error:
         raise BundleError(f"Could not download {where}: {error}") from error
 
 
-def resolve_bundle(environ: dict | None = None) -> Bundle:
+def resolve_bundle(environ: dict | None = None, default_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
     """The bundle the app should serve, chosen from the environment.
 
     MODEL_DIR (a local folder) wins; else MODEL_REPO (with optional MODEL_REVISION)
-    from the Hub; else the default shipped with the app. A configured bundle that
-    fails falls back to the default, with a notice saying why, so the Space stays up.
+    from the Hub; else the default shipped with the app (`default_dir`). A configured
+    bundle that fails falls back to the default, with a notice saying why, so the Space stays up.
     """
     environ = os.environ if environ is None else environ
+    default_source = "default model shipped with the app"
     try:
         if environ.get("MODEL_DIR"):
             return load_bundle(Path(environ["MODEL_DIR"]))
@@ -170,7 +185,7 @@ def resolve_bundle(environ: dict | None = None) -> Bundle:
             return bundle
     except BundleError as error:
         logger.error("Serving the default model instead: %s", error)
-        bundle = load_bundle(DEFAULT_BUNDLE_DIR, source="default model shipped with the app")
+        bundle = load_bundle(default_dir, source=default_source)
         bundle.notice = f"The configured model could not be loaded, so the default model is served. {error}"
         return bundle
-    return load_bundle(DEFAULT_BUNDLE_DIR, source="default model shipped with the app")
+    return load_bundle(default_dir, source=default_source)
