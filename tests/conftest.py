@@ -40,3 +40,35 @@ def make_tiny_bundle(bundle_dir: Path, threshold: float = 0.5, seed: int = 0) ->
 @pytest.fixture(scope="session")
 def tiny_bundle_dir(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def launch_app():
+    """Launch a Gradio app on a free loopback port and return its URL; all are closed afterwards."""
+    from demo.ui import MAX_UPLOAD_SIZE
+
+    launched = []
+
+    def launch(demo) -> str:
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, max_file_size=MAX_UPLOAD_SIZE)
+        launched.append(demo)
+        return url
+
+    yield launch
+    for demo in launched:
+        demo.close()
