@@ -1,0 +1,103 @@
+"""Why the app keeps probabilities: a slider move against a full inference, on one 480x360 photo.
+
+    python -m bench.slider [--bundle DIR] [--repeats N]
+
+A full inference is what a new photo costs (network + threshold + overlay); a slider
+move is what the app does when the threshold moves (threshold + overlay of the kept
+probabilities). Prints the median of each and their ratio. The bundle defaults to
+demo/default_model, else a temporary untrained compact U-Net (same cost as a trained one).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from demo.bundle import DEFAULT_BUNDLE_DIR, BundleError, load_bundle  # noqa: E402
+from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities  # noqa: E402
+from demo.imaging import load_rgb  # noqa: E402
+
+PHOTO = Path(__file__).resolve().parent.parent / "demo" / "examples" / "0016E5_08017.png"  # a 480x360 CamVid frame
+# A person dragging the slider: every move asks for another threshold.
+SLIDER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def median_ms(action, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):  # graph tracing and first-touch allocations are not what a user waits for
+        action()
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        durations.append(time.perf_counter() - start)
+    return 1000 * statistics.median(durations)
+
+
+@contextlib.contextmanager
+def untrained_bundle():
+    """The training default (compact U-Net, 16 base filters, fed at 360x480), untrained."""
+    from training.bundle import write_bundle
+    from training.models import build_model
+
+    config = {"architecture": "unet", "input_size": [360, 480], "resize": "keep_aspect", "stride": 16,
+              "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
+    with tempfile.TemporaryDirectory() as folder:
+        yield write_bundle(Path(folder) / "untrained", build_model("unet"), config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.slider", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="model bundle folder (default: demo/default_model if present)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs of each (default 20)")
+    args = parser.parse_args(argv)
+
+    bundle_dir = args.bundle or (DEFAULT_BUNDLE_DIR if DEFAULT_BUNDLE_DIR.is_dir() else None)
+    with contextlib.nullcontext(bundle_dir) if bundle_dir else untrained_bundle() as folder:
+        try:
+            bundle = load_bundle(folder)
+        except BundleError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        description = f"{bundle.path}" if bundle_dir else "a temporary untrained compact U-Net (no default model yet)"
+        engine = SegmentationEngine(bundle.model, bundle.config)
+        photo = load_rgb(PHOTO)
+        threshold = engine.default_threshold
+        kept_probabilities = engine.predict_probabilities(photo)
+        slider_thresholds = itertools.cycle(SLIDER_THRESHOLDS)
+
+        def full_inference():
+            overlay_mask(photo, threshold_probabilities(engine.predict_probabilities(photo), threshold))
+
+        def slider_move():
+            overlay_mask(photo, threshold_probabilities(kept_probabilities, next(slider_thresholds)))
+
+        def slider_move_with_stats():
+            mask = threshold_probabilities(kept_probabilities, next(slider_thresholds))
+            overlay_mask(photo, mask)
+            mask_stats(mask)
+
+        inference_ms = median_ms(full_inference, args.repeats)
+        slider_ms = median_ms(slider_move, args.repeats)
+        slider_with_stats_ms = median_ms(slider_move_with_stats, args.repeats)
+
+    height, width = photo.shape[:2]
+    fed_height, fed_width = bundle.config["input_size"]
+    print(f"bundle: {description} ({bundle.config['architecture']}, fed at {fed_height}x{fed_width})")
+    print(f"photo: {PHOTO.name}, {width}x{height}; medians of {args.repeats} runs after 2 warm-ups")
+    print(f"full inference (network + threshold + overlay): {inference_ms:9.2f} ms")
+    print(f"slider move (threshold + overlay):              {slider_ms:9.2f} ms")
+    print(f"slider move + coverage stats (as the app):      {slider_with_stats_ms:9.2f} ms")
+    print(f"ratio: a slider move is {inference_ms / slider_ms:.0f}x faster than a full inference")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
