@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers
 
+ENCODER_OUTPUTS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 VGG16_BGR_MEANS = (103.939, 116.779, 123.68)  # what keras.applications.vgg16.preprocess_input subtracts
 
 
@@ -46,11 +47,15 @@ def build_vgg16_unet(input_size=(224, 224), encoder_weights: str | None = "image
     """
     inputs = keras.Input((*input_size, 3), name="image")
     weights = None if encoder_weights in (None, "none") else encoder_weights
-    encoder = keras.applications.VGG16(include_top=False, weights=weights, input_tensor=vgg16_preprocessing(inputs))
+    # A plain VGG16 loads any of its weight files (ImageNet download or a local .h5)
+    # exactly as Keras ships them; it then runs nested, on the preprocessed image.
+    vgg16 = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(*input_size, 3))
+    encoder = keras.Model(vgg16.input, [vgg16.get_layer(name).output for name in ENCODER_OUTPUTS],
+                          name="vgg16_encoder")
     encoder.trainable = not freeze_encoder
-    skips = [encoder.get_layer(name).output for name in ("block1_conv2", "block2_conv2", "block3_conv3")]
-    skips.append(layers.Dropout(dropout, name="block4_dropout")(encoder.get_layer("block4_conv3").output))
-    x = layers.Dropout(dropout, name="bottleneck_dropout")(encoder.get_layer("block5_conv3").output)
+    *skips, bottleneck = encoder(vgg16_preprocessing(inputs))
+    skips[-1] = layers.Dropout(dropout, name="block4_dropout")(skips[-1])
+    x = layers.Dropout(dropout, name="bottleneck_dropout")(bottleneck)
     for level, (filters, skip) in enumerate(zip((512, 256, 128, 64), reversed(skips))):
         x = layers.UpSampling2D(2)(x)
         x = layers.Conv2D(filters, 2, padding="same", activation="relu")(x)

@@ -23,6 +23,10 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
                "batch_size": 2, "epochs": 20, "schedule": "constant", "augment": False}
 
 
+NOT_RECORDED = {"verbose", "resume", "data_dir", "output_dir"}
+VGG16_ONLY = {"encoder_weights", "freeze_encoder"}
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(part) for part in text.lower().split("x"))
@@ -180,8 +184,9 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
         "parameters": model.count_params(),
         "gflops_per_image": round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
         "training": {
-            **{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-               if key not in ("verbose", "resume")},
+            # Local paths stay out: the config is published with the model.
+            **{key: value for key, value in vars(args).items() if key not in NOT_RECORDED
+               and not (key in VGG16_ONLY and args.architecture != "vgg16-unet")},
             "crop_size": list(crop_size),
             "epochs_run": tracker.epoch,
             "best_epoch": tracker.best_epoch,

@@ -1,0 +1,162 @@
+"""CamVid loading: pairing, both layouts, resize rules, binarisation and every validation error."""
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo.engine import resize_image, resize_labels
+from training.data import DataError, binarize, default_crop_size, find_pairs, load_split, make_dataset, read_pair
+
+
+def copy_split(source, target, split="train", stems=None):
+    """Copy some pairs of the fixture into a new SegNet-layout folder."""
+    for suffix in ("", "annot"):
+        (target / f"{split}{suffix}").mkdir(parents=True, exist_ok=True)
+        for path in sorted((source / f"{split}{suffix}").iterdir()):
+            if stems is None or path.stem in stems:
+                shutil.copy(path, target / f"{split}{suffix}" / path.name)
+    return target
+
+
+def test_pairs_match_by_stem(camvid_dir):
+    pairs = find_pairs(camvid_dir, "train")
+    assert len(pairs) == 4
+    assert all(pair.image.stem == pair.label.stem for pair in pairs)
+    assert [pair.stem for pair in pairs] == sorted(pair.stem for pair in pairs)
+    assert len(find_pairs(camvid_dir, "val")) == 2
+
+
+def test_seed_layout_loads_the_same_frames(camvid_dir, tmp_path):
+    # The seed's folders, with labels stored as three identical channels as the seed ships them.
+    (tmp_path / "images_prepped_train").mkdir()
+    (tmp_path / "annotations_prepped_train").mkdir()
+    for pair in find_pairs(camvid_dir, "train"):
+        shutil.copy(pair.image, tmp_path / "images_prepped_train" / pair.image.name)
+        labels = np.asarray(Image.open(pair.label))
+        Image.fromarray(np.stack([labels] * 3, axis=-1)).save(tmp_path / "annotations_prepped_train" / pair.label.name)
+    seed_images, seed_masks, _ = load_split(tmp_path, "train", (176, 240))
+    segnet_images, segnet_masks, _ = load_split(camvid_dir, "train", (176, 240))
+    np.testing.assert_array_equal(seed_images, segnet_images)
+    np.testing.assert_array_equal(seed_masks, segnet_masks)
+
+
+def test_missing_split_says_which_layouts_were_expected(tmp_path):
+    with pytest.raises(DataError, match="trainannot/.*images_prepped_train"):
+        find_pairs(tmp_path, "train")
+
+
+def test_labels_keep_their_values_after_resizing(camvid_dir):
+    for pair in find_pairs(camvid_dir, "train"):
+        image, labels = read_pair(pair)
+        for size in ((176, 240), (224, 224), (97, 131), (720, 960)):
+            resized = resize_labels(labels, size)
+            assert resized.shape == size
+            assert set(np.unique(resized)) <= set(np.unique(labels))
+
+
+def test_images_are_resized_with_area_interpolation(camvid_dir):
+    image, _ = read_pair(find_pairs(camvid_dir, "val")[0])
+    expected = cv2.resize(image, (240, 180), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(resize_image(image, (180, 240)), expected)
+    # 2x2 area averaging exactly: a downscale by two is the mean of each block.
+    block_mean = image.reshape(180, 2, 240, 2, 3).mean(axis=(1, 3))
+    assert np.abs(expected.astype(float) - block_mean).max() <= 0.5 + 1e-9
+
+
+def test_car_becomes_one_and_everything_else_zero(camvid_dir):
+    pair = find_pairs(camvid_dir, "train")[0]
+    _, labels = read_pair(pair)
+    mask = binarize(labels)
+    assert set(np.unique(mask)) <= {0, 1}
+    assert mask.sum() == np.count_nonzero(labels == 8) > 0
+    assert binarize(labels, target_class=3).sum() == np.count_nonzero(labels == 3)
+
+
+def test_missing_label_is_named(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    (tmp_path / "trainannot" / "0001TP_006690.png").unlink()
+    with pytest.raises(DataError, match=r"0001TP_006690\.png has no label map"):
+        find_pairs(tmp_path, "train")
+
+
+def test_missing_image_is_named(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    (tmp_path / "train" / "0006R0_f00990.png").unlink()
+    with pytest.raises(DataError, match=r"trainannot/0006R0_f00990\.png has no image"):
+        find_pairs(tmp_path, "train")
+
+
+def test_unreadable_image_is_named(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    (tmp_path / "train" / "0001TP_006690.png").write_text("not a picture")
+    with pytest.raises(DataError, match=r"train/0001TP_006690\.png cannot be read"):
+        load_split(tmp_path, "train", None)
+
+
+def test_unreadable_label_is_named(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    label = tmp_path / "trainannot" / "0001TP_006690.png"
+    label.write_bytes(label.read_bytes()[:200])  # truncated
+    with pytest.raises(DataError, match=r"trainannot/0001TP_006690\.png cannot be read"):
+        load_split(tmp_path, "train", None)
+
+
+def test_size_mismatch_is_named(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    label = tmp_path / "trainannot" / "0001TP_006690.png"
+    Image.open(label).resize((240, 180), Image.NEAREST).save(label)
+    with pytest.raises(DataError, match=r"0001TP_006690\.png is 240x180 but its image .* is 480x360"):
+        load_split(tmp_path, "train", None)
+
+
+def test_label_values_out_of_range_are_named(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    label = tmp_path / "trainannot" / "0016E5_00660.png"
+    values = np.asarray(Image.open(label)).copy()
+    values[0, :3] = [12, 200, 255]
+    Image.fromarray(values).save(label)
+    with pytest.raises(DataError, match=r"0016E5_00660\.png holds label values \[12, 200, 255\] outside 0\.\.11"):
+        load_split(tmp_path, "train", None)
+
+
+def test_colour_label_is_refused(camvid_dir, tmp_path):
+    copy_split(camvid_dir, tmp_path)
+    label = tmp_path / "trainannot" / "0016E5_00660.png"
+    values = np.asarray(Image.open(label))
+    Image.fromarray(np.stack([values, values, np.zeros_like(values)], axis=-1)).save(label)
+    with pytest.raises(DataError, match=r"0016E5_00660\.png is a colour image"):
+        load_split(tmp_path, "train", None)
+
+
+def test_training_pipeline_keeps_image_and_mask_aligned(camvid_dir):
+    """Flip, scale and crop must move the mask with the image: a planted marker proves it."""
+    images, masks, _ = load_split(camvid_dir, "train", (176, 240))
+    # Paint the car pixels pure red and everything else grey: after any augmentation
+    # the mask must still be exactly where the red is.
+    images = np.where(masks[..., None] == 1, np.array([255, 0, 0], np.uint8), np.array([128, 128, 128], np.uint8))
+    crop = default_crop_size((176, 240), 16)
+    dataset = make_dataset(images, masks, batch_size=2, stride=16, training=True, augment=True, crop_size=crop)
+    for batch_images, batch_masks, batch_weights in dataset.take(4):
+        assert batch_images.shape == (2, *crop, 3) and batch_masks.shape == (2, *crop, 1)
+        assert float(np.min(batch_weights)) == 1.0  # crops never need padding
+        # Colour jitter changes values, but red minus green stays large on car and small elsewhere.
+        red_minus_green = batch_images[..., 0].numpy() - batch_images[..., 1].numpy()
+        car = batch_masks[..., 0].numpy() == 1
+        # Nearest-neighbour mask and antialiased image agree away from the edges of each region.
+        interior = cv2.erode(car.astype(np.uint8)[0], np.ones((5, 5), np.uint8)).astype(bool)
+        outside = cv2.dilate(car.astype(np.uint8)[0], np.ones((5, 5), np.uint8)) == 0
+        assert np.all(red_minus_green[0][interior] > 60)
+        assert np.all(np.abs(red_minus_green[0][outside]) < 40)  # contrast shifts channels a little
+
+
+def test_evaluation_pipeline_pads_with_zero_weight(camvid_dir):
+    images, masks, _ = load_split(camvid_dir, "val", None)  # 360x480: not a multiple of 16
+    (batch_images, batch_masks, batch_weights), = make_dataset(images, masks, batch_size=2, stride=16).take(1)
+    assert batch_images.shape == (2, 368, 480, 3)
+    assert float(batch_weights[:, :360].numpy().min()) == 1.0
+    assert float(batch_weights[:, 360:].numpy().max()) == 0.0
+    np.testing.assert_array_equal(batch_masks[:, :360, :, 0].numpy(), masks)
