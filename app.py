@@ -8,8 +8,8 @@ import logging
 from demo.bundle import resolve_bundle
 from demo.ui import MAX_UPLOAD_SIZE, build_demo
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not news
     bundle = resolve_bundle()
     build_demo(bundle).launch(max_file_size=MAX_UPLOAD_SIZE)
