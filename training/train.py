@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", choices=["seed"], help="the seed's recipe (vgg16-unet, 224x224, BCE, batch 2, 20 epochs)")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="unet")
     parser.add_argument("--input-size", type=parse_size, help="HEIGHTxWIDTH frames are resized to (default per architecture)")
+    parser.add_argument("--resize", choices=["keep_aspect", "stretch"],
+                        help="how the app feeds photos: fixed-input models always stretch; compact ones keep the "
+                             "aspect (default) unless trained on stretched frames such as 224x224")
     parser.add_argument("--crop-size", type=parse_size, help="HEIGHTxWIDTH random training crops (fully convolutional models)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -81,6 +84,9 @@ def resolve_args(args: argparse.Namespace, argv: list[str]) -> argparse.Namespac
             args.freeze_encoder = True  # the seed trained the decoder on a frozen ImageNet encoder
     architecture = ARCHITECTURES[args.architecture]
     args.input_size = args.input_size or architecture.default_input_size
+    if architecture.fixed_input:
+        args.resize = "stretch"
+    args.resize = args.resize or "keep_aspect"
     if any(side % architecture.stride for side in args.input_size) and architecture.fixed_input:
         raise SystemExit(f"error: --input-size must be a multiple of {architecture.stride} for {args.architecture}")
     return args
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     train_images, train_masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
     val_images, val_masks, _ = load_split(args.data_dir, "val", args.input_size, args.target_class, args.limit)
-    crop_size = args.input_size if architecture.fixed_input else (
+    crop_size = args.input_size if architecture.fixed_input or not args.augment else (
         args.crop_size or default_crop_size(args.input_size, architecture.stride))
     train_data = make_dataset(train_images, train_masks, args.batch_size, stride=architecture.stride,
                               training=True, augment=args.augment, crop_size=crop_size, seed=args.seed)
@@ -176,7 +182,7 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     config = {
         "architecture": args.architecture,
         "input_size": list(args.input_size),
-        "resize": "stretch" if architecture.fixed_input else "keep_aspect",
+        "resize": args.resize,
         "stride": architecture.stride,
         "target_class": {"id": args.target_class, "name": CAMVID_CLASSES[args.target_class]},
         "threshold": 0.5,

@@ -1,0 +1,62 @@
+"""The README's table of runs, from the bundles themselves.
+
+    python -m training.runs_table runs/*/bundle [--image demo/examples/0016E5_08017.png]
+
+One row per bundle: val IoU, Dice, precision and recall at its best threshold
+(as `training.train` measured them through the serving engine), parameters,
+GFLOPs per image, median epoch time, and the median time of one full inference
+of a 480x360 photo through the engine, measured now, on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from demo.bundle import load_bundle
+from demo.engine import SegmentationEngine
+from demo.imaging import load_rgb
+
+DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / "demo" / "examples" / "0016E5_08017.png"
+
+
+def inference_ms(engine: SegmentationEngine, image, repeats: int) -> float:
+    engine.predict_probabilities(image)  # compile once
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine.predict_probabilities(image)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def table_row(bundle_dir: Path, image, repeats: int) -> str:
+    bundle = load_bundle(bundle_dir)
+    config, training = bundle.config, bundle.config.get("training", {})
+    val = config["metrics"]["val"]
+    size = "x".join(map(str, config["input_size"]))
+    recipe = (f"{config['architecture']} {size} {config['resize'].replace('_', '-')}, {training.get('loss')}, "
+              f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep")
+    return (f"| {bundle_dir.parent.name} | {recipe} | {val['iou']:.4f} | {val['dice']:.4f} | {val['precision']:.4f} | "
+            f"{val['recall']:.4f} | {val['threshold']:.2f} | {config.get('parameters', 0) / 1e6:.2f} M | "
+            f"{config.get('gflops_per_image', float('nan')):.1f} | {training.get('epoch_time_s_median')} s | "
+            f"{inference_ms(SegmentationEngine(bundle.model, config), image, repeats):.0f} ms |")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.runs_table", description=__doc__.splitlines()[0])
+    parser.add_argument("bundles", nargs="+", type=Path)
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a 480x360 photo to time inference on")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    image = load_rgb(args.image)
+    print("| run | recipe | val IoU | Dice | precision | recall | best threshold | params | GFLOPs/image "
+          "| epoch time | inference 480x360 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for bundle_dir in args.bundles:
+        print(table_row(bundle_dir, image, args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
