@@ -140,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
 
     strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else tf.distribute.get_strategy()
+    if args.strategy == "mirrored":
+        devices = ", ".join(strategy.extended.worker_devices)
+        print(f"strategy: MirroredStrategy, {strategy.num_replicas_in_sync} replicas on {devices}")
     with strategy.scope():
         if state is not None:
             model = keras.saving.load_model(state.last_checkpoint)  # weights, optimizer and its step count
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                           metrics=training_metrics())
     tracker = TrainingState(run_dir, patience=args.patience, state=state)
     model.fit(train_data.repeat(), epochs=args.epochs, initial_epoch=state.epoch if state else 0,
-              steps_per_epoch=steps_per_epoch, validation_data=val_data,
+              steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
               callbacks=[tracker, keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)],
               verbose=args.verbose)
     if tracker.best_checkpoint is None or not tracker.best_checkpoint.exists():

@@ -1,0 +1,142 @@
+"""The training command end to end on the shipped CamVid pairs: bundle, resume, faults, strategy."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from demo.bundle import load_bundle, verify_bundle
+from demo.engine import SegmentationEngine
+from training import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RUN = ["--architecture", "unet", "--base-filters", "4", "--input-size", "96x128", "--batch-size", "2",
+            "--limit", "2", "--verbose", "0"]
+
+
+def run_training(camvid_dir, output_dir, *extra):
+    return train.main(["--data-dir", str(camvid_dir), "--output-dir", str(output_dir), *TINY_RUN, *extra])
+
+
+def log_rows(output_dir):
+    with open(output_dir / "run" / "log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_one_epoch_writes_a_bundle_that_reloads_in_safe_mode(camvid_dir, tmp_path):
+    assert run_training(camvid_dir, tmp_path, "--epochs", "1") == 0
+    bundle_dir = tmp_path / "bundle"
+    config = verify_bundle(bundle_dir)
+    assert {"model.keras", "config.json", "README.md", "training_curves.png", "threshold_sweep.png",
+            "evaluation_val.json", "gallery_val.png"} <= {path.name for path in bundle_dir.iterdir()}
+    assert not [path for path in tmp_path.iterdir() if ".tmp-" in path.name]
+    assert config["input_size"] == [96, 128] and config["resize"] == "keep_aspect"
+    assert config["metrics"]["val"]["images"] == 2
+    assert 0.0 <= config["metrics"]["val"]["iou"] <= 1.0
+    assert "data_dir" not in config["training"]  # no local paths in what gets published
+    bundle = load_bundle(bundle_dir)
+    probabilities = SegmentationEngine(bundle.model, bundle.config).predict_probabilities(
+        np.zeros((359, 481, 3), np.uint8))
+    assert probabilities.shape == (359, 481)
+    assert "library_name: keras" in (bundle_dir / "README.md").read_text()
+
+
+def test_resume_continues_where_the_run_stopped(camvid_dir, tmp_path):
+    assert run_training(camvid_dir, tmp_path, "--epochs", "1") == 0
+    first_state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert first_state["epoch"] == 1
+    assert run_training(camvid_dir, tmp_path, "--epochs", "3", "--resume") == 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["epoch"] == 3
+    assert [row["epoch"] for row in log_rows(tmp_path)] == ["0", "1", "2"]
+    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["epochs_run"] == 3
+
+
+def test_training_killed_mid_epoch_resumes_and_finishes(camvid_dir, tmp_path):
+    """SIGKILL in the middle of epoch 2, then --resume: epochs 2 and 3 run, the bundle is whole."""
+    command = [sys.executable, "-m", "training.train", "--data-dir", str(camvid_dir), "--output-dir", str(tmp_path),
+               *TINY_RUN, "--epochs", "3", "--steps-per-epoch", "150"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = tmp_path / "run" / "state.json"
+    deadline = time.monotonic() + 300
+    while not state_file.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside epoch 2 (an epoch of 150 steps takes several seconds)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads(state_file.read_text())["epoch"] == 1
+    assert not (tmp_path / "bundle").exists()
+    assert run_training(camvid_dir, tmp_path, "--epochs", "3", "--steps-per-epoch", "150", "--resume") == 0
+    assert [row["epoch"] for row in log_rows(tmp_path)] == ["0", "1", "2"]
+    verify_bundle(tmp_path / "bundle")
+
+
+def test_disk_full_is_a_clear_error_and_keeps_earlier_checkpoints(camvid_dir, tmp_path, monkeypatch, capsys):
+    import keras
+
+    assert run_training(camvid_dir, tmp_path, "--epochs", "1") == 0
+    best_before = (tmp_path / "run" / "best.keras").read_bytes()
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", disk_full)
+    assert run_training(camvid_dir, tmp_path, "--epochs", "2", "--resume") == 3
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and "intact" in error and "Traceback" not in error
+    assert (tmp_path / "run" / "best.keras").read_bytes() == best_before
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 1
+
+
+def test_read_only_output_folder_is_a_clear_error(camvid_dir, tmp_path, capsys):
+    target = tmp_path / "out"
+    target.write_text("a file where the output folder should be")
+    assert run_training(camvid_dir, target, "--epochs", "1") == 3
+    assert "could not write to" in capsys.readouterr().err
+
+
+def test_bad_data_stops_before_training_and_names_the_file(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "trainannot").mkdir()
+    (tmp_path / "train" / "a.png").write_bytes(b"")
+    assert run_training(tmp_path, tmp_path / "out", "--epochs", "1") == 2
+    assert "train/a.png has no label map" in capsys.readouterr().err
+
+
+def test_seed_recipe_is_the_reference_setup():
+    args = train.resolve_args(train.build_parser().parse_args(["--output-dir", "x", "--recipe", "seed"]),
+                              ["--output-dir", "x", "--recipe", "seed"])
+    assert (args.architecture, args.input_size, args.loss, args.learning_rate, args.batch_size, args.epochs,
+            args.schedule, args.augment, args.freeze_encoder) == (
+        "vgg16-unet", (224, 224), "bce", 1e-3, 2, 20, "constant", False, True)
+    explicit = train.resolve_args(train.build_parser().parse_args(["--output-dir", "x", "--recipe", "seed",
+                                                                   "--epochs", "3", "--encoder-weights", "none"]),
+                                  ["--output-dir", "x", "--recipe", "seed", "--epochs", "3", "--encoder-weights", "none"])
+    assert explicit.epochs == 3 and not explicit.freeze_encoder
+
+
+def test_mirrored_strategy_on_two_logical_cpus(camvid_dir, tmp_path):
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from training import train
+import sys
+sys.exit(train.main({["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), *TINY_RUN,
+                      "--epochs", "1", "--strategy", "mirrored"]!r}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "strategy: MirroredStrategy, 2 replicas on /job:localhost/replica:0/task:0/device:CPU:0, " \
+           "/job:localhost/replica:0/task:0/device:CPU:1" in result.stdout
+    verify_bundle(tmp_path / "bundle")
