@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,6 +14,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest  # noqa: E402
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CAMVID_FIXTURE = FIXTURES / "camvid"
 
@@ -42,6 +47,14 @@ def tiny_bundle_dir(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
 
 
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_bundle_dir):
+    """The tiny bundle loaded, one per test module (tests may change its notice or config and restore it)."""
+    from demo.bundle import load_bundle
+
+    return load_bundle(tiny_bundle_dir)
+
+
 def free_port() -> int:
     import socket
 
@@ -72,3 +85,32 @@ def launch_app():
     yield launch
     for demo in launched:
         demo.close()
+
+
+@contextmanager
+def running_app_py(bundle_dir: Path, port: int, log: Path, startup_timeout_s: float = 180):
+    """`python app.py` serving `bundle_dir` on 127.0.0.1:`port`, as a Space starts it (output in `log`).
+
+    Yields the server process and the app's /config once it answers; terminates it afterwards.
+    """
+    import httpx
+
+    environment = {**os.environ, "MODEL_DIR": str(bundle_dir), "GRADIO_SERVER_PORT": str(port)}
+    environment.pop("GRADIO_SERVER_NAME", None)
+    with open(log, "w") as output:
+        server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=environment,
+                                  stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"app.py did not come up on port {port}:\n{log.read_text()[-3000:]}")
+        yield server, config
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,10 +1,6 @@
 """The Gradio app over HTTP, as its users and API clients reach it (no browser here)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,16 +10,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from demo.bundle import load_bundle
+from conftest import running_app_py
 from demo.ui import EXAMPLES_DIR, build_demo, describe_model, parse_colour
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMVID_EXAMPLE = sorted(EXAMPLES_DIR.glob("*.png"))[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tiny_bundle_dir):
-    return load_bundle(tiny_bundle_dir)
 
 
 @pytest.fixture(scope="module")
@@ -137,25 +127,7 @@ def test_colour_picker_values_are_parsed(value, rgb):
 
 
 def test_app_py_serves_on_loopback_where_gradio_env_says(tiny_bundle_dir, tmp_path, unused_port):
-    port = unused_port
-    environment = {**os.environ, "MODEL_DIR": str(tiny_bundle_dir), "GRADIO_SERVER_PORT": str(port)}
-    environment.pop("GRADIO_SERVER_NAME", None)
     log = tmp_path / "app.log"
-    with open(log, "w") as output:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=environment,
-                                  stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
-                break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail(f"app.py did not come up on port {port}:\n{log.read_text()[-3000:]}")
-        assert f"http://127.0.0.1:{port}" in log.read_text()
+    with running_app_py(tiny_bundle_dir, unused_port, log) as (_, config):
+        assert f"http://127.0.0.1:{unused_port}" in log.read_text()
         assert any(str(tiny_bundle_dir) in str(component["props"].get("value")) for component in config["components"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
