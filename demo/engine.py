@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 DEFAULT_OVERLAY_COLOUR = (255, 40, 40)
+# Any size traces the one graph; keep_aspect models are fed at their training size whatever it is.
+WARM_UP_SIZE = 32
 
 
 def feed_size(height: int, width: int, config: dict) -> tuple[int, int]:
@@ -67,12 +69,17 @@ class SegmentationEngine:
     def __post_init__(self):
         import tensorflow as tf
 
-        # One compiled graph per distinct input shape; photos come in a handful of sizes.
-        self._forward = tf.function(lambda batch: self.model(batch, training=False), reduce_retracing=True)
+        # One graph for photos of every size, traced once (by warm_up, or else by the first photo).
+        self._forward = tf.function(lambda batch: self.model(batch, training=False),
+                                    input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
 
     @property
     def default_threshold(self) -> float:
         return float(self.config.get("threshold", 0.5))
+
+    def warm_up(self) -> None:
+        """Trace the graph and run it once on a blank photo, so the first user need not wait seconds."""
+        self.predict_probabilities(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
 
     def predict_probabilities(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W) float32 car probabilities aligned with the pixels of `rgb` (H, W, 3 uint8)."""

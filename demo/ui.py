@@ -103,6 +103,7 @@ def render(segmentation: Segmentation, threshold: float, opacity: float, colour:
 def build_demo(bundle: Bundle) -> gr.Blocks:
     """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE."""
     engine = SegmentationEngine(bundle.model, bundle.config)
+    engine.warm_up()  # at start, not on the first user's request
 
     def run_network(upload: dict | None) -> Segmentation | None:
         if upload is None:  # the input was cleared
