@@ -159,10 +159,21 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
         else:
             reason = f"the Hub at {constants.ENDPOINT} could not be reached"
         raise BundleError(f"{where} is not in the local cache, and {reason}.") from error
-    except HfHubHTTPError as error:
-        raise BundleError(f"The Hub refused the download of {where}: {error}") from error
+    except HfHubHTTPError as error:  # its message quotes the server's: never pass a token on
+        raise BundleError(hide_token(f"The Hub refused the download of {where}: {error}")) from error
     except OSError as error:
-        raise BundleError(f"Could not download {where}: {error}") from error
+        raise BundleError(hide_token(f"Could not download {where}: {error}")) from error
+
+
+def hide_token(text: str) -> str:
+    """`text` with the Hub token masked, should a server ever echo it back in an error.
+
+    Such a message is logged and shown on the page as the fallback notice, to anyone.
+    """
+    from huggingface_hub import get_token
+
+    token = get_token()
+    return text.replace(token, "hf_***") if token else text
 
 
 def resolve_bundle(environ: dict | None = None, default_dir: Path = DEFAULT_BUNDLE_DIR) -> Bundle:
