@@ -17,6 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Anything larger is refused from its header, before a byte of pixels is decoded,
 # which is also what stops decompression bombs (a few KB of PNG, 900 MP of pixels).
 MAX_PIXELS = 50_000_000
+# The app answers with a JPEG, which cannot be longer than this; a 10 x 70,000 strip fits in
+# the pixel limit but not in a JPEG, so it is refused from its header too.
+MAX_SIDE = 65_500
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -35,6 +38,11 @@ def load_rgb(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(
             f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} MP); "
             f"the limit is {max_pixels / 1e6:.0f} MP. Please upload a smaller image."
+        )
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(
+            f"The image is {width}x{height} pixels; the longest side may be {MAX_SIDE} pixels. "
+            "Please upload a smaller image."
         )
     try:
         image.seek(0)  # animated GIF/WebP/PNG: the first frame
