@@ -11,13 +11,20 @@ would also turn a broken file into an unreadable error instead of our message.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import os
 import re
+import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
+from PIL import Image
 
 from demo.bundle import Bundle
 from demo.engine import (
@@ -43,6 +50,8 @@ QUEUE_SIZE = 32
 # A session's photo and probabilities are freed this long after its last network pass.
 STATE_TIME_TO_LIVE_S = 30 * 60
 DEFAULT_OPACITY = 0.5
+# Pictures are named by their content, as Gradio names its own, salted so a name reveals nothing.
+PICTURE_NAME_SALT = secrets.token_bytes(16)
 
 
 @dataclass(eq=False)  # arrays: compared by identity, never element-wise
@@ -93,11 +102,42 @@ def describe_coverage(stats: dict, threshold: float) -> str:
     )
 
 
+def save_picture(pixels: np.ndarray, file_name: str) -> str:
+    """`pixels` encoded as `file_name` (its suffix names the format) in Gradio's cache; the file's path.
+
+    Handed an array, Gradio 6.31 rewrites the picture's file in place on every request
+    (processing_utils.save_pil_to_cache), so when two requests draw the same picture a client
+    still downloading it receives a truncated file. Here each picture is written once, whole,
+    under a temporary name and then renamed into place; delete_cache ages it out like Gradio's own.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, Image.registered_extensions()[Path(file_name).suffix])
+    data = buffer.getvalue()
+    folder = Path(get_upload_folder()) / hashlib.sha256(PICTURE_NAME_SALT + data).hexdigest()
+    path = folder / file_name
+    try:
+        os.utime(path)  # handed out again: its age for delete_cache starts over
+        return str(path)
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, staging = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as staging_file:
+            staging_file.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
 def render(segmentation: Segmentation, threshold: float, opacity: float, colour: tuple[int, int, int]):
-    """Overlay, downloadable mask and coverage stats for one threshold: no network involved."""
+    """Overlay (JPEG file), downloadable mask (PNG file) and coverage stats for one threshold: no network."""
     mask = threshold_probabilities(segmentation.probabilities, float(threshold))
     overlay = overlay_mask(segmentation.rgb, mask, colour=colour, opacity=float(opacity))
-    return overlay, mask_to_png_array(mask), mask_stats(mask)
+    return (save_picture(overlay, "overlay.jpeg"), save_picture(mask_to_png_array(mask), "car_mask.png"),
+            mask_stats(mask))
 
 
 def build_demo(bundle: Bundle) -> gr.Blocks:
@@ -114,8 +154,8 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     def redraw(segmentation: Segmentation | None, threshold: float, opacity: float, colour: str):
         if segmentation is None:
             return None, None, ""
-        overlay, mask_png, stats = render(segmentation, threshold, opacity, parse_colour(colour))
-        return overlay, mask_png, describe_coverage(stats, float(threshold))
+        overlay_path, mask_path, stats = render(segmentation, threshold, opacity, parse_colour(colour))
+        return overlay_path, mask_path, describe_coverage(stats, float(threshold))
 
     def segment(image: dict, threshold: float):
         """Find the cars in a photo.
@@ -155,10 +195,10 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
                                            elem_id="opacity")
                 colour_picker = gr.ColorPicker(hex_colour(DEFAULT_OVERLAY_COLOUR), label="Overlay colour")
             with gr.Column():
-                overlay_output = gr.Image(label="Cars", format="jpeg", interactive=False, elem_id="overlay")
+                overlay_output = gr.Image(label="Cars", interactive=False, elem_id="overlay")
                 coverage_text = gr.Markdown(elem_id="coverage")
-                mask_output = gr.Image(label="Car mask", format="png", interactive=False,
-                                       buttons=["download", "fullscreen"], elem_id="mask")
+                mask_output = gr.Image(label="Car mask", interactive=False, buttons=["download", "fullscreen"],
+                                       elem_id="mask")
 
         gr.Examples(
             examples=[[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.png"))],
