@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch (timing trials)")
     parser.add_argument("--strategy", choices=["default", "mirrored"], default="default",
                         help="mirrored: tf.distribute.MirroredStrategy over every visible device")
+    parser.add_argument("--init-from", type=Path,
+                        help="start from the weights of this bundle folder or .keras checkpoint (same architecture)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     return parser
@@ -151,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
             options = {"base_filters": args.base_filters} if not architecture.fixed_input else {
                 "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
             model = build_model(args.architecture, args.input_size, **options)
+            if args.init_from:
+                model.set_weights(load_initial_weights(args.init_from))
             total_steps = steps_per_epoch * args.epochs
             learning_rate = args.learning_rate if args.schedule == "constant" else \
                 keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps, alpha=0.01)
@@ -194,7 +198,8 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
         "gflops_per_image": round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
         "training": {
             # Local paths stay out: the config is published with the model.
-            **{key: value for key, value in vars(args).items() if key not in NOT_RECORDED
+            **{key: (str(value.name) if isinstance(value, Path) else value) for key, value in vars(args).items()
+               if key not in NOT_RECORDED
                and not (key in VGG16_ONLY and args.architecture != "vgg16-unet")},
             "crop_size": list(crop_size),
             "epochs_run": tracker.epoch,
@@ -225,6 +230,16 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     })
     write_model_card(bundle_dir)
     return bundle_dir
+
+
+def load_initial_weights(path: Path) -> list:
+    """The weights of a bundle's model.keras or of a checkpoint, to start a new run from."""
+    import keras
+
+    from demo.bundle import MODEL_FILE
+
+    path = path / MODEL_FILE if path.is_dir() else path
+    return keras.saving.load_model(path, compile=False).get_weights()
 
 
 def _stride_multiple(size, stride):
