@@ -13,14 +13,14 @@ import argparse
 import contextlib
 import itertools
 import os
-import statistics
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.timing import median_ms  # noqa: E402
 from demo.bundle import DEFAULT_BUNDLE_DIR, BundleError, load_bundle  # noqa: E402
 from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities  # noqa: E402
 from demo.imaging import load_rgb  # noqa: E402
@@ -28,29 +28,56 @@ from demo.imaging import load_rgb  # noqa: E402
 PHOTO = Path(__file__).resolve().parent.parent / "demo" / "examples" / "0016E5_08017.png"  # a 480x360 CamVid frame
 # A person dragging the slider: every move asks for another threshold.
 SLIDER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+WARMUP_RUNS = 2
 
 
-def median_ms(action, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):  # graph tracing and first-touch allocations are not what a user waits for
-        action()
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        durations.append(time.perf_counter() - start)
-    return 1000 * statistics.median(durations)
+@dataclass(frozen=True)
+class SliderTiming:
+    """Medians in milliseconds."""
+
+    full_inference_ms: float  # network + threshold + overlay
+    slider_ms: float  # threshold + overlay of the kept probabilities
+    slider_with_stats_ms: float  # ... + coverage stats, as the app redraws
+    stats_ms: float  # the coverage stats alone
 
 
 @contextlib.contextmanager
-def untrained_bundle():
-    """The training default (compact U-Net, 16 base filters, fed at 360x480), untrained."""
+def untrained_bundle(base_filters: int = 16, input_size: tuple[int, int] = (360, 480)):
+    """A compact U-Net bundle, untrained (it costs what a trained one costs); by default the
+    training default (16 base filters, fed at 360x480). Deleted on exit."""
+    import keras
+
     from training.bundle import write_bundle
     from training.models import build_model
 
-    config = {"architecture": "unet", "input_size": [360, 480], "resize": "keep_aspect", "stride": 16,
+    keras.utils.set_random_seed(0)  # the same untrained weights every run
+    config = {"architecture": "unet", "input_size": list(input_size), "resize": "keep_aspect", "stride": 16,
               "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
     with tempfile.TemporaryDirectory() as folder:
-        yield write_bundle(Path(folder) / "untrained", build_model("unet"), config)
+        yield write_bundle(Path(folder) / "untrained", build_model("unet", base_filters=base_filters), config)
+
+
+def measure_slider(engine: SegmentationEngine, photo, repeats: int, warmup: int = WARMUP_RUNS) -> SliderTiming:
+    """Time a full inference of `photo` (RGB array) and a slider move over its kept probabilities."""
+    threshold = engine.default_threshold
+    kept_probabilities = engine.predict_probabilities(photo)
+    slider_thresholds = itertools.cycle(SLIDER_THRESHOLDS)
+
+    def full_inference():
+        overlay_mask(photo, threshold_probabilities(engine.predict_probabilities(photo), threshold))
+
+    def slider_move():
+        overlay_mask(photo, threshold_probabilities(kept_probabilities, next(slider_thresholds)))
+
+    def slider_move_with_stats():
+        mask = threshold_probabilities(kept_probabilities, next(slider_thresholds))
+        overlay_mask(photo, mask)
+        mask_stats(mask)
+
+    kept_mask = threshold_probabilities(kept_probabilities, threshold)
+    return SliderTiming(median_ms(full_inference, repeats, warmup), median_ms(slider_move, repeats, warmup),
+                        median_ms(slider_move_with_stats, repeats, warmup),
+                        median_ms(lambda: mask_stats(kept_mask), repeats, warmup))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,33 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         description = f"{bundle.path}" if bundle_dir else "a temporary untrained compact U-Net (no default model yet)"
         engine = SegmentationEngine(bundle.model, bundle.config)
         photo = load_rgb(PHOTO)
-        threshold = engine.default_threshold
-        kept_probabilities = engine.predict_probabilities(photo)
-        slider_thresholds = itertools.cycle(SLIDER_THRESHOLDS)
-
-        def full_inference():
-            overlay_mask(photo, threshold_probabilities(engine.predict_probabilities(photo), threshold))
-
-        def slider_move():
-            overlay_mask(photo, threshold_probabilities(kept_probabilities, next(slider_thresholds)))
-
-        def slider_move_with_stats():
-            mask = threshold_probabilities(kept_probabilities, next(slider_thresholds))
-            overlay_mask(photo, mask)
-            mask_stats(mask)
-
-        inference_ms = median_ms(full_inference, args.repeats)
-        slider_ms = median_ms(slider_move, args.repeats)
-        slider_with_stats_ms = median_ms(slider_move_with_stats, args.repeats)
+        timing = measure_slider(engine, photo, args.repeats)
 
     height, width = photo.shape[:2]
     fed_height, fed_width = bundle.config["input_size"]
     print(f"bundle: {description} ({bundle.config['architecture']}, fed at {fed_height}x{fed_width})")
-    print(f"photo: {PHOTO.name}, {width}x{height}; medians of {args.repeats} runs after 2 warm-ups")
-    print(f"full inference (network + threshold + overlay): {inference_ms:9.2f} ms")
-    print(f"slider move (threshold + overlay):              {slider_ms:9.2f} ms")
-    print(f"slider move + coverage stats (as the app):      {slider_with_stats_ms:9.2f} ms")
-    print(f"ratio: a slider move is {inference_ms / slider_ms:.0f}x faster than a full inference")
+    print(f"photo: {PHOTO.name}, {width}x{height}; medians of {args.repeats} runs after {WARMUP_RUNS} warm-ups")
+    print(f"full inference (network + threshold + overlay): {timing.full_inference_ms:9.2f} ms")
+    print(f"slider move (threshold + overlay):              {timing.slider_ms:9.2f} ms")
+    print(f"slider move + coverage stats (as the app):      {timing.slider_with_stats_ms:9.2f} ms")
+    print(f"ratio: a slider move is {timing.full_inference_ms / timing.slider_ms:.0f}x faster than a full inference")
     return 0
 
 

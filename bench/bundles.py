@@ -1,0 +1,61 @@
+"""The bundles the benchmarks serve: the default model (or a stand-in) and the reference vgg16-unet."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.slider import untrained_bundle
+from demo.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from demo.engine import feed_size
+
+TINY_UNET = {"base_filters": 4, "input_size": (180, 240)}  # quick mode: seconds, not minutes
+
+
+@dataclass
+class ServedModel:
+    """A loaded bundle, what to call it in the report, and whether its weights were trained."""
+
+    name: str
+    bundle: Bundle
+    description: str
+    trained: bool
+
+
+def network_input_size(config: dict, height: int, width: int) -> tuple[int, int]:
+    """The (height, width) the engine feeds the network for a `height` x `width` photo (padding included)."""
+    stride = config.get("stride", 1)
+    return tuple(-(-side // stride) * stride for side in feed_size(height, width, config))
+
+
+@contextlib.contextmanager
+def default_model(bundle_dir: Path | None, quick: bool):
+    """`bundle_dir` if given; else demo/default_model (full mode); else an untrained compact U-Net:
+    the training default (full mode) or a tiny one (quick mode)."""
+    if bundle_dir is None and not quick and DEFAULT_BUNDLE_DIR.is_dir():
+        bundle_dir = DEFAULT_BUNDLE_DIR
+    if bundle_dir is not None:
+        bundle = load_bundle(bundle_dir)
+        trained = "metrics" in bundle.config
+        yield ServedModel("default", bundle, f"{bundle.config['architecture']} from {bundle_dir}", trained)
+        return
+    options = TINY_UNET if quick else {}
+    with untrained_bundle(**options) as folder:
+        bundle = load_bundle(folder)
+        size = "x".join(map(str, bundle.config["input_size"]))
+        kind = "tiny (4 base filters)" if quick else "training-default (16 base filters)"
+        yield ServedModel("default", bundle, f"untrained {kind} compact U-Net fed at {size} "
+                                             "(demo/default_model is not there yet)", trained=False)
+
+
+def vgg16_unet(folder: Path, input_size: tuple[int, int]) -> ServedModel:
+    """The seed's architecture with untrained weights (its cost does not depend on them), as a bundle."""
+    from training.bundle import write_bundle
+    from training.models import build_model
+
+    config = {"architecture": "vgg16-unet", "input_size": list(input_size), "resize": "stretch", "stride": 16,
+              "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
+    model = build_model("vgg16-unet", input_size, encoder_weights=None)
+    bundle = load_bundle(write_bundle(Path(folder) / "vgg16-unet", model, config))
+    size = "x".join(map(str, input_size))
+    return ServedModel("vgg16-unet", bundle, f"vgg16-unet, untrained weights, fed at {size} (stretched)", False)

@@ -1,0 +1,320 @@
+"""BENCHMARKS.md from one run's results: every figure, how it was measured, targets and misses."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
+from bench.latency import EndToEnd
+from bench.runtimes import IOU_TOLERANCE, REFERENCE, RuntimeResult, recommend
+from bench.serving import ColdStart, LoadLevel
+from bench.slider import SliderTiming
+from bench.training_speed import Throughput
+
+# The targets of issue #5.
+SLIDER_TARGET_MS = 20.0
+SLIDER_TARGET_SHARE = 0.05  # of a full inference
+TOP_OP_TYPES = 8
+
+
+@dataclass
+class Results:
+    settings: object
+    command: str
+    started_utc: str
+    machine: dict = field(default_factory=dict)
+    load_before: dict = field(default_factory=dict)
+    load_after: dict = field(default_factory=dict)
+    models: list[tuple[str, str, bool]] = field(default_factory=list)  # name, description, trained
+    end_to_end: list[EndToEnd] = field(default_factory=list)
+    slider: SliderTiming | None = None
+    matmul: dict[str, float] = field(default_factory=dict)
+    efficiency: list[ForwardEfficiency] = field(default_factory=list)
+    runtimes: list[RuntimeResult] = field(default_factory=list)
+    training: list[Throughput] = field(default_factory=list)
+    cold_start: ColdStart | None = None
+    load: list[LoadLevel] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    targets: list[tuple[str, str, bool]] = field(default_factory=list)  # filled while rendering
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def number(value, digits: int = 1, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def size(pair) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def header(results: Results) -> str:
+    settings = results.settings
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `{results.command}` on {results.started_utc} (the run took "
+        f"{results.elapsed_s / 60:.1f} min), every figure in this one run on the machine below. "
+        f"Latencies are medians of {settings.repeats} timed runs after {settings.warmup} warm-up "
+        f"run(s); the photo is `demo/examples/0016E5_08017.png` (480x360 CamVid frame).",
+    ]
+    if settings.quick:
+        lines += ["", "> **Quick mode**: tiny models, few repeats, `tests/fixtures/camvid`. These numbers show "
+                      "that the benchmarks run; they describe neither the models nor the machine."]
+    for name, description, trained in results.models:
+        lines += ["", f"- **{name}**: {description}" + ("" if trained else " — untrained: its latencies hold, "
+                                                         "its IoU figures mean nothing")]
+    busy = results.load_before.get("busy_processes", []) + results.load_after.get("busy_processes", [])
+    if busy:
+        commands = sorted({entry["command"] for entry in busy})
+        lines += ["", f"> **The machine was not idle**: other processes used CPU at the start or the end of the "
+                      f"run (whole machine {results.load_before['machine_cpu_percent']:.0f}% before, "
+                      f"{results.load_after['machine_cpu_percent']:.0f}% after): "
+                      + "; ".join(f"`{command}`" for command in commands[:5])
+                      + ". Every figure below is slower than this machine's own."]
+    return "\n".join(lines)
+
+
+def machine_section(results: Results) -> str:
+    machine = results.machine
+    rows = [
+        ["CPU", f"{machine['cpu_model']} (from /proc/cpuinfo); SIMD: {', '.join(machine['cpu_flags']) or 'none listed'}"],
+        ["cores", f"{machine['logical_cores']} logical, {machine['physical_cores']} physical, "
+                  f"{machine['usable_cores']} usable by this process"],
+        ["memory", f"{machine['memory_gib']:.1f} GiB"],
+        ["system", machine["system"]],
+        ["Python", machine["python"]],
+        ["libraries", ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())],
+        ["load average (1, 5, 15 min) at start", ", ".join(f"{value:.2f}" for value in results.load_before["load_average"])],
+        ["load average at end", ", ".join(f"{value:.2f}" for value in results.load_after["load_average"])],
+    ]
+    return "## Machine\n\n" + table(["", ""], rows)
+
+
+def end_to_end_section(results: Results) -> str:
+    rows = [[entry.model, size(entry.network_input), number(entry.engine_ms), number(entry.seed_ms),
+             f"{entry.speed_up:.2f}x"] for entry in results.end_to_end]
+    return "\n\n".join([
+        "## 1. End-to-end latency of one 480x360 photo",
+        "Decode the PNG, preprocess, run the network, resize back to 480x360, threshold, overlay. "
+        "**Engine**: `demo.engine.SegmentationEngine` as the app runs it (area resize to the bundle's feed "
+        "size, stride padding, the network as a `tf.function`, bilinear resize of the probabilities back). "
+        "**Seed's way**, same weights: `cv2.imread`, `cv2.resize` to the network input, `/ 255`, "
+        "`model.predict`, `np.where(p > threshold, 1, 0)`, nearest resize of the mask back, the same overlay "
+        "(our models normalise inside the graph, so the scaled pixels are multiplied back by 255 before "
+        "`predict`: microseconds).",
+        table(["model", "network input", "engine (ms)", "seed's way (ms)", "engine speed-up"], rows),
+    ])
+
+
+def slider_section(results: Results) -> str:
+    timing = results.slider
+    share = timing.slider_with_stats_ms / timing.full_inference_ms
+    met = timing.slider_with_stats_ms <= SLIDER_TARGET_MS and share <= SLIDER_TARGET_SHARE
+    results.targets.append((f"slider move <= {SLIDER_TARGET_MS:g} ms and <= {SLIDER_TARGET_SHARE:.0%} of a full "
+                            "inference (default model)",
+                            f"{timing.slider_with_stats_ms:.2f} ms, {share:.1%}", met))
+    rows = [
+        ["full inference (network + threshold + overlay)", number(timing.full_inference_ms, 2), "100%"],
+        ["slider move (threshold + overlay of kept probabilities)", number(timing.slider_ms, 2),
+         f"{timing.slider_ms / timing.full_inference_ms:.1%}"],
+        ["slider move + coverage stats (what the app redraws)", number(timing.slider_with_stats_ms, 2),
+         f"{share:.1%}"],
+    ]
+    parts = [
+        "## 2. A slider move against a full inference",
+        "`bench/slider.py` (`python -m bench.slider`) on the default model: the app keeps each photo's "
+        "probabilities, so a threshold move only re-thresholds and redraws. Gradio's JPEG/PNG encoding and "
+        "the HTTP round trip come on top of both rows alike (sections 6-7 measure the whole request).",
+        table(["", "ms", "share of a full inference"], rows),
+        f"Target: <= {SLIDER_TARGET_MS:g} ms and <= {SLIDER_TARGET_SHARE:.0%} of a full inference: "
+        f"{verdict(met)} ({timing.slider_with_stats_ms:.2f} ms, {share:.1%}).",
+    ]
+    if not met:
+        parts.append(
+            f"Why: the redraw costs {timing.slider_ms:.2f} ms for threshold + overlay and {timing.stats_ms:.2f} ms "
+            f"for the coverage statistics (connected components), fixed costs of a 480x360 photo; the full "
+            f"inference it is compared with takes {timing.full_inference_ms:.1f} ms. "
+            + ("The network is so small here that 5% of it is under a millisecond: a larger (real) model "
+               "meets the share by itself. " if timing.full_inference_ms < 40 else "")
+            + "What would close it: count regions only when the mask changes (not on opacity or colour moves) "
+              "and compute the overlay on a uint8 lookup instead of float arithmetic.")
+    return "\n\n".join(parts)
+
+
+def efficiency_section(results: Results) -> str:
+    best_name, best_rate = max(results.matmul.items(), key=lambda item: item[1])
+    matmul_size = results.settings.matmul_size
+    rows = []
+    for entry in results.efficiency:
+        fraction = entry.gflop_per_s / best_rate
+        met = fraction >= TARGET_FRACTION_OF_MATMUL
+        results.targets.append((f"{entry.model} forward >= {TARGET_FRACTION_OF_MATMUL:g} of the matmul rate",
+                                f"{fraction:.2f}", met))
+        rows.append([entry.model, size(entry.network_input), number(entry.gflops_per_image, 2),
+                     number(entry.forward_ms), number(entry.gflop_per_s), f"{fraction:.2f}", verdict(met)])
+    parts = [
+        "## 3. Efficiency: forward FLOP/s against the machine's matrix-multiply rate",
+        f"The machine's own float32 rate, measured in this run ({matmul_size}x{matmul_size} times "
+        f"{matmul_size}x{matmul_size}, 2n³ FLOPs): TensorFlow `tf.linalg.matmul` in a `tf.function` "
+        f"**{results.matmul['tensorflow']:.1f} GFLOP/s**, NumPy `np.matmul` **{results.matmul['numpy']:.1f} "
+        f"GFLOP/s**. The fraction below is against the faster ({best_name}).",
+        "A model's forward FLOPs per image come from `training.models.count_flops` at the network input the "
+        "engine feeds a 480x360 photo; the time is the bare forward pass (batch 1, `tf.function`, as the "
+        "engine runs it).",
+        table(["model", "network input", "GFLOPs / image", "forward (ms)", "GFLOP/s", "fraction of matmul",
+               f"target >= {TARGET_FRACTION_OF_MATMUL:g}"], rows),
+    ]
+    for entry in results.efficiency:
+        parts.append(op_profile(entry, best_rate, results.settings.profiled_passes))
+    return "\n\n".join(parts)
+
+
+def op_profile(entry: ForwardEfficiency, matmul_rate: float, passes: int) -> str:
+    """Where the forward pass of one model spends its time, and what that says about the target."""
+    title = f"### Where the {entry.model} forward pass spends its time"
+    if entry.profile_error:
+        return f"{title}\n\nThe TensorFlow profiler could not be read: {entry.profile_error}"
+    rows = [[op.op_type, number(op.ms_per_pass, 2), f"{op.share:.1%}",
+             number(op.gflop_per_s) if op.gflop_per_s else "-"] for op in entry.op_types[:TOP_OP_TYPES]]
+    convolution_rate = entry.convolution_gflop_per_s() or 0.0
+    convolution_share = entry.convolution_share()
+    others = [op for op in entry.op_types if not is_convolution(op.op_type)]
+    fraction = entry.gflop_per_s / matmul_rate
+    text = (f"Convolutions take {convolution_share:.0%} of the op time and run at {convolution_rate:.1f} GFLOP/s "
+            f"({convolution_rate / matmul_rate:.2f} of the matmul rate); the other {1 - convolution_share:.0%} "
+            "goes to ops that do no counted multiply-adds: "
+            + ", ".join(f"{op.op_type} {op.share:.0%}" for op in others[:5]) + ".")
+    if fraction < TARGET_FRACTION_OF_MATMUL:
+        closers = []
+        if 1 - convolution_share >= 0.05:
+            closers.append(f"fusing the {1 - convolution_share:.0%} of non-convolution time away (batch "
+                           "normalisation folded into the convolution weights, element-wise ops fused: what XLA, "
+                           "TFLite and ONNX Runtime do to a graph; section 4 measures them)")
+        if convolution_rate / matmul_rate < TARGET_FRACTION_OF_MATMUL:
+            closers.append(f"faster convolutions: at {convolution_rate / matmul_rate:.2f} of the matmul rate they "
+                           "are not compute-bound (likely memory traffic: few channels per pixel at batch 1 reuse "
+                           "each byte little; compare the rates of the two models); wider layers or larger batches "
+                           "raise the ratio, but only by doing more work, not by finishing one photo sooner")
+        if closers:
+            text += " What would close the gap: " + "; ".join(closers) + "."
+    return "\n\n".join([
+        title,
+        f"TensorFlow profiler (`tf.profiler.experimental`, its framework op stats) over {passes} forward "
+        "passes: self-time per op type, and the rate of those that do multiply-adds.",
+        table(["op type", "ms per pass", "share", "GFLOP/s"], rows),
+        text,
+    ])
+
+
+def runtimes_section(results: Results) -> str:
+    reference = next(result for result in results.runtimes if result.name == REFERENCE)
+    rows = []
+    for result in results.runtimes:
+        if result.error:
+            rows.append([result.name, "failed", "", "", "", "", result.error])
+            continue
+        relative = reference.latency_ms / result.latency_ms if reference.latency_ms else None
+        change = result.val_iou - reference.val_iou if reference.val_iou is not None else None
+        rows.append([result.name, number(result.latency_ms), number(relative, 2, "x"), number(result.val_iou, 4),
+                     number(change, 4, ""), f"{result.max_probability_change:.1e}", result.notes])
+    chosen = recommend(results.runtimes)
+    if chosen is None:
+        advice = "No recommendation: TensorFlow's own val IoU could not be measured."
+    elif chosen.name == REFERENCE:
+        advice = (f"**The app should keep {REFERENCE}** (what it uses now): no faster runtime keeps its val IoU "
+                  f"within {IOU_TOLERANCE} of TensorFlow's.")
+    else:
+        advice = (f"**The app should use {chosen.name}**: the fastest runtime whose val IoU stays within "
+                  f"{IOU_TOLERANCE} of TensorFlow's ({chosen.latency_ms:.1f} ms against "
+                  f"{reference.latency_ms:.1f} ms per photo). The app does not use it yet (`demo/engine.py`).")
+    return "\n\n".join([
+        "## 4. CPU serving runtimes for the default model",
+        "Each runtime runs the same network inside the engine's own pre- and post-processing, so only the "
+        "forward pass differs. Latency: one 480x360 photo end to end (as section 1). Val IoU: car IoU at the "
+        f"bundle's threshold over the `val` split of `{results.settings.data_dir}`, through the engine "
+        "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
+        "on the photo. Converted models (TFLite, ONNX) are built for the one input shape CamVid frames are fed "
+        "at; serving other photo sizes would need one model per shape (or dynamic shapes).",
+        table(["runtime", "latency (ms)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|", "notes"], rows),
+        advice,
+    ])
+
+
+def training_section(results: Results) -> str:
+    settings = results.settings
+    seed = next(entry for entry in results.training if entry.pipeline.startswith("seed"))
+    rows = [[entry.pipeline, entry.batch_size, number(entry.step_ms), number(entry.images_per_s, 2),
+             f"{entry.images_per_s / seed.images_per_s:.2f}x"] for entry in results.training]
+    return "\n\n".join([
+        "## 5. Training throughput",
+        f"The same model in each row: a compact U-Net (`build_model(\"unet\", base_filters="
+        f"{settings.training_base_filters})`), BCE loss, Adam, trained on the first {settings.training_frames} "
+        f"`train` frames of `{settings.data_dir}` resized to {size(settings.training_frame_size)}. The project's "
+        "pipeline augments (scale, crop, flip, colour) with crops as large as the frames, so every row trains "
+        "on the same pixels per image. Step time: median wall time between the ends of consecutive steps "
+        f"({settings.training_steps} steps, after the traced first step and 2 more).",
+        table(["pipeline", "batch", "step (ms)", "images/s", "vs seed"], rows),
+    ])
+
+
+def serving_section(results: Results) -> str:
+    cold = results.cold_start
+    launches = ", ".join(f"{seconds:.1f}" for seconds in cold.seconds)
+    rows = [[level.callers, len(level.latencies_ms), number(level.requests_per_s, 2), number(level.latency_ms(0.5)),
+             number(level.latency_ms(0.95)), len(level.errors), number(level.peak_rss_mib, 0)]
+            for level in results.load]
+    errors = sum(len(level.errors) for level in results.load)
+    results.targets.append(("no errors under 1, 4 and 16 parallel callers", str(errors), errors == 0))
+    first_errors = sorted({error for level in results.load for error in level.errors})[:3]
+    return "\n\n".join([
+        "## 6. App cold start and memory",
+        "`python app.py` with `MODEL_DIR` set to the default model's bundle, on a free loopback port "
+        "(`GRADIO_SERVER_PORT`): from process start to the first successful `/segment` answer through "
+        "`gradio_client` (imports, bundle hash check and load, graph warm-up, server start, one photo). "
+        "Peak resident memory: the app's process and all its children, sampled every 50 ms (psutil).",
+        table(["launches", "cold start, median (s)", "each (s)", "peak RSS to first answer (MiB)"],
+              [[len(cold.seconds), number(statistics.median(cold.seconds)), launches, number(cold.peak_rss_mib, 0)]]),
+        "## 7. Throughput under concurrency",
+        f"N `gradio_client` callers in parallel threads of the benchmark process, each sending the photo to "
+        f"`/segment` again as soon as it has its answer, for {results.settings.load_seconds:g} s per level "
+        "(requests started before the deadline are awaited), against the last app launched above. The app runs "
+        "one network pass at a time (`NETWORK_CONCURRENCY`), so more callers queue rather than speed up; the "
+        "callers share the machine's cores with the app.",
+        table(["callers", "requests", "requests/s", "p50 latency (ms)", "p95 latency (ms)", "errors",
+               "peak app RSS (MiB)"], rows),
+        f"Errors: {errors}" + (f" (first: {'; '.join(first_errors)})" if first_errors else "") + ".",
+    ])
+
+
+def targets_section(results: Results) -> str:
+    rows = [[name, measured, verdict(met)] for name, measured, met in results.targets]
+    missed = [name for name, _, met in results.targets if not met]
+    summary = ("Every target is met." if not missed else
+               "Missed: " + "; ".join(missed) + ". The measured reasons and what would close each gap are "
+               "under sections 2 and 3.")
+    return "\n\n".join(["## Targets", table(["target", "measured", ""], rows), summary])
+
+
+def render(results: Results) -> str:
+    results.targets = []
+    sections = [
+        header(results),
+        machine_section(results),
+        end_to_end_section(results),
+        slider_section(results),
+        efficiency_section(results),
+        runtimes_section(results),
+        training_section(results),
+        serving_section(results),
+        targets_section(results),
+    ]
+    return "\n\n".join(sections) + "\n"

@@ -1,0 +1,175 @@
+"""CPU serving runtimes for one model: latency per photo and val IoU through the engine's own
+pre- and post-processing, so only the forward pass differs."""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.latency import engine_end_to_end
+from bench.timing import durations_ms
+from demo.engine import SegmentationEngine
+from demo.imaging import load_rgb
+
+IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
+REFERENCE = "TensorFlow graph (tf.function)"
+
+
+@dataclass
+class RuntimeResult:
+    name: str
+    latency_ms: float | None = None
+    val_iou: float | None = None
+    max_probability_change: float | None = None  # against TensorFlow, on the benchmark photo
+    notes: str = ""
+    error: str = ""
+
+
+class RuntimeEngine(SegmentationEngine):
+    """The engine with another runtime's forward pass (same resize, padding, crop and resize back)."""
+
+    def __init__(self, model, config, forward):
+        super().__init__(model, config)
+        self._forward = forward
+
+
+def tensorflow_forward(model, network_input, folder):
+    return None, "the engine as served"
+
+
+def xla_forward(model, network_input, folder):
+    import tensorflow as tf
+
+    return tf.function(lambda batch: model(batch, training=False), jit_compile=True), ""
+
+
+def tflite_file(model, network_input, folder, quantize: bool) -> tuple[Path, str]:
+    """Keras' LiteRT export, once per variant (a frozen graph: a converter fed a live concrete
+    function instead keeps READ_VARIABLE ops, which XNNPACK runs to all-NaN output)."""
+    import tensorflow as tf
+
+    path = Path(folder) / ("model_int8.tflite" if quantize else "model.tflite")
+    if path.exists():
+        return path, "the same .tflite file as above"
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantize else {}
+    started = time.perf_counter()
+    model.export(path, format="litert", verbose=False,
+                 input_signature=[tf.TensorSpec((1, *network_input, 3), tf.float32)], **options)
+    return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
+
+
+def interpreter_forward(interpreter):
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def forward(batch):
+        interpreter.set_tensor(input_index, np.asarray(batch, np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)
+
+    return forward
+
+
+def tflite_forward(model, network_input, folder, quantize: bool = False):
+    """The TFLite interpreter that ships inside TensorFlow."""
+    import tensorflow as tf
+
+    path, notes = tflite_file(model, network_input, folder, quantize)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    if caught:  # TF 2.21 deprecates this interpreter: quote its own words (first two sentences)
+        message = " ".join(str(caught[0].message).split())
+        notes += "; TF warns: \"" + ". ".join(message.split(". ")[:2]).rstrip(".") + ".\""
+    return interpreter_forward(interpreter), notes
+
+
+def tflite_int8_forward(model, network_input, folder):
+    return tflite_forward(model, network_input, folder, quantize=True)
+
+
+def litert_forward(model, network_input, folder):
+    """The same float32 file in LiteRT's own interpreter (ai-edge-litert), which TF points to."""
+    import importlib.metadata
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    path, notes = tflite_file(model, network_input, folder, quantize=False)
+    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    return interpreter_forward(interpreter), f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; {notes}"
+
+
+def onnxruntime_forward(model, network_input, folder):
+    """Keras' ONNX export (tf2onnx underneath), run by ONNX Runtime on the CPU."""
+    import onnxruntime
+    import tensorflow as tf
+
+    path = Path(folder) / "model.onnx"
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
+        model.export(path, format="onnx", verbose=False,
+                     input_signature=[tf.TensorSpec((1, *network_input, 3), tf.float32, name="image")])
+    notes = f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    return (lambda batch: session.run(None, {input_name: np.asarray(batch, np.float32)})[0]), \
+        f"onnxruntime {onnxruntime.__version__}; {notes}"
+
+
+# name -> builder(model, network_input, scratch folder) -> (forward pass or None for the engine's own, notes)
+RUNTIMES = {
+    REFERENCE: tensorflow_forward,
+    "XLA (tf.function, jit_compile=True)": xla_forward,
+    "TFLite float32 (tf.lite.Interpreter, XNNPACK)": tflite_forward,
+    "LiteRT float32 (ai-edge-litert)": litert_forward,
+    "TFLite dynamic-range int8 (tf.lite.Interpreter)": tflite_int8_forward,
+    "ONNX Runtime float32": onnxruntime_forward,
+}
+
+
+def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, warmup: int) -> list[RuntimeResult]:
+    """Every runtime on `bundle`: latency of the photo end to end, and val IoU at the bundle's threshold."""
+    from bench.bundles import network_input_size
+    from training.evaluate import evaluate_engine
+
+    photo = load_rgb(photo_path)
+    # Converted runtimes are built for one input shape: the shape 480x360 photos (and CamVid frames) are fed at.
+    network_input = network_input_size(bundle.config, *photo.shape[:2])
+    reference_probabilities = SegmentationEngine(bundle.model, bundle.config).predict_probabilities(photo)
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, build in RUNTIMES.items():
+            result = RuntimeResult(name)
+            try:
+                forward, result.notes = build(bundle.model, network_input, folder)
+                engine = SegmentationEngine(bundle.model, bundle.config) if forward is None else \
+                    RuntimeEngine(bundle.model, bundle.config, forward)
+                result.max_probability_change = float(np.abs(
+                    engine.predict_probabilities(photo) - reference_probabilities).max())
+                result.latency_ms = statistics.median(
+                    durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup))
+                result.val_iou = evaluate_engine(engine, data_dir, "val")["metrics"]["iou"]
+            except Exception as error:  # a runtime that cannot convert or run is a result too
+                result.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+            results.append(result)
+    return results
+
+
+def recommend(results: list[RuntimeResult]) -> RuntimeResult | None:
+    """The fastest runtime whose val IoU is within IOU_TOLERANCE of TensorFlow's."""
+    reference = next(result for result in results if result.name == REFERENCE)
+    if reference.val_iou is None:
+        return None
+    qualified = [result for result in results if result.latency_ms is not None and result.val_iou is not None
+                 and abs(result.val_iou - reference.val_iou) <= IOU_TOLERANCE]
+    return min(qualified, key=lambda result: result.latency_ms)

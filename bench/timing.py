@@ -1,0 +1,30 @@
+"""Timing helpers shared by every benchmark: repeated runs after warm-ups, medians, percentiles."""
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def durations_ms(action, repeats: int, warmup: int = 2) -> list[float]:
+    """Milliseconds of `repeats` calls of `action`, after `warmup` untimed ones."""
+    for _ in range(warmup):  # graph tracing and first-touch allocations are not what a user waits for
+        action()
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        durations.append(1000 * (time.perf_counter() - start))
+    return durations
+
+
+def median_ms(action, repeats: int, warmup: int = 2) -> float:
+    return statistics.median(durations_ms(action, repeats, warmup))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The `fraction` quantile (0..1) by linear interpolation between the sorted values."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
