@@ -1,5 +1,5 @@
 """How close a model's forward pass comes to the machine's own float32 matrix-multiply rate,
-and, from TensorFlow's profiler, where its time goes by op type."""
+and, from TensorFlow's profiler, where its time goes: by op type and by convolution width."""
 from __future__ import annotations
 
 import collections
@@ -14,6 +14,7 @@ import numpy as np
 from bench.timing import durations_ms
 
 TARGET_FRACTION_OF_MATMUL = 0.9
+CONVOLUTION_TYPES = {"Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,22 @@ class OpTypeTime:
         return self.gflops_per_pass / (self.ms_per_pass / 1000) if self.gflops_per_pass else None
 
 
+@dataclass(frozen=True)
+class ConvolutionWidth:
+    """All the convolutions of one model that output `channels` channels."""
+
+    channels: int
+    layers: int
+    ms_per_pass: float
+    gflops_per_pass: float
+    weight_mib: float  # read every pass
+    output_pixels: tuple[int, int]  # the fewest and the most, over the group's layers
+
+    @property
+    def gflop_per_s(self) -> float:
+        return self.gflops_per_pass / (self.ms_per_pass / 1000)
+
+
 @dataclass
 class ForwardEfficiency:
     model: str
@@ -35,6 +52,7 @@ class ForwardEfficiency:
     gflops_per_image: float
     forward_ms: float
     op_types: list[OpTypeTime] = field(default_factory=list)
+    convolution_widths: list[ConvolutionWidth] = field(default_factory=list)
     profile_error: str = ""
 
     @property
@@ -45,14 +63,13 @@ class ForwardEfficiency:
         return sum(entry.share for entry in self.op_types if is_convolution(entry.op_type))
 
     def convolution_gflop_per_s(self) -> float | None:
-        convolutions = [entry for entry in self.op_types if is_convolution(entry.op_type)]
-        milliseconds = sum(entry.ms_per_pass for entry in convolutions)
-        gflops = sum(entry.gflops_per_pass for entry in convolutions)
+        milliseconds = sum(width.ms_per_pass for width in self.convolution_widths)
+        gflops = sum(width.gflops_per_pass for width in self.convolution_widths)
         return gflops / (milliseconds / 1000) if milliseconds else None
 
 
 def is_convolution(op_type: str) -> bool:
-    # Conv2D, Grappler's _FusedConv2D, Conv2DBackpropInput (transposed convolution), ...
+    # Conv2D, Grappler's _FusedConv2D (convolution + bias + activation), Conv2DBackpropInput (transposed)...
     return "Conv" in op_type
 
 
@@ -82,30 +99,35 @@ def measure_forward(name: str, model, network_input: tuple[int, int], repeats: i
     batch = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, *network_input, 3)).astype(np.float32))
     forward_ms = statistics.median(durations_ms(lambda: forward(batch).numpy(), repeats, warmup))
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
+    # The profiled ops carry the node names of this very trace, so FLOPs can be matched to them.
+    graph = forward.get_concrete_function(batch).graph
     try:
-        result.op_types = profile_op_types(lambda: forward(batch).numpy(), profiled_passes,
-                                           flops_by_op_type(model, network_input))
+        executed = profile_ops(lambda: forward(batch).numpy(), profiled_passes)
     except Exception as error:  # the profiler's reader is a private TensorFlow module: say so if it moved
         result.profile_error = f"{type(error).__name__}: {error}"
+        return result
+    result.op_types, result.convolution_widths = attribute(executed, graph, node_flops(graph), profiled_passes)
     return result
 
 
-def flops_by_op_type(model, network_input: tuple[int, int]) -> dict[str, float]:
-    """Forward FLOPs per op type, as training.models.count_flops counts them."""
-    import tensorflow as tf
+def node_flops(graph) -> dict[str, float]:
+    """FLOPs of every node of a traced forward pass, as training.models.count_flops counts them."""
     from tensorflow.python.profiler.model_analyzer import profile
     from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
-    spec = tf.TensorSpec((1, *network_input, 3), tf.float32)
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
     options = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
-    by_type = profile(graph, cmd="op", options=options)
-    return {child.name: float(child.total_float_ops) for child in by_type.children}
+    flops, pending = {}, [profile(graph, cmd="graph", options=options)]
+    while pending:
+        node = pending.pop()
+        pending.extend(node.children)
+        if node.float_ops:
+            flops[node.name] = float(node.float_ops)
+    return flops
 
 
-def profile_op_types(run_pass, passes: int, flops_by_type: dict[str, float]) -> list[OpTypeTime]:
-    """Self-time per op type over `passes` forward passes, from TensorFlow's profiler
-    (its framework_op_stats view of the trace, as TensorBoard shows it)."""
+def profile_ops(run_pass, passes: int) -> list[tuple[str, str, float]]:
+    """(op type, node name, self-time in µs) of every op that ran in `passes` passes, from TensorFlow's
+    profiler (its framework_op_stats view of the trace, as TensorBoard shows it)."""
     import tensorflow as tf
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as profiler_plugin
 
@@ -120,24 +142,50 @@ def profile_op_types(run_pass, passes: int, flops_by_type: dict[str, float]) -> 
         data, ok = profiler_plugin.xspace_to_tools_data(traces, "framework_op_stats", {})
     if not ok:
         raise RuntimeError(data.decode(errors="replace") if isinstance(data, bytes) else str(data))
-    self_time_us = collections.Counter()
     table = json.loads(data)[0]
     columns = [column["id"] for column in table["cols"]]
-    type_column, time_column = columns.index("type"), columns.index("total_self_time")
-    for row in table["rows"]:
-        values = [cell.get("v") for cell in row["c"]]
-        if values[type_column] != "IDLE":  # time the host spent waiting, not running an op
-            self_time_us[values[type_column]] += values[time_column]
-    total_us = sum(self_time_us.values())
-    convolution_flops = sum(flops for op_type, flops in flops_by_type.items() if is_convolution(op_type))
-    convolution_us = sum(us for op_type, us in self_time_us.items() if is_convolution(op_type))
-    rows = []
-    for op_type, microseconds in self_time_us.most_common():
-        ms_per_pass = microseconds / 1000 / passes
-        if is_convolution(op_type):
-            # Grappler renames fused convolutions, so convolution FLOPs are shared out by time.
-            flops = convolution_flops * microseconds / convolution_us
-        else:
-            flops = flops_by_type.get(op_type, 0.0)
-        rows.append(OpTypeTime(op_type, ms_per_pass, microseconds / total_us, flops / 1e9))
-    return rows
+    type_column, name_column = columns.index("type"), columns.index("operation")
+    time_column = columns.index("total_self_time")
+    rows = [[cell.get("v") for cell in row["c"]] for row in table["rows"]]
+    # IDLE is time the host spent waiting, not running an op.
+    return [(row[type_column], row[name_column], row[time_column]) for row in rows if row[type_column] != "IDLE"]
+
+
+def attribute(executed, graph, flops: dict[str, float], passes: int):
+    """Per op type and per convolution width: time per pass and the FLOPs done in it.
+
+    Grappler fuses a convolution with its bias and activation and names the fused op after the
+    last of them, so a convolution's FLOPs are found through its layer scope (the name's folder).
+    """
+    convolutions = {}  # layer scope -> (output channels, FLOPs, weight bytes, output pixels)
+    for operation in graph.get_operations():
+        if operation.type in CONVOLUTION_TYPES and operation.name in flops:
+            _, height, width, channels = operation.outputs[0].shape
+            weight_bytes = 4 * int(np.prod(operation.inputs[1].shape))
+            convolutions[operation.name.rsplit("/", 1)[0]] = (int(channels), flops[operation.name], weight_bytes,
+                                                              int(height) * int(width))
+    node_types = {operation.name: operation.type for operation in graph.get_operations()}
+    type_us, type_flops = collections.Counter(), collections.Counter()
+    width_us, width_flops, width_layers = collections.Counter(), collections.Counter(), collections.Counter()
+    width_bytes, width_pixels = collections.Counter(), collections.defaultdict(list)
+    for op_type, name, microseconds in executed:
+        type_us[op_type] += microseconds
+        scope = name.rsplit("/", 1)[0]
+        if is_convolution(op_type) and scope in convolutions:
+            channels, layer_flops, weight_bytes, pixels = convolutions[scope]
+            type_flops[op_type] += layer_flops
+            width_us[channels] += microseconds
+            width_flops[channels] += layer_flops
+            width_layers[channels] += 1
+            width_bytes[channels] += weight_bytes
+            width_pixels[channels].append(pixels)
+        elif not is_convolution(op_type) and name in flops and node_types.get(name) == op_type:
+            type_flops[op_type] += flops[name]
+    total_us = sum(type_us.values())
+    op_types = [OpTypeTime(op_type, microseconds / 1000 / passes, microseconds / total_us,
+                           type_flops[op_type] / 1e9) for op_type, microseconds in type_us.most_common()]
+    widths = [ConvolutionWidth(channels, width_layers[channels], width_us[channels] / 1000 / passes,
+                               width_flops[channels] / 1e9, width_bytes[channels] / 2**20,
+                               (min(width_pixels[channels]), max(width_pixels[channels])))
+              for channels in sorted(width_us)]
+    return op_types, widths

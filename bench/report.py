@@ -83,18 +83,23 @@ def header(results: Results) -> str:
     return "\n".join(lines)
 
 
+def load_average(snapshot: dict) -> str:
+    return ", ".join(f"{value:.2f}" for value in snapshot["load_average"])
+
+
 def machine_section(results: Results) -> str:
     machine = results.machine
     rows = [
-        ["CPU", f"{machine['cpu_model']} (from /proc/cpuinfo); SIMD: {', '.join(machine['cpu_flags']) or 'none listed'}"],
+        ["CPU", f"{machine['cpu_model']} (from /proc/cpuinfo); SIMD: "
+                f"{', '.join(machine['cpu_flags']) or 'none listed'}"],
         ["cores", f"{machine['logical_cores']} logical, {machine['physical_cores']} physical, "
                   f"{machine['usable_cores']} usable by this process"],
         ["memory", f"{machine['memory_gib']:.1f} GiB"],
         ["system", machine["system"]],
         ["Python", machine["python"]],
         ["libraries", ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())],
-        ["load average (1, 5, 15 min) at start", ", ".join(f"{value:.2f}" for value in results.load_before["load_average"])],
-        ["load average at end", ", ".join(f"{value:.2f}" for value in results.load_after["load_average"])],
+        ["load average (1, 5, 15 min) at start", load_average(results.load_before)],
+        ["load average at end", load_average(results.load_after)],
     ]
     return "## Machine\n\n" + table(["", ""], rows)
 
@@ -183,36 +188,84 @@ def op_profile(entry: ForwardEfficiency, matmul_rate: float, passes: int) -> str
     title = f"### Where the {entry.model} forward pass spends its time"
     if entry.profile_error:
         return f"{title}\n\nThe TensorFlow profiler could not be read: {entry.profile_error}"
-    rows = [[op.op_type, number(op.ms_per_pass, 2), f"{op.share:.1%}",
-             number(op.gflop_per_s) if op.gflop_per_s else "-"] for op in entry.op_types[:TOP_OP_TYPES]]
+    op_rows = [[op.op_type, number(op.ms_per_pass, 2), f"{op.share:.1%}",
+                number(op.gflop_per_s) if op.gflop_per_s else "-"] for op in entry.op_types[:TOP_OP_TYPES]]
+    convolution_ms = sum(width.ms_per_pass for width in entry.convolution_widths)
+    width_rows = [[width.channels, width.layers, pixel_range(width.output_pixels), number(width.weight_mib, 2),
+                   number(width.ms_per_pass, 2), f"{width.ms_per_pass / convolution_ms:.0%}",
+                   number(width.gflop_per_s), f"{width.gflop_per_s / matmul_rate:.2f}"]
+                  for width in entry.convolution_widths]
+    return "\n\n".join([
+        title,
+        f"TensorFlow's profiler (`tf.profiler.experimental`, its framework op stats) over {passes} forward "
+        "passes: self-time per op type (with the rate of those that do multiply-adds), then the convolutions "
+        "grouped by how many channels they output.",
+        table(["op type", "ms per pass", "share", "GFLOP/s"], op_rows),
+        table(["output channels", "convolutions", "output pixels", "weights (MiB)", "ms per pass",
+               "share of convolution time", "GFLOP/s", "fraction of matmul"], width_rows),
+        efficiency_reason(entry, matmul_rate),
+    ])
+
+
+def efficiency_reason(entry: ForwardEfficiency, matmul_rate: float) -> str:
+    """The profile in words; where the target is missed, what the gap is made of and what would close it."""
     convolution_rate = entry.convolution_gflop_per_s() or 0.0
     convolution_share = entry.convolution_share()
     others = [op for op in entry.op_types if not is_convolution(op.op_type)]
-    fraction = entry.gflop_per_s / matmul_rate
     text = (f"Convolutions take {convolution_share:.0%} of the op time and run at {convolution_rate:.1f} GFLOP/s "
             f"({convolution_rate / matmul_rate:.2f} of the matmul rate); the other {1 - convolution_share:.0%} "
-            "goes to ops that do no counted multiply-adds: "
+            "goes to ops with few or no multiply-adds: "
             + ", ".join(f"{op.op_type} {op.share:.0%}" for op in others[:5]) + ".")
-    if fraction < TARGET_FRACTION_OF_MATMUL:
-        closers = []
-        if 1 - convolution_share >= 0.05:
-            closers.append(f"fusing the {1 - convolution_share:.0%} of non-convolution time away (batch "
-                           "normalisation folded into the convolution weights, element-wise ops fused: what XLA, "
-                           "TFLite and ONNX Runtime do to a graph; section 4 measures them)")
-        if convolution_rate / matmul_rate < TARGET_FRACTION_OF_MATMUL:
-            closers.append(f"faster convolutions: at {convolution_rate / matmul_rate:.2f} of the matmul rate they "
-                           "are not compute-bound (likely memory traffic: few channels per pixel at batch 1 reuse "
-                           "each byte little; compare the rates of the two models); wider layers or larger batches "
-                           "raise the ratio, but only by doing more work, not by finishing one photo sooner")
-        if closers:
-            text += " What would close the gap: " + "; ".join(closers) + "."
-    return "\n\n".join([
-        title,
-        f"TensorFlow profiler (`tf.profiler.experimental`, its framework op stats) over {passes} forward "
-        "passes: self-time per op type, and the rate of those that do multiply-adds.",
-        table(["op type", "ms per pass", "share", "GFLOP/s"], rows),
-        text,
-    ])
+    if entry.gflop_per_s / matmul_rate >= TARGET_FRACTION_OF_MATMUL or not entry.convolution_widths:
+        return text
+    convolution_ms = sum(width.ms_per_pass for width in entry.convolution_widths)
+    # Groups under 5% of the convolution time (a final 1x1 layer, say) explain nothing.
+    significant = [width for width in entry.convolution_widths if width.ms_per_pass >= 0.05 * convolution_ms]
+    slowest = min(significant, key=lambda width: width.gflop_per_s)
+    fastest = max(significant, key=lambda width: width.gflop_per_s)
+    text += (f" By width, the slowest convolutions ({slowest.channels} output channels, "
+             f"{slowest.ms_per_pass / convolution_ms:.0%} of the convolution time) run at "
+             f"{slowest.gflop_per_s:.1f} GFLOP/s and the fastest ({fastest.channels} channels) at "
+             f"{fastest.gflop_per_s:.1f} GFLOP/s ({fastest.gflop_per_s / matmul_rate:.2f} of the matmul rate).")
+    closers = []
+    if 1 - convolution_share >= 0.05:
+        closers.append(f"the {1 - convolution_share:.0%} outside convolutions can be fused away (batch "
+                       "normalisation folded into the convolution weights, element-wise ops fused into them: what "
+                       "XLA, TFLite and ONNX Runtime do to a graph; section 4 measures those)")
+    slow = [width for width in significant if width.gflop_per_s < TARGET_FRACTION_OF_MATMUL * fastest.gflop_per_s]
+    narrow = [width for width in slow if width.channels < fastest.channels]
+    wide = [width for width in slow if width.channels > fastest.channels]
+    if narrow:
+        closers.append(f"the {channel_list(narrow)}-channel convolutions ({time_share(narrow, convolution_ms)} of the "
+                       "convolution time) run on many pixels with few channels, so they do few multiply-adds per "
+                       "byte of activations they move (likely memory-bound at batch 1): a narrow network closes "
+                       "this gap by doing less at full resolution (fewer or narrower full-size layers, a strided "
+                       "first layer), not by a faster kernel")
+    if wide:
+        pixels = pixel_range((min(width.output_pixels[0] for width in wide),
+                              max(width.output_pixels[1] for width in wide)))
+        closers.append(f"the {channel_list(wide)}-channel convolutions ({time_share(wide, convolution_ms)} of the "
+                       f"convolution time) run deep in the network on only {pixels} output pixels per layer and read "
+                       f"{sum(width.weight_mib for width in wide):.1f} MiB of weights per pass: little work per weight "
+                       "byte and per op call at batch 1; batching photos would amortise both (throughput, not one "
+                       "photo's latency)")
+    if fastest.gflop_per_s < TARGET_FRACTION_OF_MATMUL * matmul_rate:
+        closers.append(f"even the fastest convolutions stay at {fastest.gflop_per_s / matmul_rate:.2f} of the "
+                       "matmul rate: TensorFlow's CPU convolution kernels at batch 1 fall short of its GEMM; "
+                       "another runtime's kernels (section 4) or int8 arithmetic would be the way past that")
+    return text + (" What would close the gap: " + "; ".join(closers) + "." if closers else "")
+
+
+def pixel_range(pixels: tuple[int, int]) -> str:
+    return f"{pixels[0]:,}" if pixels[0] == pixels[1] else f"{pixels[0]:,}-{pixels[1]:,}"
+
+
+def channel_list(widths) -> str:
+    return ", ".join(str(width.channels) for width in widths)
+
+
+def time_share(widths, total_ms: float) -> str:
+    return f"{sum(width.ms_per_pass for width in widths) / total_ms:.0%}"
 
 
 def runtimes_section(results: Results) -> str:
