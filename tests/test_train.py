@@ -69,6 +69,7 @@ def test_training_killed_mid_epoch_resumes_and_finishes(camvid_dir, tmp_path):
     deadline = time.monotonic() + 300
     while not state_file.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
+    assert state_file.exists(), "the first epoch did not finish within 5 minutes (is the machine starved?)"
     time.sleep(1.0)  # well inside epoch 2 (an epoch of 150 steps takes several seconds)
     assert process.poll() is None, "training ended before it could be interrupted"
     process.send_signal(signal.SIGKILL)
