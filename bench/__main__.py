@@ -49,7 +49,7 @@ class Settings:
     training_frame_size: tuple[int, int]
     training_frames: int
     training_steps: int
-    training_base_filters: int
+    training_model: dict  # build_model("unet", **training_model)
     app_launches: int
     load_levels: tuple[int, ...]
     load_seconds: float
@@ -57,10 +57,11 @@ class Settings:
 
 FULL = Settings(quick=False, repeats=20, warmup=2, matmul_size=2048, vgg16_input=(224, 224), profiled_passes=5,
                 data_dir=CAMVID_DIR, training_frame_size=(176, 240), training_frames=64, training_steps=20,
-                training_base_filters=16, app_launches=3, load_levels=(1, 4, 16), load_seconds=20)
+                training_model={"base_filters": 16}, app_launches=3, load_levels=(1, 4, 16), load_seconds=20)
 QUICK = Settings(quick=True, repeats=3, warmup=1, matmul_size=512, vgg16_input=(64, 64), profiled_passes=2,
                  data_dir=FIXTURE_CAMVID_DIR, training_frame_size=(64, 96), training_frames=4, training_steps=3,
-                 training_base_filters=4, app_launches=1, load_levels=(1, 4, 16), load_seconds=2)
+                 training_model={"base_filters": 4, "depth": 2}, app_launches=1, load_levels=(1, 4, 16),
+                 load_seconds=2)
 
 
 class Progress:
@@ -138,7 +139,7 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
         progress("5. training throughput")
         results.training = training_speed.measure_training(
             settings.data_dir, settings.training_frame_size, settings.training_frames, settings.training_steps,
-            settings.training_base_filters)
+            settings.training_model)
 
         progress(f"6-7. app cold start ({settings.app_launches}x) and load "
                  f"({', '.join(map(str, settings.load_levels))} callers, {settings.load_seconds:g} s each)")

@@ -307,10 +307,11 @@ def training_section(results: Results) -> str:
     seed = next(entry for entry in results.training if entry.pipeline.startswith("seed"))
     rows = [[entry.pipeline, entry.batch_size, number(entry.step_ms), number(entry.images_per_s, 2),
              f"{entry.images_per_s / seed.images_per_s:.2f}x"] for entry in results.training]
+    options = ", ".join(f"{key}={value}" for key, value in settings.training_model.items())
     return "\n\n".join([
         "## 5. Training throughput",
-        f"The same model in each row: a compact U-Net (`build_model(\"unet\", base_filters="
-        f"{settings.training_base_filters})`), BCE loss, Adam, trained on the first {settings.training_frames} "
+        f"The same model in each row: a compact U-Net (`build_model(\"unet\", {options})`, depth 4 unless "
+        f"given), BCE loss, Adam, trained on the first {settings.training_frames} "
         f"`train` frames of `{settings.data_dir}` resized to {size(settings.training_frame_size)}. The project's "
         "pipeline augments (scale, crop, flip, colour) with crops as large as the frames, so every row trains "
         "on the same pixels per image. Step time: median wall time between the ends of consecutive steps "

@@ -147,12 +147,10 @@ def first_answer(process, url: str, photo_path: Path, downloads: Path, log_path:
                        f"{log_path.read_text()[-2000:]}")
 
 
-def apply_load(url: str, photo_path: Path, callers: int, duration_s: float, downloads: Path,
-               memory: PeakMemory) -> LoadLevel:
-    """`callers` clients, each asking /segment again as soon as it has its answer, for `duration_s`."""
-    clients = [client_for(url, downloads) for _ in range(callers)]  # connected before the clock starts
+def apply_load(clients: list, photo_path: Path, duration_s: float, memory: PeakMemory) -> LoadLevel:
+    """Every client asking /segment again as soon as it has its answer, for `duration_s`."""
     memory.peak_bytes = 0
-    level = LoadLevel(callers, seconds=0.0)
+    level = LoadLevel(len(clients), seconds=0.0)
     start = time.perf_counter()
     deadline = start + duration_s
 
@@ -172,9 +170,17 @@ def apply_load(url: str, photo_path: Path, callers: int, duration_s: float, down
         thread.join()
     level.seconds = time.perf_counter() - start
     level.peak_rss_mib = memory.peak_mib
-    for client in clients:
-        client.close()
     return level
+
+
+def measure_load(url: str, photo_path: Path, load_levels: tuple[int, ...], load_seconds: float, downloads: Path,
+                 memory: PeakMemory) -> list[LoadLevel]:
+    clients = [client_for(url, downloads) for _ in range(max(load_levels))]  # connected before any clock starts
+    try:
+        return [apply_load(clients[:callers], photo_path, load_seconds, memory) for callers in load_levels]
+    finally:
+        for client in clients:
+            client.close()
 
 
 def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, load_levels: tuple[int, ...],
@@ -191,6 +197,5 @@ def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, load_leve
                 seconds.append(time.perf_counter() - started)
                 peak_mib = max(peak_mib, memory.peak_mib)
                 if launch == launches - 1:
-                    levels = [apply_load(url, photo_path, callers, load_seconds, downloads, memory)
-                              for callers in load_levels]
+                    levels = measure_load(url, photo_path, load_levels, load_seconds, downloads, memory)
     return ColdStart(seconds, peak_mib), levels

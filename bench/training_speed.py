@@ -44,41 +44,41 @@ def step_timer():
     return StepTimer()
 
 
-def fresh_model(base_filters: int):
+def fresh_model(model_options: dict):
     import keras
 
     from training.models import build_model
 
     keras.utils.set_random_seed(0)
-    model = build_model("unet", base_filters=base_filters)
+    model = build_model("unet", **model_options)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     return model
 
 
-def project_pipeline(images, masks, batch_size: int, steps: int, base_filters: int) -> Throughput:
+def project_pipeline(images, masks, batch_size: int, steps: int, model_options: dict) -> Throughput:
     from training.data import make_dataset
 
     # Crops as large as the frames, so both ways train on the same number of pixels per image.
     dataset = make_dataset(images, masks, batch_size, stride=16, training=True, augment=True,
                            crop_size=images.shape[1:3])
     timer = step_timer()
-    fresh_model(base_filters).fit(dataset.repeat(), epochs=1, steps_per_epoch=steps + WARMUP_STEPS + 1,
-                                  callbacks=[timer], verbose=0)
+    fresh_model(model_options).fit(dataset.repeat(), epochs=1, steps_per_epoch=steps + WARMUP_STEPS + 1,
+                                   callbacks=[timer], verbose=0)
     return Throughput("project: training.data.make_dataset (augment) + fit", batch_size, timer.median_step_ms())
 
 
-def seed_way(images, masks, steps: int, base_filters: int) -> Throughput:
+def seed_way(images, masks, steps: int, model_options: dict) -> Throughput:
     frames = SEED_BATCH_SIZE * (steps + WARMUP_STEPS + 1)  # one epoch of exactly the steps timed
     x = images[:frames].astype(np.float32)  # 0..255: the model scales inside its graph
     y = masks[:frames, ..., np.newaxis].astype(np.float32)
     timer = step_timer()
-    fresh_model(base_filters).fit(x, y, batch_size=SEED_BATCH_SIZE, epochs=1, callbacks=[timer], verbose=0)
+    fresh_model(model_options).fit(x, y, batch_size=SEED_BATCH_SIZE, epochs=1, callbacks=[timer], verbose=0)
     return Throughput("seed: arrays in memory, model.fit(x, y, batch_size=2)", SEED_BATCH_SIZE,
                       timer.median_step_ms())
 
 
 def measure_training(data_dir: Path, frame_size: tuple[int, int], frames: int, steps: int,
-                     base_filters: int) -> list[Throughput]:
+                     model_options: dict) -> list[Throughput]:
     from training.data import load_split
 
     images, masks, _ = load_split(data_dir, "train", frame_size, limit=frames)
@@ -87,7 +87,7 @@ def measure_training(data_dir: Path, frame_size: tuple[int, int], frames: int, s
     repeats = -(-needed // len(images))
     images, masks = np.concatenate([images] * repeats), np.concatenate([masks] * repeats)
     return [
-        project_pipeline(images, masks, PROJECT_BATCH_SIZE, steps, base_filters),
-        project_pipeline(images, masks, SEED_BATCH_SIZE, steps, base_filters),
-        seed_way(images, masks, steps, base_filters),
+        project_pipeline(images, masks, PROJECT_BATCH_SIZE, steps, model_options),
+        project_pipeline(images, masks, SEED_BATCH_SIZE, steps, model_options),
+        seed_way(images, masks, steps, model_options),
     ]
