@@ -1,0 +1,57 @@
+"""Measure training steps and project the time of one epoch, before committing to a long run.
+
+    python -m training.time_steps --recipe seed --encoder-weights none --steps 10
+    python -m training.time_steps --architecture unet --input-size 270x360 --batch-size 8
+
+Takes the same flags as `training.train` (the output folder is not used) and times
+`--steps` optimizer steps on real CamVid batches from the training pipeline, after two
+warm-up steps that trace the graph. Prints the median step and the projected epoch.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+from training.train import build_parser, resolve_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import keras
+
+    from training.data import default_crop_size, load_split, make_dataset
+    from training.losses import make_loss, training_metrics
+    from training.models import ARCHITECTURES, build_model
+
+    argv = [*(sys.argv[1:] if argv is None else argv), "--output-dir", "."]  # nothing is written
+    parser = build_parser()
+    parser.add_argument("--steps", type=int, default=10, help="steps to time after two warm-up steps")
+    args = resolve_args(parser.parse_args(argv), argv)
+    architecture = ARCHITECTURES[args.architecture]
+    images, masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
+    crop = args.input_size if architecture.fixed_input or not args.augment else (
+        args.crop_size or default_crop_size(args.input_size, architecture.stride))
+    batches = iter(make_dataset(images, masks, args.batch_size, stride=architecture.stride, training=True,
+                                augment=args.augment, crop_size=crop, seed=args.seed).repeat())
+    options = {"base_filters": args.base_filters} if not architecture.fixed_input else {
+        "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
+    model = build_model(args.architecture, args.input_size, **options)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=make_loss(args.loss),
+                  metrics=training_metrics())
+    seconds = []
+    for step in range(args.steps + 2):
+        batch_images, batch_masks, batch_weights = next(batches)
+        start = time.perf_counter()
+        model.train_on_batch(batch_images, batch_masks, sample_weight=batch_weights)
+        if step >= 2:
+            seconds.append(time.perf_counter() - start)
+    step_s = statistics.median(seconds)
+    steps_per_epoch = len(images) // args.batch_size
+    print(f"{args.architecture} at {args.input_size[0]}x{args.input_size[1]} (crops {crop[0]}x{crop[1]}), batch "
+          f"{args.batch_size}: median step {step_s:.2f} s over {len(seconds)} steps; one epoch of {steps_per_epoch} "
+          f"steps projected at {step_s * steps_per_epoch / 60:.1f} min (training steps only, no validation)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
