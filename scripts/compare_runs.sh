@@ -14,5 +14,6 @@ run c8-unet-180x240-bcedice-aug   --input-size 180x240 --loss bce+dice
 run c8-unet-180x240-bce-aug       --input-size 180x240 --loss bce
 run c8-unet-180x240-bcedice-noaug --input-size 180x240 --loss bce+dice --no-augment
 run c8-unet-224x224-bcedice-aug   --input-size 224x224 --resize stretch --loss bce+dice
-# The seed's recipe costs hours per epoch here: time 20 of its steps (batch 2) and project one epoch from them.
-run seed-recipe-20-steps --recipe seed --encoder-weights none --epochs 1 --steps-per-epoch 20
+# The seed's recipe costs hours here: time its steps (batch 2) and project one epoch, encoder trainable and frozen.
+.venv/bin/python -m training.time_steps --data-dir "$DATA" --recipe seed --encoder-weights none --steps 10
+.venv/bin/python -m training.time_steps --data-dir "$DATA" --recipe seed --encoder-weights none --freeze-encoder --steps 10
