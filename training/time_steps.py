@@ -13,15 +13,12 @@ import statistics
 import sys
 import time
 
-from training.train import build_parser, resolve_args
+from training.train import build_parser, build_training_model, resolve_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    import keras
-
     from training.data import default_crop_size, load_split, make_dataset
-    from training.losses import make_loss, training_metrics
-    from training.models import ARCHITECTURES, build_model
+    from training.models import ARCHITECTURES
 
     argv = [*(sys.argv[1:] if argv is None else argv), "--output-dir", "."]  # nothing is written
     parser = build_parser()
@@ -33,11 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         args.crop_size or default_crop_size(args.input_size, architecture.stride))
     batches = iter(make_dataset(images, masks, args.batch_size, stride=architecture.stride, training=True,
                                 augment=args.augment, crop_size=crop, seed=args.seed).repeat())
-    options = {"base_filters": args.base_filters} if not architecture.fixed_input else {
-        "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
-    model = build_model(args.architecture, args.input_size, **options)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=make_loss(args.loss),
-                  metrics=training_metrics())
+    steps_per_epoch = len(images) // args.batch_size
+    model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
     seconds = []
     for step in range(args.steps + 2):
         batch_images, batch_masks, batch_weights = next(batches)
@@ -46,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         if step >= 2:
             seconds.append(time.perf_counter() - start)
     step_s = statistics.median(seconds)
-    steps_per_epoch = len(images) // args.batch_size
     print(f"{args.architecture} at {args.input_size[0]}x{args.input_size[1]} (crops {crop[0]}x{crop[1]}), batch "
           f"{args.batch_size}: median step {step_s:.2f} s over {len(seconds)} steps; one epoch of {steps_per_epoch} "
           f"steps projected at {step_s * steps_per_epoch / 60:.1f} min (training steps only, no validation)")

@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     from training.callbacks import TrainingState, load_state
     from training.data import default_crop_size, load_split, make_dataset
-    from training.losses import make_loss, training_metrics
-    from training.models import ARCHITECTURES, build_model
+    import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
+    from training.models import ARCHITECTURES
 
     keras.utils.set_random_seed(args.seed)
     architecture = ARCHITECTURES[args.architecture]
@@ -150,16 +150,7 @@ def run(args: argparse.Namespace) -> int:
             model = keras.saving.load_model(state.last_checkpoint)  # weights, optimizer and its step count
             print(f"resuming after epoch {state.epoch} (best val IoU {state.best_iou:.4f} at epoch {state.best_epoch})")
         else:
-            options = {"base_filters": args.base_filters} if not architecture.fixed_input else {
-                "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
-            model = build_model(args.architecture, args.input_size, **options)
-            if args.init_from:
-                model.set_weights(load_initial_weights(args.init_from))
-            total_steps = steps_per_epoch * args.epochs
-            learning_rate = args.learning_rate if args.schedule == "constant" else \
-                keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps, alpha=0.01)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(args.loss),
-                          metrics=training_metrics())
+            model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
     tracker = TrainingState(run_dir, patience=args.patience, state=state)
     model.fit(train_data.repeat(), epochs=args.epochs, initial_epoch=state.epoch if state else 0,
               steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
@@ -230,6 +221,25 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     })
     write_model_card(bundle_dir)
     return bundle_dir
+
+
+def build_training_model(args: argparse.Namespace, total_steps: int):
+    """The architecture of `args`, initialised as asked, compiled with its loss, metrics and schedule."""
+    import keras
+
+    from training.losses import make_loss, training_metrics
+    from training.models import ARCHITECTURES, build_model
+
+    options = {"base_filters": args.base_filters} if not ARCHITECTURES[args.architecture].fixed_input else {
+        "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
+    model = build_model(args.architecture, args.input_size, **options)
+    if args.init_from:
+        model.set_weights(load_initial_weights(args.init_from))
+    learning_rate = args.learning_rate if args.schedule == "constant" else \
+        keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps, alpha=0.01)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(args.loss),
+                  metrics=training_metrics())
+    return model
 
 
 def load_initial_weights(path: Path) -> list:
