@@ -65,17 +65,25 @@ QUICK = Settings(quick=True, repeats=3, warmup=1, matmul_size=512, vgg16_input=(
 
 
 class Progress:
-    """One line per step on stderr: wall seconds since the start, and CPU seconds (this process and
-    the app processes it has waited for), which say how long a run would take on an idle machine."""
+    """One line per step on stderr, and for each step its wall time and the share of the machine's
+    CPU that other processes used meanwhile: a step measured while something else ran is flagged."""
 
     def __init__(self):
         self.started = time.perf_counter()
+        self.steps = []  # (name, wall seconds, other processes' share of all cores)
+        self._current = None
 
     def __call__(self, message: str) -> None:
-        times = os.times()
-        cpu_s = times.user + times.system + times.children_user + times.children_system
-        print(f"[{time.perf_counter() - self.started:6.1f} s, cpu {cpu_s:6.1f} s] {message}", file=sys.stderr,
-              flush=True)
+        from bench.machine import machine_busy_seconds, own_cpu_seconds
+
+        now, busy, own = time.perf_counter(), machine_busy_seconds(), own_cpu_seconds()
+        if self._current:
+            name, started, started_busy, started_own = self._current
+            wall = now - started
+            others = max(0.0, (busy - started_busy) - (own - started_own))
+            self.steps.append((name, wall, others / (wall * os.cpu_count())))
+        self._current = (message, now, busy, own)
+        print(f"[{now - self.started:6.1f} s, cpu {own:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     @property
     def elapsed_s(self) -> float:
@@ -145,8 +153,10 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
                  f"({', '.join(map(str, settings.load_levels))} callers, {settings.load_seconds:g} s each)")
         results.cold_start, results.load = serving.measure_serving(
             default.bundle.path, PHOTO, settings.app_launches, settings.load_levels, settings.load_seconds, scratch)
+    progress("done")
     results.load_after = other_busy_processes()
     results.elapsed_s = progress.elapsed_s
+    results.steps = list(progress.steps)
     return results
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 from pathlib import Path
 
 # Distributions whose versions explain the numbers (those not installed are reported as such).
@@ -55,8 +56,8 @@ def describe_machine() -> dict:
 
 
 def other_busy_processes(sample_s: float = 1.0) -> dict:
-    """Whole-machine CPU use and the other processes busy over `sample_s`: numbers taken while
-    something else computes are not the machine's own, and the report says so."""
+    """The load average and the other processes busy over `sample_s`: numbers taken while
+    something else computes are not the machine's own, and the report names the culprits."""
     import psutil
 
     own = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
@@ -66,7 +67,7 @@ def other_busy_processes(sample_s: float = 1.0) -> dict:
             process.cpu_percent(None)  # starts each process's measurement window
         except psutil.Error:
             pass
-    machine_percent = psutil.cpu_percent(interval=sample_s)
+    time.sleep(sample_s)
     busy = []
     for process in processes:
         try:
@@ -76,5 +77,29 @@ def other_busy_processes(sample_s: float = 1.0) -> dict:
         if percent > BUSY_PROCESS_PERCENT:
             command = " ".join(process.info["cmdline"] or [process.info["name"] or "?"])
             busy.append({"pid": process.pid, "cpu_percent": percent, "command": command[:120]})
-    return {"machine_cpu_percent": machine_percent, "load_average": os.getloadavg(),
+    return {"load_average": os.getloadavg(),
             "busy_processes": sorted(busy, key=lambda entry: -entry["cpu_percent"])}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, all cores together."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and every process it started, running or finished."""
+    import psutil
+
+    process = psutil.Process()
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += child_times.user + child_times.system
+    return total

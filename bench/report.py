@@ -15,6 +15,7 @@ from bench.training_speed import Throughput
 SLIDER_TARGET_MS = 20.0
 SLIDER_TARGET_SHARE = 0.05  # of a full inference
 TOP_OP_TYPES = 8
+DISTURBED_SHARE = 0.05  # other processes using more of the machine's CPU than this during a step
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Results:
     cold_start: ColdStart | None = None
     load: list[LoadLevel] = field(default_factory=list)
     elapsed_s: float = 0.0
+    steps: list[tuple[str, float, float]] = field(default_factory=list)  # name, wall s, others' CPU share
     targets: list[tuple[str, str, bool]] = field(default_factory=list)  # filled while rendering
 
 
@@ -72,14 +74,15 @@ def header(results: Results) -> str:
     for name, description, trained in results.models:
         lines += ["", f"- **{name}**: {description}" + ("" if trained else " — untrained: its latencies hold, "
                                                          "its IoU figures mean nothing")]
-    busy = results.load_before.get("busy_processes", []) + results.load_after.get("busy_processes", [])
-    if busy:
+    disturbed = [(name, share) for name, _, share in results.steps if share > DISTURBED_SHARE]
+    if disturbed:
+        busy = results.load_before["busy_processes"] + results.load_after["busy_processes"]
         commands = sorted({entry["command"] for entry in busy})
-        lines += ["", f"> **The machine was not idle**: other processes used CPU at the start or the end of the "
-                      f"run (whole machine {results.load_before['machine_cpu_percent']:.0f}% before, "
-                      f"{results.load_after['machine_cpu_percent']:.0f}% after): "
-                      + "; ".join(f"`{command}`" for command in commands[:5])
-                      + ". Every figure below is slower than this machine's own."]
+        lines += ["", f"> **The machine was not idle**: other processes used more than {DISTURBED_SHARE:.0%} of its "
+                      f"CPU during {len(disturbed)} of the {len(results.steps)} steps (up to "
+                      f"{max(share for _, share in disturbed):.0%}; the step table under *Machine* says which)"
+                      + (": " + "; ".join(f"`{command}`" for command in commands[:5]) if commands else "")
+                      + ". Figures from those steps are slower than this machine's own; rerun when it is idle."]
     return "\n".join(lines)
 
 
@@ -101,7 +104,11 @@ def machine_section(results: Results) -> str:
         ["load average (1, 5, 15 min) at start", load_average(results.load_before)],
         ["load average at end", load_average(results.load_after)],
     ]
-    return "## Machine\n\n" + table(["", ""], rows)
+    steps = [[name, number(wall), f"{share:.0%}"] for name, wall, share in results.steps]
+    return "\n\n".join(["## Machine", table(["", ""], rows),
+                        "Each step of the run, and the share of the machine's CPU that other processes used "
+                        "meanwhile (whole-machine busy time from /proc/stat minus this run's processes):",
+                        table(["step", "wall (s)", "other processes"], steps)])
 
 
 def end_to_end_section(results: Results) -> str:
@@ -233,14 +240,16 @@ def efficiency_reason(entry: ForwardEfficiency, matmul_rate: float) -> str:
                        "normalisation folded into the convolution weights, element-wise ops fused into them: what "
                        "XLA, TFLite and ONNX Runtime do to a graph; section 4 measures those)")
     slow = [width for width in significant if width.gflop_per_s < TARGET_FRACTION_OF_MATMUL * fastest.gflop_per_s]
-    narrow = [width for width in slow if width.channels < fastest.channels]
+    full_resolution = max(width.output_pixels[1] for width in entry.convolution_widths)
+    narrow = [width for width in slow
+              if width.output_pixels[1] == full_resolution and width.channels < fastest.channels]
     wide = [width for width in slow if width.channels > fastest.channels]
     if narrow:
-        closers.append(f"the {channel_list(narrow)}-channel convolutions ({time_share(narrow, convolution_ms)} of the "
-                       "convolution time) run on many pixels with few channels, so they do few multiply-adds per "
-                       "byte of activations they move (likely memory-bound at batch 1): a narrow network closes "
-                       "this gap by doing less at full resolution (fewer or narrower full-size layers, a strided "
-                       "first layer), not by a faster kernel")
+        closers.append(f"the full-resolution {channel_list(narrow)}-channel convolutions "
+                       f"({time_share(narrow, convolution_ms)} of the convolution time) run on many pixels with few "
+                       "channels, so they do few multiply-adds per byte of activations they move (likely "
+                       "memory-bound at batch 1): a narrow network closes this gap by doing less at full resolution "
+                       "(fewer or narrower full-size layers, a strided first layer), not by a faster kernel")
     if wide:
         pixels = pixel_range((min(width.output_pixels[0] for width in wide),
                               max(width.output_pixels[1] for width in wide)))

@@ -114,24 +114,38 @@ def litert_forward(model, network_input, folder):
     return interpreter_forward(interpreter), f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; {notes}"
 
 
-def onnxruntime_forward(model, network_input, folder):
-    """Keras' ONNX export (tf2onnx underneath), run by ONNX Runtime on the CPU."""
-    import onnxruntime
+def onnx_file(model, network_input, folder) -> tuple[Path, str]:
+    """Keras' ONNX export (tf2onnx underneath), once."""
     import tensorflow as tf
 
     path = Path(folder) / "model.onnx"
+    if path.exists():
+        return path, "the same .onnx file as above"
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
         model.export(path, format="onnx", verbose=False,
                      input_signature=[tf.TensorSpec((1, *network_input, 3), tf.float32, name="image")])
-    notes = f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
+    return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
+
+
+def onnxruntime_forward(model, network_input, folder, spinning: bool = True):
+    """ONNX Runtime on the CPU; by default its worker threads spin while waiting for work."""
+    import onnxruntime
+
+    path, notes = onnx_file(model, network_input, folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     return (lambda batch: session.run(None, {input_name: np.asarray(batch, np.float32)})[0]), \
         f"onnxruntime {onnxruntime.__version__}; {notes}"
+
+
+def onnxruntime_without_spinning_forward(model, network_input, folder):
+    # Spinning threads compete for the cores with everything else the app runs (the web server).
+    return onnxruntime_forward(model, network_input, folder, spinning=False)
 
 
 # name -> builder(model, network_input, scratch folder) -> (forward pass or None for the engine's own, notes)
@@ -142,6 +156,7 @@ RUNTIMES = {
     "LiteRT float32 (ai-edge-litert)": litert_forward,
     "TFLite dynamic-range int8 (tf.lite.Interpreter)": tflite_int8_forward,
     "ONNX Runtime float32": onnxruntime_forward,
+    "ONNX Runtime float32, threads not spinning": onnxruntime_without_spinning_forward,
 }
 
 
