@@ -172,26 +172,28 @@ def efficiency_section(results: Results) -> str:
         results.targets.append((f"{entry.model} forward >= {TARGET_FRACTION_OF_MATMUL:g} of the matmul rate",
                                 f"{fraction:.2f}", met))
         rows.append([entry.model, size(entry.network_input), number(entry.gflops_per_image, 2),
-                     number(entry.forward_ms), number(entry.gflop_per_s), f"{fraction:.2f}", verdict(met)])
+                     number(entry.forward_ms), number(entry.gflop_per_s),
+                     f"{entry.gflop_per_s / results.matmul['tensorflow']:.2f}", f"{fraction:.2f}", verdict(met)])
     parts = [
         "## 3. Efficiency: forward FLOP/s against the machine's matrix-multiply rate",
         f"The machine's own float32 rate, measured in this run ({matmul_size}x{matmul_size} times "
         f"{matmul_size}x{matmul_size}, 2n³ FLOPs): TensorFlow `tf.linalg.matmul` in a `tf.function` "
         f"**{results.matmul['tensorflow']:.1f} GFLOP/s**, NumPy `np.matmul` **{results.matmul['numpy']:.1f} "
-        f"GFLOP/s**. The fraction below is against the faster ({best_name}).",
+        f"GFLOP/s**. The target is judged against the faster ({best_name}), the machine's best measured rate.",
         "A model's forward FLOPs per image come from `training.models.count_flops` at the network input the "
         "engine feeds a 480x360 photo; the time is the bare forward pass (batch 1, `tf.function`, as the "
         "engine runs it).",
-        table(["model", "network input", "GFLOPs / image", "forward (ms)", "GFLOP/s", "fraction of matmul",
-               f"target >= {TARGET_FRACTION_OF_MATMUL:g}"], rows),
+        table(["model", "network input", "GFLOPs / image", "forward (ms)", "GFLOP/s", "fraction of TF matmul",
+               f"fraction of {best_name} matmul", f"target >= {TARGET_FRACTION_OF_MATMUL:g}"], rows),
     ]
     for entry in results.efficiency:
-        parts.append(op_profile(entry, best_rate, results.settings.profiled_passes))
+        parts.append(op_profile(entry, results.matmul, results.settings.profiled_passes))
     return "\n\n".join(parts)
 
 
-def op_profile(entry: ForwardEfficiency, matmul_rate: float, passes: int) -> str:
+def op_profile(entry: ForwardEfficiency, matmul: dict[str, float], passes: int) -> str:
     """Where the forward pass of one model spends its time, and what that says about the target."""
+    matmul_rate = max(matmul.values())
     title = f"### Where the {entry.model} forward pass spends its time"
     if entry.profile_error:
         return f"{title}\n\nThe TensorFlow profiler could not be read: {entry.profile_error}"
@@ -210,12 +212,13 @@ def op_profile(entry: ForwardEfficiency, matmul_rate: float, passes: int) -> str
         table(["op type", "ms per pass", "share", "GFLOP/s"], op_rows),
         table(["output channels", "convolutions", "output pixels", "weights (MiB)", "ms per pass",
                "share of convolution time", "GFLOP/s", "fraction of matmul"], width_rows),
-        efficiency_reason(entry, matmul_rate),
+        efficiency_reason(entry, matmul),
     ])
 
 
-def efficiency_reason(entry: ForwardEfficiency, matmul_rate: float) -> str:
+def efficiency_reason(entry: ForwardEfficiency, matmul: dict[str, float]) -> str:
     """The profile in words; where the target is missed, what the gap is made of and what would close it."""
+    best_name, matmul_rate = max(matmul.items(), key=lambda item: item[1])
     convolution_rate = entry.convolution_gflop_per_s() or 0.0
     convolution_share = entry.convolution_share()
     others = [op for op in entry.op_types if not is_convolution(op.op_type)]
@@ -248,8 +251,8 @@ def efficiency_reason(entry: ForwardEfficiency, matmul_rate: float) -> str:
         closers.append(f"the full-resolution {channel_list(narrow)}-channel convolutions "
                        f"({time_share(narrow, convolution_ms)} of the convolution time) run on many pixels with few "
                        "channels, so they do few multiply-adds per byte of activations they move (likely "
-                       "memory-bound at batch 1): a narrow network closes this gap by doing less at full resolution "
-                       "(fewer or narrower full-size layers, a strided first layer), not by a faster kernel")
+                       "memory-bound at batch 1): doing less at full resolution closes this part (fewer or "
+                       "narrower full-size layers, a strided first layer), not a faster kernel")
     if wide:
         pixels = pixel_range((min(width.output_pixels[0] for width in wide),
                               max(width.output_pixels[1] for width in wide)))
@@ -259,9 +262,11 @@ def efficiency_reason(entry: ForwardEfficiency, matmul_rate: float) -> str:
                        "byte and per op call at batch 1; batching photos would amortise both (throughput, not one "
                        "photo's latency)")
     if fastest.gflop_per_s < TARGET_FRACTION_OF_MATMUL * matmul_rate:
+        against_tensorflow = fastest.gflop_per_s / matmul["tensorflow"]
         closers.append(f"even the fastest convolutions stay at {fastest.gflop_per_s / matmul_rate:.2f} of the "
-                       "matmul rate: TensorFlow's CPU convolution kernels at batch 1 fall short of its GEMM; "
-                       "another runtime's kernels (section 4) or int8 arithmetic would be the way past that")
+                       f"{best_name} matmul rate ({against_tensorflow:.2f} of TensorFlow's own matmul): that last "
+                       "part is TensorFlow's CPU convolution kernels at batch 1; another runtime's kernels "
+                       "(section 4) or int8 arithmetic are the way past it")
     return text + (" What would close the gap: " + "; ".join(closers) + "." if closers else "")
 
 
@@ -286,9 +291,11 @@ def runtimes_section(results: Results) -> str:
             continue
         relative = reference.latency_ms / result.latency_ms if reference.latency_ms else None
         change = result.val_iou - reference.val_iou if reference.val_iou is not None else None
-        rows.append([result.name, number(result.latency_ms), number(relative, 2, "x"), number(result.val_iou, 4),
-                     number(change, 4, ""), f"{result.max_probability_change:.1e}", result.notes])
-    chosen = recommend(results.runtimes)
+        low, high = result.latency_quartiles_ms
+        rows.append([result.name, f"{result.latency_ms:.1f} ({low:.1f}-{high:.1f})", number(relative, 2, "x"),
+                     number(result.val_iou, 4), number(change, 4), f"{result.max_probability_change:.1e}",
+                     result.notes])
+    chosen, ties = recommend(results.runtimes)
     if chosen is None:
         advice = "No recommendation: TensorFlow's own val IoU could not be measured."
     elif chosen.name == REFERENCE:
@@ -298,6 +305,13 @@ def runtimes_section(results: Results) -> str:
         advice = (f"**The app should use {chosen.name}**: the fastest runtime whose val IoU stays within "
                   f"{IOU_TOLERANCE} of TensorFlow's ({chosen.latency_ms:.1f} ms against "
                   f"{reference.latency_ms:.1f} ms per photo). The app does not use it yet (`demo/engine.py`).")
+        if ties:
+            advice += (" This run cannot tell it from " + ", ".join(f"{tie.name} ({tie.latency_ms:.1f} ms)"
+                                                               for tie in ties)
+                       + ": their latency quartiles overlap its own, so any of them serves as well.")
+        if "TF warns" in chosen.notes:
+            advice += (" TensorFlow deprecates that interpreter (its warning is in the row): the LiteRT rows run "
+                       "the same files in `ai-edge-litert`, the interpreter it points to.")
     return "\n\n".join([
         "## 4. CPU serving runtimes for the default model",
         "Each runtime runs the same network inside the engine's own pre- and post-processing, so only the "
@@ -306,7 +320,8 @@ def runtimes_section(results: Results) -> str:
         "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
         "on the photo. Converted models (TFLite, ONNX) are built for the one input shape CamVid frames are fed "
         "at; serving other photo sizes would need one model per shape (or dynamic shapes).",
-        table(["runtime", "latency (ms)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|", "notes"], rows),
+        table(["runtime", "latency, ms: median (quartiles)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|",
+               "notes"], rows),
         advice,
     ])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.latency import engine_end_to_end
-from bench.timing import durations_ms
+from bench.timing import durations_ms, percentile
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 
@@ -24,7 +24,8 @@ REFERENCE = "TensorFlow graph (tf.function)"
 @dataclass
 class RuntimeResult:
     name: str
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # median
+    latency_quartiles_ms: tuple[float, float] | None = None  # 25th and 75th percentiles: the run's spread
     val_iou: float | None = None
     max_probability_change: float | None = None  # against TensorFlow, on the benchmark photo
     notes: str = ""
@@ -103,15 +104,19 @@ def tflite_int8_forward(model, network_input, folder):
     return tflite_forward(model, network_input, folder, quantize=True)
 
 
-def litert_forward(model, network_input, folder):
-    """The same float32 file in LiteRT's own interpreter (ai-edge-litert), which TF points to."""
+def litert_forward(model, network_input, folder, quantize: bool = False):
+    """The same file in LiteRT's own interpreter (ai-edge-litert), which TF's deprecation points to."""
     import importlib.metadata
 
     from ai_edge_litert.interpreter import Interpreter
 
-    path, notes = tflite_file(model, network_input, folder, quantize=False)
+    path, notes = tflite_file(model, network_input, folder, quantize)
     interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
     return interpreter_forward(interpreter), f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; {notes}"
+
+
+def litert_int8_forward(model, network_input, folder):
+    return litert_forward(model, network_input, folder, quantize=True)
 
 
 def onnx_file(model, network_input, folder) -> tuple[Path, str]:
@@ -155,6 +160,7 @@ RUNTIMES = {
     "TFLite float32 (tf.lite.Interpreter, XNNPACK)": tflite_forward,
     "LiteRT float32 (ai-edge-litert)": litert_forward,
     "TFLite dynamic-range int8 (tf.lite.Interpreter)": tflite_int8_forward,
+    "LiteRT dynamic-range int8 (ai-edge-litert)": litert_int8_forward,
     "ONNX Runtime float32": onnxruntime_forward,
     "ONNX Runtime float32, threads not spinning": onnxruntime_without_spinning_forward,
 }
@@ -179,8 +185,9 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
                     RuntimeEngine(bundle.model, bundle.config, forward)
                 result.max_probability_change = float(np.abs(
                     engine.predict_probabilities(photo) - reference_probabilities).max())
-                result.latency_ms = statistics.median(
-                    durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup))
+                durations = durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup)
+                result.latency_ms = statistics.median(durations)
+                result.latency_quartiles_ms = (percentile(durations, 0.25), percentile(durations, 0.75))
                 result.val_iou = evaluate_engine(engine, data_dir, "val")["metrics"]["iou"]
             except Exception as error:  # a runtime that cannot convert or run is a result too
                 result.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
@@ -188,11 +195,20 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
     return results
 
 
-def recommend(results: list[RuntimeResult]) -> RuntimeResult | None:
-    """The fastest runtime whose val IoU is within IOU_TOLERANCE of TensorFlow's."""
+def qualified(results: list[RuntimeResult]) -> list[RuntimeResult]:
+    """The runtimes whose val IoU is within IOU_TOLERANCE of TensorFlow's, fastest first."""
     reference = next(result for result in results if result.name == REFERENCE)
     if reference.val_iou is None:
-        return None
-    qualified = [result for result in results if result.latency_ms is not None and result.val_iou is not None
-                 and abs(result.val_iou - reference.val_iou) <= IOU_TOLERANCE]
-    return min(qualified, key=lambda result: result.latency_ms)
+        return []
+    return sorted((result for result in results if result.latency_ms is not None and result.val_iou is not None
+                   and abs(result.val_iou - reference.val_iou) <= IOU_TOLERANCE), key=lambda result: result.latency_ms)
+
+
+def recommend(results: list[RuntimeResult]) -> tuple[RuntimeResult | None, list[RuntimeResult]]:
+    """The fastest qualified runtime, and the other qualified ones this run cannot tell from it
+    (their latency quartiles overlap its own)."""
+    candidates = qualified(results)
+    if not candidates:
+        return None, []
+    fastest, others = candidates[0], candidates[1:]
+    return fastest, [result for result in others if result.latency_quartiles_ms[0] <= fastest.latency_quartiles_ms[1]]
