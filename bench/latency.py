@@ -1,7 +1,6 @@
 """End-to-end latency of one photo: the project's engine against the seed's inference steps."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import cv2
 import numpy as np
 
 from bench.bundles import ServedModel, network_input_size
-from bench.timing import durations_ms
+from bench.timing import Latency, durations_ms
 from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
 from demo.imaging import load_rgb
 
@@ -18,13 +17,13 @@ from demo.imaging import load_rgb
 class EndToEnd:
     model: str
     network_input: tuple[int, int]
-    engine_ms: float
-    seed_ms: float
+    engine: Latency
+    seed: Latency
 
     @property
     def speed_up(self) -> float:
-        """How many times faster the engine is than the seed's way."""
-        return self.seed_ms / self.engine_ms
+        """How many times faster the engine is than the seed's way (medians)."""
+        return self.seed.median / self.engine.median
 
 
 def engine_end_to_end(engine: SegmentationEngine, photo_path: Path) -> np.ndarray:
@@ -53,8 +52,8 @@ def measure_end_to_end(served: ServedModel, photo_path: Path, repeats: int, warm
     # model that is the engine's feed size rounded up to the stride.
     input_size = network_input_size(config, height, width)
     engine = SegmentationEngine(served.bundle.model, config)
-    engine_ms = statistics.median(durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup))
-    seed_ms = statistics.median(durations_ms(
+    engine_ms = durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup)
+    seed_ms = durations_ms(
         lambda: seed_end_to_end(served.bundle.model, photo_path, input_size, engine.default_threshold),
-        repeats, warmup))
-    return EndToEnd(served.name, input_size, engine_ms, seed_ms)
+        repeats, warmup)
+    return EndToEnd(served.name, input_size, Latency.of(engine_ms), Latency.of(seed_ms))

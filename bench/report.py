@@ -112,8 +112,8 @@ def machine_section(results: Results) -> str:
 
 
 def end_to_end_section(results: Results) -> str:
-    rows = [[entry.model, size(entry.network_input), number(entry.engine_ms), number(entry.seed_ms),
-             f"{entry.speed_up:.2f}x"] for entry in results.end_to_end]
+    rows = [[entry.model, size(entry.network_input), str(entry.engine), str(entry.seed), f"{entry.speed_up:.2f}x"]
+            for entry in results.end_to_end]
     return "\n\n".join([
         "## 1. End-to-end latency of one 480x360 photo",
         "Decode the PNG, preprocess, run the network, resize back to 480x360, threshold, overlay. "
@@ -123,7 +123,8 @@ def end_to_end_section(results: Results) -> str:
         "`model.predict`, `np.where(p > threshold, 1, 0)`, nearest resize of the mask back, the same overlay "
         "(our models normalise inside the graph, so the scaled pixels are multiplied back by 255 before "
         "`predict`: microseconds).",
-        table(["model", "network input", "engine (ms)", "seed's way (ms)", "engine speed-up"], rows),
+        table(["model", "network input", "engine, ms: median (quartiles)", "seed's way, ms: median (quartiles)",
+               "engine speed-up (medians)"], rows),
     ])
 
 
@@ -289,10 +290,9 @@ def runtimes_section(results: Results) -> str:
         if result.error:
             rows.append([result.name, "failed", "", "", "", "", result.error])
             continue
-        relative = reference.latency_ms / result.latency_ms if reference.latency_ms else None
+        relative = reference.latency.median / result.latency.median if reference.latency else None
         change = result.val_iou - reference.val_iou if reference.val_iou is not None else None
-        low, high = result.latency_quartiles_ms
-        rows.append([result.name, f"{result.latency_ms:.1f} ({low:.1f}-{high:.1f})", number(relative, 2, "x"),
+        rows.append([result.name, str(result.latency), number(relative, 2, "x"),
                      number(result.val_iou, 4), number(change, 4), f"{result.max_probability_change:.1e}",
                      result.notes])
     chosen, ties = recommend(results.runtimes)
@@ -303,10 +303,10 @@ def runtimes_section(results: Results) -> str:
                   f"within {IOU_TOLERANCE} of TensorFlow's.")
     else:
         advice = (f"**The app should use {chosen.name}**: the fastest runtime whose val IoU stays within "
-                  f"{IOU_TOLERANCE} of TensorFlow's ({chosen.latency_ms:.1f} ms against "
-                  f"{reference.latency_ms:.1f} ms per photo). The app does not use it yet (`demo/engine.py`).")
+                  f"{IOU_TOLERANCE} of TensorFlow's ({chosen.latency.median:.1f} ms against "
+                  f"{reference.latency.median:.1f} ms per photo). The app does not use it yet (`demo/engine.py`).")
         if ties:
-            advice += (" This run cannot tell it from " + ", ".join(f"{tie.name} ({tie.latency_ms:.1f} ms)"
+            advice += (" This run cannot tell it from " + ", ".join(f"{tie.name} ({tie.latency.median:.1f} ms)"
                                                                for tie in ties)
                        + ": their latency quartiles overlap its own, so any of them serves as well.")
         if "TF warns" in chosen.notes:

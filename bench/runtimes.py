@@ -3,7 +3,6 @@ pre- and post-processing, so only the forward pass differs."""
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.latency import engine_end_to_end
-from bench.timing import durations_ms, percentile
+from bench.timing import Latency, durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 
@@ -24,8 +23,7 @@ REFERENCE = "TensorFlow graph (tf.function)"
 @dataclass
 class RuntimeResult:
     name: str
-    latency_ms: float | None = None  # median
-    latency_quartiles_ms: tuple[float, float] | None = None  # 25th and 75th percentiles: the run's spread
+    latency: Latency | None = None
     val_iou: float | None = None
     max_probability_change: float | None = None  # against TensorFlow, on the benchmark photo
     notes: str = ""
@@ -185,9 +183,8 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
                     RuntimeEngine(bundle.model, bundle.config, forward)
                 result.max_probability_change = float(np.abs(
                     engine.predict_probabilities(photo) - reference_probabilities).max())
-                durations = durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup)
-                result.latency_ms = statistics.median(durations)
-                result.latency_quartiles_ms = (percentile(durations, 0.25), percentile(durations, 0.75))
+                result.latency = Latency.of(
+                    durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup))
                 result.val_iou = evaluate_engine(engine, data_dir, "val")["metrics"]["iou"]
             except Exception as error:  # a runtime that cannot convert or run is a result too
                 result.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
@@ -200,8 +197,9 @@ def qualified(results: list[RuntimeResult]) -> list[RuntimeResult]:
     reference = next(result for result in results if result.name == REFERENCE)
     if reference.val_iou is None:
         return []
-    return sorted((result for result in results if result.latency_ms is not None and result.val_iou is not None
-                   and abs(result.val_iou - reference.val_iou) <= IOU_TOLERANCE), key=lambda result: result.latency_ms)
+    return sorted((result for result in results if result.latency is not None and result.val_iou is not None
+                   and abs(result.val_iou - reference.val_iou) <= IOU_TOLERANCE),
+                  key=lambda result: result.latency.median)
 
 
 def recommend(results: list[RuntimeResult]) -> tuple[RuntimeResult | None, list[RuntimeResult]]:
@@ -211,4 +209,4 @@ def recommend(results: list[RuntimeResult]) -> tuple[RuntimeResult | None, list[
     if not candidates:
         return None, []
     fastest, others = candidates[0], candidates[1:]
-    return fastest, [result for result in others if result.latency_quartiles_ms[0] <= fastest.latency_quartiles_ms[1]]
+    return fastest, [result for result in others if result.latency.quartiles[0] <= fastest.latency.quartiles[1]]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 
 def durations_ms(action, repeats: int, warmup: int = 2) -> list[float]:
@@ -28,3 +29,18 @@ def percentile(values: list[float], fraction: float) -> float:
     below = int(position)
     above = min(below + 1, len(ordered) - 1)
     return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds over repeated runs: the median and the quartiles around it."""
+
+    median: float
+    quartiles: tuple[float, float]
+
+    @classmethod
+    def of(cls, durations: list[float]) -> Latency:
+        return cls(statistics.median(durations), (percentile(durations, 0.25), percentile(durations, 0.75)))
+
+    def __str__(self) -> str:
+        return f"{self.median:,.1f} ({self.quartiles[0]:,.1f}-{self.quartiles[1]:,.1f})"
