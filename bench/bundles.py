@@ -22,6 +22,10 @@ class ServedModel:
     trained: bool
 
 
+def size_text(size) -> str:
+    return "x".join(map(str, size))
+
+
 def network_input_size(config: dict, height: int, width: int) -> tuple[int, int]:
     """The (height, width) the engine feeds the network for a `height` x `width` photo (padding included)."""
     stride = config.get("stride", 1)
@@ -36,16 +40,20 @@ def default_model(bundle_dir: Path | None, quick: bool):
         bundle_dir = DEFAULT_BUNDLE_DIR
     if bundle_dir is not None:
         bundle = load_bundle(bundle_dir)
-        trained = "metrics" in bundle.config
-        yield ServedModel("default", bundle, f"{bundle.config['architecture']} from {bundle_dir}", trained)
+        config = bundle.config
+        description = (f"{config['architecture']} from `{bundle_dir}` (model.keras SHA-256 "
+                       f"{config['model_sha256'][:12]}..., trained at {size_text(config['input_size'])}")
+        if bundle.val_iou is not None:
+            description += f", val IoU {bundle.val_iou:.4f} at threshold {config['threshold']}"
+        yield ServedModel("default", bundle, description + ")", trained=bundle.val_iou is not None)
         return
     options = TINY_UNET if quick else {}
     with untrained_bundle(**options) as folder:
         bundle = load_bundle(folder)
-        size = "x".join(map(str, bundle.config["input_size"]))
         kind = "tiny (4 base filters)" if quick else "training-default (16 base filters)"
-        yield ServedModel("default", bundle, f"untrained {kind} compact U-Net fed at {size} "
-                                             "(demo/default_model is not there yet)", trained=False)
+        missing = "" if quick else " (demo/default_model is not there yet)"
+        yield ServedModel("default", bundle, f"untrained {kind} compact U-Net fed at "
+                                             f"{size_text(bundle.config['input_size'])}{missing}", trained=False)
 
 
 def vgg16_unet(folder: Path, input_size: tuple[int, int]) -> ServedModel:
@@ -57,5 +65,5 @@ def vgg16_unet(folder: Path, input_size: tuple[int, int]) -> ServedModel:
               "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
     model = build_model("vgg16-unet", input_size, encoder_weights=None)
     bundle = load_bundle(write_bundle(Path(folder) / "vgg16-unet", model, config))
-    size = "x".join(map(str, input_size))
-    return ServedModel("vgg16-unet", bundle, f"vgg16-unet, untrained weights, fed at {size} (stretched)", False)
+    return ServedModel("vgg16-unet", bundle, f"vgg16-unet, untrained weights, fed at {size_text(input_size)} "
+                                             "(stretched)", trained=False)

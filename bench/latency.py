@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from bench.bundles import ServedModel, network_input_size
-from bench.timing import Latency, durations_ms
+from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
 from demo.imaging import load_rgb
 
@@ -52,8 +52,8 @@ def measure_end_to_end(served: ServedModel, photo_path: Path, repeats: int, warm
     # model that is the engine's feed size rounded up to the stride.
     input_size = network_input_size(config, height, width)
     engine = SegmentationEngine(served.bundle.model, config)
-    engine_ms = durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup)
-    seed_ms = durations_ms(
-        lambda: seed_end_to_end(served.bundle.model, photo_path, input_size, engine.default_threshold),
-        repeats, warmup)
-    return EndToEnd(served.name, input_size, Latency.of(engine_ms), Latency.of(seed_ms))
+    durations = interleaved_durations_ms({
+        "engine": lambda: engine_end_to_end(engine, photo_path),
+        "seed": lambda: seed_end_to_end(served.bundle.model, photo_path, input_size, engine.default_threshold),
+    }, repeats, warmup)
+    return EndToEnd(served.name, input_size, Latency.of(durations["engine"]), Latency.of(durations["seed"]))

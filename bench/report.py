@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from bench.bundles import size_text
 from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
 from bench.latency import EndToEnd
 from bench.runtimes import IOU_TOLERANCE, REFERENCE, RuntimeResult, recommend
@@ -50,10 +51,6 @@ def number(value, digits: int = 1, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
-def size(pair) -> str:
-    return f"{pair[0]}x{pair[1]}"
-
-
 def verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
@@ -66,7 +63,9 @@ def header(results: Results) -> str:
         f"Measured by `{results.command}` on {results.started_utc} (the run took "
         f"{results.elapsed_s / 60:.1f} min), every figure in this one run on the machine below. "
         f"Latencies are medians of {settings.repeats} timed runs after {settings.warmup} warm-up "
-        f"run(s); the photo is `demo/examples/0016E5_08017.png` (480x360 CamVid frame).",
+        "run(s), quartiles in brackets; ways of doing the same thing (engine and seed's way, the runtimes) "
+        "are timed in interleaved rounds, so a slow spell of the machine falls on all of them alike. "
+        "The photo is `demo/examples/0016E5_08017.png` (480x360 CamVid frame).",
     ]
     if settings.quick:
         lines += ["", "> **Quick mode**: tiny models, few repeats, `tests/fixtures/camvid`. These numbers show "
@@ -112,7 +111,7 @@ def machine_section(results: Results) -> str:
 
 
 def end_to_end_section(results: Results) -> str:
-    rows = [[entry.model, size(entry.network_input), str(entry.engine), str(entry.seed), f"{entry.speed_up:.2f}x"]
+    rows = [[entry.model, size_text(entry.network_input), str(entry.engine), str(entry.seed), f"{entry.speed_up:.2f}x"]
             for entry in results.end_to_end]
     return "\n\n".join([
         "## 1. End-to-end latency of one 480x360 photo",
@@ -172,7 +171,7 @@ def efficiency_section(results: Results) -> str:
         met = fraction >= TARGET_FRACTION_OF_MATMUL
         results.targets.append((f"{entry.model} forward >= {TARGET_FRACTION_OF_MATMUL:g} of the matmul rate",
                                 f"{fraction:.2f}", met))
-        rows.append([entry.model, size(entry.network_input), number(entry.gflops_per_image, 2),
+        rows.append([entry.model, size_text(entry.network_input), number(entry.gflops_per_image, 2),
                      number(entry.forward_ms), number(entry.gflop_per_s),
                      f"{entry.gflop_per_s / results.matmul['tensorflow']:.2f}", f"{fraction:.2f}", verdict(met)])
     parts = [
@@ -336,7 +335,7 @@ def training_section(results: Results) -> str:
         "## 5. Training throughput",
         f"The same model in each row: a compact U-Net (`build_model(\"unet\", {options})`, depth 4 unless "
         f"given), BCE loss, Adam, trained on the first {settings.training_frames} "
-        f"`train` frames of `{settings.data_dir}` resized to {size(settings.training_frame_size)}. The project's "
+        f"`train` frames of `{settings.data_dir}` resized to {size_text(settings.training_frame_size)}. The project's "
         "pipeline augments (scale, crop, flip, colour) with crops as large as the frames, so every row trains "
         "on the same pixels per image. Step time: median wall time between the ends of consecutive steps "
         f"({settings.training_steps} steps, after the traced first step and 2 more).",

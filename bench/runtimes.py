@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.latency import engine_end_to_end
-from bench.timing import Latency, durations_ms
+from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 
@@ -165,7 +165,8 @@ RUNTIMES = {
 
 
 def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, warmup: int) -> list[RuntimeResult]:
-    """Every runtime on `bundle`: latency of the photo end to end, and val IoU at the bundle's threshold."""
+    """Every runtime on `bundle`: latency of the photo end to end (all runtimes timed in interleaved
+    rounds), and val IoU at the bundle's threshold."""
     from bench.bundles import network_input_size
     from training.evaluate import evaluate_engine
 
@@ -173,23 +174,25 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
     # Converted runtimes are built for one input shape: the shape 480x360 photos (and CamVid frames) are fed at.
     network_input = network_input_size(bundle.config, *photo.shape[:2])
     reference_probabilities = SegmentationEngine(bundle.model, bundle.config).predict_probabilities(photo)
-    results = []
+    results, engines = {name: RuntimeResult(name) for name in RUNTIMES}, {}
     with tempfile.TemporaryDirectory() as folder:
         for name, build in RUNTIMES.items():
-            result = RuntimeResult(name)
             try:
-                forward, result.notes = build(bundle.model, network_input, folder)
+                forward, results[name].notes = build(bundle.model, network_input, folder)
                 engine = SegmentationEngine(bundle.model, bundle.config) if forward is None else \
                     RuntimeEngine(bundle.model, bundle.config, forward)
-                result.max_probability_change = float(np.abs(
+                results[name].max_probability_change = float(np.abs(
                     engine.predict_probabilities(photo) - reference_probabilities).max())
-                result.latency = Latency.of(
-                    durations_ms(lambda: engine_end_to_end(engine, photo_path), repeats, warmup))
-                result.val_iou = evaluate_engine(engine, data_dir, "val")["metrics"]["iou"]
+                engines[name] = engine
             except Exception as error:  # a runtime that cannot convert or run is a result too
-                result.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-            results.append(result)
-    return results
+                results[name].error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+        durations = interleaved_durations_ms(
+            {name: lambda engine=engine: engine_end_to_end(engine, photo_path) for name, engine in engines.items()},
+            repeats, warmup)
+        for name, engine in engines.items():
+            results[name].latency = Latency.of(durations[name])
+            results[name].val_iou = evaluate_engine(engine, data_dir, "val")["metrics"]["iou"]
+    return list(results.values())
 
 
 def qualified(results: list[RuntimeResult]) -> list[RuntimeResult]:

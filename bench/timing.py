@@ -18,6 +18,21 @@ def durations_ms(action, repeats: int, warmup: int = 2) -> list[float]:
     return durations
 
 
+def interleaved_durations_ms(actions: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Milliseconds of each of `actions` (name -> callable), timed in `repeats` rounds of one call
+    each, so that a slow spell of the machine falls on all of them alike rather than on one."""
+    for action in actions.values():
+        for _ in range(warmup):
+            action()
+    durations = {name: [] for name in actions}
+    for _ in range(repeats):
+        for name, action in actions.items():
+            start = time.perf_counter()
+            action()
+            durations[name].append(1000 * (time.perf_counter() - start))
+    return durations
+
+
 def median_ms(action, repeats: int, warmup: int = 2) -> float:
     return statistics.median(durations_ms(action, repeats, warmup))
 
