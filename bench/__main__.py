@@ -1,12 +1,12 @@
 """Every benchmark of the project in one run on one machine; writes BENCHMARKS.md.
 
-    python -m bench                  # full run (about 10 minutes on 2 cores): BENCHMARKS.md
-    python -m bench --quick          # seconds-to-a-minute check that every benchmark still runs
+    python -m bench                  # full run (about 7 minutes on 2 idle cores): BENCHMARKS.md
+    python -m bench --quick          # about a minute: checks that every benchmark still runs
 
 1. end-to-end latency of a 480x360 photo, engine against the seed's steps (default model, vgg16-unet)
 2. a slider move against a full inference (bench/slider.py)
 3. forward FLOP/s against the machine's own float32 matrix-multiply rate, with a profile
-4. CPU serving runtimes (tf.function, XLA, TFLite float32 and int8, ONNX Runtime): latency and val IoU
+4. CPU serving runtimes (tf.function, XLA, TFLite/LiteRT float32 and int8, ONNX Runtime): latency, val IoU
 5. training throughput, the project's tf.data pipeline against the seed's arrays in memory
 6. app cold start (python app.py to the first /segment answer) and peak resident memory
 7. /segment throughput and latency under 1, 4 and 16 parallel gradio_client callers
