@@ -134,9 +134,15 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
         try:
             verify_bundle(folder)
         except BundleError as first_error:
+            if constants.HF_HUB_OFFLINE:
+                raise BundleError(f"{first_error} HF_HUB_OFFLINE is set, so it cannot be downloaded again.") from None
             logger.warning("Cached bundle %s failed verification (%s); downloading it again.", where, first_error)
-            folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
-                                            allow_patterns=HUB_PATTERNS, force_download=True))
+            try:
+                folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
+                                                allow_patterns=HUB_PATTERNS, force_download=True))
+            except ValueError as error:  # huggingface_hub's way of saying the forced download could not run
+                cause = error.__cause__ or error
+                raise BundleError(hide_token(f"{first_error} Downloading it again failed: {cause}")) from error
             verify_bundle(folder)
         return folder
     except HFValidationError as error:

@@ -82,9 +82,16 @@ def commit_bundles(repo: Path, bundles: list[Path]) -> list[str]:
     for number, bundle in enumerate(bundles, start=1):
         for path in bundle.iterdir():
             shutil.copy2(path, repo / path.name)
+        # Re-hash every file: git's index trusts file stats, and two config.json of the same size
+        # written within one second look unchanged to it (this made CI commit a stale config).
+        git("read-tree", "--empty")
         git("add", "--all")
         git("commit", "-q", "-m", f"Bundle {number}")
         shas.append(git("rev-parse", "HEAD").strip())
+        for path in bundle.iterdir():
+            committed = subprocess.run(["git", "show", f"HEAD:{path.name}"], cwd=repo, env=env, check=True,
+                                       capture_output=True).stdout
+            assert committed == path.read_bytes(), f"commit {number} does not hold {path.name} as written"
     return shas
 
 
@@ -171,6 +178,12 @@ def download(endpoint: str, hf_home: Path, *revisions: str, offline: bool = Fals
     return run_app_side(DOWNLOAD, *pairs, endpoint=endpoint, hf_home=hf_home, offline=offline)
 
 
+def folder_of(answer: dict) -> Path:
+    """The folder an app-side download answered with; its error message otherwise."""
+    assert "folder" in answer, answer
+    return Path(answer["folder"])
+
+
 def assert_same_bundle(folder: str | Path, expected: Path) -> None:
     folder = Path(folder)
     assert sha256_of(folder / MODEL_FILE) == sha256_of(expected / MODEL_FILE)
@@ -190,11 +203,11 @@ def test_download_by_branch_and_by_each_commit_gives_that_bundle(local_hub, tmp_
 
     no_revision, main, *by_sha = answers
     for answer in (no_revision, main):
-        assert Path(answer["folder"]).name == local_hub.head  # snapshot folders are named by commit
-        assert_same_bundle(answer["folder"], local_hub.bundles[local_hub.head])
+        assert folder_of(answer).name == local_hub.head  # snapshot folders are named by commit
+        assert_same_bundle(folder_of(answer), local_hub.bundles[local_hub.head])
     for sha, answer in zip(shas, by_sha):
-        assert Path(answer["folder"]).name == sha
-        assert_same_bundle(answer["folder"], local_hub.bundles[sha])
+        assert folder_of(answer).name == sha
+        assert_same_bundle(folder_of(answer), local_hub.bundles[sha])
 
 
 def test_offline_mode_serves_the_cache_and_names_what_is_missing(local_hub, tmp_path):
@@ -206,9 +219,9 @@ def test_offline_mode_serves_the_cache_and_names_what_is_missing(local_hub, tmp_
     answers, _ = download(DEAD_ENDPOINT, hf_home, "main", first, second, "other-branch", offline=True)
 
     main, pinned, head, never_downloaded = answers
-    assert_same_bundle(main["folder"], local_hub.bundles[second])
-    assert_same_bundle(pinned["folder"], local_hub.bundles[first])
-    assert Path(head["folder"]) == Path(main["folder"])  # main's commit, known from the cached ref
+    assert_same_bundle(folder_of(main), local_hub.bundles[second])
+    assert_same_bundle(folder_of(pinned), local_hub.bundles[first])
+    assert folder_of(head) == folder_of(main)  # main's commit, known from the cached ref
     assert never_downloaded == {"error": f"{REPO_ID}@other-branch is not in the local cache, "
                                          "and HF_HUB_OFFLINE is set, so nothing is downloaded."}
 
@@ -220,7 +233,7 @@ def test_an_unreachable_hub_falls_back_to_the_cache(local_hub, tmp_path):
     answers, _ = download(DEAD_ENDPOINT, hf_home, "main", "other-branch")
 
     cached, uncached = answers
-    assert_same_bundle(cached["folder"], local_hub.bundles[local_hub.head])
+    assert_same_bundle(folder_of(cached), local_hub.bundles[local_hub.head])
     assert uncached == {"error": f"{REPO_ID}@other-branch is not in the local cache, "
                                  f"and the Hub at {DEAD_ENDPOINT} could not be reached."}
 
@@ -250,19 +263,24 @@ def test_a_corrupted_cached_model_is_downloaded_again_never_served(local_hub, tm
     hf_home = tmp_path / "hf"
     expected = local_hub.bundles[local_hub.head]
     (first,), _ = download(local_hub.endpoint, hf_home, "main")
-    cached_model = Path(first["folder"]) / MODEL_FILE
+    cached_model = folder_of(first) / MODEL_FILE
     corrupt(cached_model)
     assert sha256_of(cached_model) != sha256_of(expected / MODEL_FILE)
 
     (again,), stderr = download(local_hub.endpoint, hf_home, "main")
     assert "failed verification" in stderr and "downloading it again" in stderr
-    assert_same_bundle(again["folder"], expected)
+    assert_same_bundle(folder_of(again), expected)
 
     # Offline, a corrupted cache cannot be repaired: a clear error, not a different model.
+    # Nor can an unreachable Hub: by branch or by commit sha (which huggingface_hub treats differently).
     corrupt(cached_model)
-    (offline,), _ = download(DEAD_ENDPOINT, hf_home, "main", offline=True)
-    assert "folder" not in offline
-    assert "does not match its config.json" in offline["error"] and "corrupted or was replaced" in offline["error"]
+    offline, _ = download(DEAD_ENDPOINT, hf_home, "main", local_hub.head, offline=True)
+    unreachable, _ = download(DEAD_ENDPOINT, hf_home, "main", local_hub.head)
+    for answer in offline + unreachable:
+        assert "folder" not in answer
+        assert "does not match its config.json" in answer["error"] and "corrupted or was replaced" in answer["error"]
+    for answer in offline:
+        assert answer["error"].endswith("HF_HUB_OFFLINE is set, so it cannot be downloaded again.")
 
 
 def test_the_app_serves_the_pinned_commit(local_hub, tmp_path, tiny_bundle_dir):
