@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from bench.bundles import size_text
 from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
 from bench.latency import EndToEnd
-from bench.runtimes import IOU_TOLERANCE, REFERENCE, RuntimeResult, recommend
+from bench.runtimes import IOU_TOLERANCE, REFERENCE, SERVED, RuntimeResult, recommend
 from bench.serving import ColdStart, LoadLevel
 from bench.slider import SliderTiming
 from bench.training_speed import Throughput
@@ -282,6 +282,30 @@ def time_share(widths, total_ms: float) -> str:
     return f"{sum(width.ms_per_pass for width in widths) / total_ms:.0%}"
 
 
+def served_runtime_verdict(runtimes: list[RuntimeResult], reference: RuntimeResult) -> str:
+    """What the app serves, and whether this run confirms it: within IOU_TOLERANCE of TensorFlow's
+    val IoU and as fast as the fastest runtime that is (or not told apart from it)."""
+    served = next(result for result in runtimes if result.name == SERVED)
+    if served.error or served.val_iou is None or reference.val_iou is None:
+        return f"**The app serves {SERVED}**, which this run could not measure: {served.error or 'no val IoU'}."
+    change = served.val_iou - reference.val_iou
+    verdict = (f"**The app serves {SERVED}** (`demo/runtimes.py`): val IoU {served.val_iou:.4f} "
+               f"(Δ {change:+.4f} against TensorFlow), {served.latency.median:.1f} ms per photo against "
+               f"TensorFlow's {reference.latency.median:.1f} ms ({reference.latency.median / served.latency.median:.2f}x).")
+    chosen, ties = recommend(runtimes)
+    if abs(change) > IOU_TOLERANCE:
+        return verdict + (f" **Its val IoU is not within {IOU_TOLERANCE} of TensorFlow's: the app should serve "
+                          f"{chosen.name if chosen else REFERENCE} instead.**")
+    if chosen is served:
+        return verdict + f" It is the fastest runtime whose val IoU stays within {IOU_TOLERANCE} of TensorFlow's."
+    if served in ties:
+        return verdict + (f" The fastest runtime within {IOU_TOLERANCE} of TensorFlow's val IoU in this run is "
+                          f"{chosen.name} ({chosen.latency.median:.1f} ms); their latency quartiles overlap, so "
+                          "this run cannot tell the two apart.")
+    return verdict + (f" **{chosen.name} is measurably faster ({chosen.latency.median:.1f} ms, quartiles apart) "
+                      f"and keeps the val IoU within {IOU_TOLERANCE}: the app should switch to it.**")
+
+
 def runtimes_section(results: Results) -> str:
     reference = next(result for result in results.runtimes if result.name == REFERENCE)
     rows = []
@@ -294,34 +318,16 @@ def runtimes_section(results: Results) -> str:
         rows.append([result.name, str(result.latency), number(relative, 2, "x"),
                      number(result.val_iou, 4), number(change, 4), f"{result.max_probability_change:.1e}",
                      result.notes])
-    chosen, ties = recommend(results.runtimes)
-    if chosen is None:
-        advice = "No recommendation: TensorFlow's own val IoU could not be measured."
-    elif chosen.name == REFERENCE:
-        advice = (f"**The app should keep {REFERENCE}** (what it uses now): no faster runtime keeps its val IoU "
-                  f"within {IOU_TOLERANCE} of TensorFlow's.")
-    else:
-        advice = (f"**The app should use {chosen.name}**: the fastest runtime whose val IoU stays within "
-                  f"{IOU_TOLERANCE} of TensorFlow's ({chosen.latency.median:.1f} ms against "
-                  f"{reference.latency.median:.1f} ms per photo). The app does not use it yet (`demo/engine.py`).")
-        if ties:
-            advice += (" This run cannot tell it from " + ", ".join(f"{tie.name} ({tie.latency.median:.1f} ms)"
-                                                               for tie in ties)
-                       + ": their latency quartiles overlap its own, so any of them serves as well.")
-            exact = next((result for result in [chosen, *ties] if result.val_iou == reference.val_iou), None)
-            if exact is not None and exact is not chosen:
-                advice += f" Of these, the fastest that keeps TensorFlow's val IoU exactly is {exact.name}."
-        if "TF warns" in chosen.notes:
-            advice += (" TensorFlow deprecates that interpreter (its warning is in the row): the LiteRT rows run "
-                       "the same files in `ai-edge-litert`, the interpreter it points to.")
+    advice = served_runtime_verdict(results.runtimes, reference)
     return "\n\n".join([
         "## 4. CPU serving runtimes for the default model",
         "Each runtime runs the same network inside the engine's own pre- and post-processing, so only the "
         "forward pass differs. Latency: one 480x360 photo end to end (as section 1). Val IoU: car IoU at the "
         f"bundle's threshold over the `val` split of `{results.settings.data_dir}`, through the engine "
         "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
-        "on the photo. Converted models (TFLite, ONNX) are built for the one input shape CamVid frames are fed "
-        "at; serving other photo sizes would need one model per shape (or dynamic shapes).",
+        "on the photo. The app's row is converted once with dynamic height and width, and re-plans its tensors "
+        "(milliseconds) when a photo's feed shape changes; the other converted rows (TFLite, LiteRT, ONNX) are "
+        "built for the one input shape CamVid frames are fed at.",
         table(["runtime", "latency, ms: median (quartiles)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|",
                "notes"], rows),
         advice,

@@ -2,7 +2,6 @@
 pre- and post-processing, so only the forward pass differs."""
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import warnings
@@ -15,9 +14,11 @@ from bench.latency import engine_end_to_end
 from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
+from demo.runtimes import LITERT, TENSORFLOW, tflite_flatbuffer, usable_cores
 
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
+SERVED = "LiteRT float32, any photo shape (the app's runtime)"
 
 
 @dataclass
@@ -34,40 +35,32 @@ class RuntimeEngine(SegmentationEngine):
     """The engine with another runtime's forward pass (same resize, padding, crop and resize back)."""
 
     def __init__(self, model, config, forward):
-        super().__init__(model, config)
+        super().__init__(model, config, runtime=TENSORFLOW)
         self._forward = forward
 
 
 def tensorflow_forward(model, network_input, folder):
-    return None, "the engine as served"
+    return TENSORFLOW, "the engine with MODEL_RUNTIME=tensorflow"
+
+
+def app_litert_forward(model, network_input, folder):
+    return LITERT, "the engine as the app serves it (demo/runtimes.py): one model for every photo shape"
 
 
 def xla_forward(model, network_input, folder):
     import tensorflow as tf
 
-    return tf.function(lambda batch: model(batch, training=False), jit_compile=True), ""
+    graph = tf.function(lambda batch: model(batch, training=False), jit_compile=True)
+    return (lambda batch: graph(batch).numpy()), ""
 
 
 def tflite_file(model, network_input, folder, quantize: bool) -> tuple[Path, str]:
-    """The forward pass converted to a .tflite file, once per variant.
-
-    The graph is frozen first: fed the live concrete function, the converter keeps READ_VARIABLE
-    ops, which XNNPACK then runs to all-NaN output without a word. (Keras' own LiteRT export
-    works too, through a SavedModel, at five times the conversion time.)
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
+    """The forward pass converted for one input shape to a .tflite file, once per variant."""
     path = Path(folder) / ("model_int8.tflite" if quantize else "model.tflite")
     if path.exists():
         return path, "the same .tflite file as above"
     started = time.perf_counter()
-    forward = tf.function(lambda batch: model(batch, training=False)).get_concrete_function(
-        tf.TensorSpec((1, *network_input, 3), tf.float32))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(forward)])
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
-    path.write_bytes(converter.convert())
+    path.write_bytes(tflite_flatbuffer(model, (1, *network_input, 3), quantize=quantize))
     return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
 
 
@@ -91,7 +84,7 @@ def tflite_forward(model, network_input, folder, quantize: bool = False):
     path, notes = tflite_file(model, network_input, folder, quantize)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count())
+        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=usable_cores())
     if caught:  # TF 2.21 deprecates this interpreter: quote its own words (first two sentences)
         message = " ".join(str(caught[0].message).split())
         notes += "; TF warns: \"" + ". ".join(message.split(". ")[:2]).rstrip(".") + ".\""
@@ -109,7 +102,7 @@ def litert_forward(model, network_input, folder, quantize: bool = False):
     from ai_edge_litert.interpreter import Interpreter
 
     path, notes = tflite_file(model, network_input, folder, quantize)
-    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    interpreter = Interpreter(model_path=str(path), num_threads=usable_cores())
     return interpreter_forward(interpreter), f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; {notes}"
 
 
@@ -138,7 +131,7 @@ def onnxruntime_forward(model, network_input, folder, spinning: bool = True):
 
     path, notes = onnx_file(model, network_input, folder)
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count()
+    options.intra_op_num_threads = usable_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -151,9 +144,10 @@ def onnxruntime_without_spinning_forward(model, network_input, folder):
     return onnxruntime_forward(model, network_input, folder, spinning=False)
 
 
-# name -> builder(model, network_input, scratch folder) -> (forward pass or None for the engine's own, notes)
+# name -> builder(model, network_input, scratch folder) -> (a forward pass, or an engine runtime name; notes)
 RUNTIMES = {
     REFERENCE: tensorflow_forward,
+    SERVED: app_litert_forward,
     "XLA (tf.function, jit_compile=True)": xla_forward,
     "TFLite float32 (tf.lite.Interpreter, XNNPACK)": tflite_forward,
     "LiteRT float32 (ai-edge-litert)": litert_forward,
@@ -173,14 +167,16 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
     photo = load_rgb(photo_path)
     # Converted runtimes are built for one input shape: the shape 480x360 photos (and CamVid frames) are fed at.
     network_input = network_input_size(bundle.config, *photo.shape[:2])
-    reference_probabilities = SegmentationEngine(bundle.model, bundle.config).predict_probabilities(photo)
+    reference_probabilities = SegmentationEngine(bundle.model, bundle.config, TENSORFLOW).predict_probabilities(photo)
     results, engines = {name: RuntimeResult(name) for name in RUNTIMES}, {}
     with tempfile.TemporaryDirectory() as folder:
         for name, build in RUNTIMES.items():
             try:
                 forward, results[name].notes = build(bundle.model, network_input, folder)
-                engine = SegmentationEngine(bundle.model, bundle.config) if forward is None else \
+                engine = SegmentationEngine(bundle.model, bundle.config, forward) if isinstance(forward, str) else \
                     RuntimeEngine(bundle.model, bundle.config, forward)
+                if engine.runtime != (forward if isinstance(forward, str) else TENSORFLOW):
+                    raise RuntimeError(f"the engine fell back to {engine.runtime} (see the log)")
                 results[name].max_probability_change = float(np.abs(
                     engine.predict_probabilities(photo) - reference_probabilities).max())
                 engines[name] = engine

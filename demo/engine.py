@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from demo.runtimes import make_forward
+
 DEFAULT_OVERLAY_COLOUR = (255, 40, 40)
-# Any size traces the one graph; keep_aspect models are fed at their training size whatever it is.
-WARM_UP_SIZE = 32
 
 
 def feed_size(height: int, width: int, config: dict) -> tuple[int, int]:
@@ -61,25 +61,30 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
 
 @dataclass
 class SegmentationEngine:
-    """A loaded Keras model and its bundle config, ready to segment photos of any size."""
+    """A loaded Keras model and its bundle config, ready to segment photos of any size.
+
+    `runtime`: "litert" or "tensorflow" (see demo/runtimes.py; default MODEL_RUNTIME, else LiteRT).
+    After construction it names the runtime actually serving, which is TensorFlow if LiteRT failed.
+    """
 
     model: object
     config: dict
+    runtime: str | None = None
 
     def __post_init__(self):
-        import tensorflow as tf
-
-        # One graph for photos of every size, traced once (by warm_up, or else by the first photo).
-        self._forward = tf.function(lambda batch: self.model(batch, training=False),
-                                    input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+        self._forward, self.runtime = make_forward(self.model, self.runtime)
 
     @property
     def default_threshold(self) -> float:
         return float(self.config.get("threshold", 0.5))
 
     def warm_up(self) -> None:
-        """Trace the graph and run it once on a blank photo, so the first user need not wait seconds."""
-        self.predict_probabilities(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
+        """Run the network once on a blank photo, so the first user need not wait for set-up.
+
+        The photo has the training frames' size: the shape most photos (4:3 street scenes) are fed
+        at, so LiteRT's tensor plan is already made for them.
+        """
+        self.predict_probabilities(np.zeros((*self.config["input_size"], 3), np.uint8))
 
     def predict_probabilities(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W) float32 car probabilities aligned with the pixels of `rgb` (H, W, 3 uint8)."""
@@ -87,7 +92,7 @@ class SegmentationEngine:
         fed_height, fed_width = feed_size(height, width, self.config)
         model_input = pad_to_multiple(resize_image(rgb, (fed_height, fed_width)), self.config.get("stride", 1))
         output = self._forward(model_input[np.newaxis].astype(np.float32))
-        probabilities = np.asarray(output)[0, :fed_height, :fed_width, 0]
+        probabilities = output[0, :fed_height, :fed_width, 0]
         if (fed_height, fed_width) != (height, width):
             probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
         return probabilities

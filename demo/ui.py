@@ -36,13 +36,14 @@ from demo.engine import (
     threshold_probabilities,
 )
 from demo.imaging import ImageError, load_rgb
+from demo.runtimes import RUNTIME_NAMES
 
 logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # The most one upload may weigh (pass to launch(max_file_size=...)); a 50 MP photo fits.
 MAX_UPLOAD_SIZE = "30mb"
-# TensorFlow already spreads one network pass over every core: run passes one at a time.
+# One network pass already spreads over every core: run passes one at a time.
 NETWORK_CONCURRENCY = 1
 # Slider moves cost milliseconds; let a few sessions redraw at once.
 REDRAW_CONCURRENCY = 4
@@ -84,14 +85,15 @@ def read_upload(upload: dict | None) -> np.ndarray:
         raise gr.Error(str(error), print_exception=False) from error
 
 
-def describe_model(bundle: Bundle) -> str:
-    """One line saying which model is served and how well it did on validation."""
+def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
+    """One line saying which model is served, how well it did on validation, and what runs it."""
     served = f"Model: **{bundle.config.get('architecture', 'unknown architecture')}** from {bundle.source}"
     if bundle.revision:
         served += f", revision `{bundle.revision[:12]}`"
     iou = bundle.val_iou
     quality = f"car IoU {iou:.3f} on CamVid validation" if iou is not None else "no validation IoU recorded"
-    return f"{served} · {quality}"
+    line = f"{served} · {quality}"
+    return f"{line} · runs on {RUNTIME_NAMES.get(runtime, runtime)}" if runtime else line
 
 
 def describe_coverage(stats: dict, threshold: float) -> str:
@@ -144,6 +146,7 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE."""
     engine = SegmentationEngine(bundle.model, bundle.config)
     engine.warm_up()  # at start, not on the first user's request
+    logger.info("Serving %s with %s.", bundle.source, RUNTIME_NAMES[engine.runtime])
 
     def run_network(upload: dict | None) -> Segmentation | None:
         if upload is None:  # the input was cleared
@@ -173,7 +176,7 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
             "Upload a street photo (or paste one, or take one with your webcam): a U-Net trained on "
             "CamVid marks every car pixel, and the threshold trades missed cars for false alarms."
         )
-        gr.Markdown(describe_model(bundle))
+        gr.Markdown(describe_model(bundle, engine.runtime))
         if bundle.notice:
             gr.Markdown(f"> ⚠️ **Warning:** {bundle.notice}", elem_id="model-notice")
 

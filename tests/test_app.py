@@ -103,7 +103,7 @@ def test_page_names_the_served_model_and_shows_its_notice(tiny_bundle):
         tiny_bundle.notice = ""
     texts = [component["props"].get("value") or "" for component in config["components"]
              if component["type"] == "markdown"]
-    assert any(tiny_bundle.source in text and "car IoU 0.500" in text for text in texts)
+    assert any(tiny_bundle.source in text and "car IoU 0.500" in text and "runs on LiteRT" in text for text in texts)
     assert any("Warning" in text and "could not be loaded" in text for text in texts)
 
 

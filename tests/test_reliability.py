@@ -414,14 +414,25 @@ def test_the_hub_token_never_reaches_the_page_notice_or_the_logs(hub_at, tiny_bu
 # --- warm-up ---------------------------------------------------------------------------------
 
 def test_after_warm_up_no_photo_waits_for_the_graph_to_be_traced(tiny_bundle):
-    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config)
+    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime="tensorflow")
     engine.warm_up()
-    assert engine._forward.experimental_get_tracing_count() == 1
+    assert engine._forward.graph.experimental_get_tracing_count() == 1
 
     for shape in [(360, 480, 3), (480, 360, 3), (1, 1, 3), (10, 10_000, 3)]:
         engine.predict_probabilities(np.zeros(shape, np.uint8))
 
-    assert engine._forward.experimental_get_tracing_count() == 1, "one graph for photos of every size"
+    assert engine._forward.graph.experimental_get_tracing_count() == 1, "one graph for photos of every size"
+
+
+def test_after_warm_up_a_street_photo_finds_litert_ready(tiny_bundle):
+    """The warm-up plans LiteRT's tensors for the training frames' shape, which 4:3 photos share."""
+    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime="litert")
+    engine.warm_up()
+    assert engine._forward.plans == 1
+
+    engine.predict_probabilities(np.zeros((360, 480, 3), np.uint8))
+    engine.predict_probabilities(np.zeros((720, 960, 3), np.uint8))
+    assert engine._forward.plans == 1
 
 
 def test_the_app_warms_its_engine_up_when_built(tiny_bundle, monkeypatch):
