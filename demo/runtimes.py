@@ -64,7 +64,7 @@ def tflite_flatbuffer(model, input_shape=(1, None, None, 3), quantize: bool = Fa
 
     graph = tf.function(lambda batch: model(batch, training=False)).get_concrete_function(
         tf.TensorSpec(input_shape, tf.float32))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(graph)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(graph)], model)
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()

@@ -18,6 +18,7 @@ import numpy as np
 
 from demo.bundle import BundleError, load_bundle
 from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
+from training.bundle import atomic_write_text
 from training.data import CAR_CLASS_ID, DataError, binarize, find_pairs, read_pair
 from training.losses import pixel_counts, scores_from_counts
 
@@ -65,6 +66,7 @@ def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limi
             "all": image_ious,
         },
         "seconds_per_image_median": float(np.median(seconds)),
+        "runtime": engine.runtime,
     }
 
 
@@ -96,7 +98,7 @@ def summary_lines(report: dict) -> list[str]:
         f"precision {best['precision']:.4f}  recall {best['recall']:.4f}",
         f"  per-image IoU: mean {per_image['mean']:.3f}  median {per_image['median']:.3f}  "
         f"10th percentile {per_image['p10']:.3f}  worst {per_image['worst'][0][0]} {per_image['worst'][0][1]:.3f}",
-        f"  inference: {report['seconds_per_image_median'] * 1000:.0f} ms per image (median)",
+        f"  inference: {report['seconds_per_image_median'] * 1000:.0f} ms per image (median, {report['runtime']})",
     ]
 
 
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
         report["bundle"] = str(args.bundle)
-        (args.bundle / f"evaluation_{args.split}.json").write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.bundle / f"evaluation_{args.split}.json", json.dumps(report, indent=2) + "\n")
         if not args.no_plots:
             from training.plots import plot_threshold_sweep
 

@@ -1,0 +1,60 @@
+"""`python -m training.evaluate` on the shipped CamVid fixtures: the figures it prints are the ones
+a direct count of the served probabilities against the label PNGs gives."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from demo.bundle import load_bundle
+from demo.engine import SegmentationEngine
+from demo.imaging import load_rgb
+from training.data import CAR_CLASS_ID
+from training.evaluate import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "camvid"
+
+
+def direct_iou(engine: SegmentationEngine, threshold: float) -> float:
+    """Car IoU over the val fixtures, pooled over all pixels, counted here without the training code."""
+    intersection = union = 0
+    for image_path in sorted((FIXTURES / "val").glob("*.png")):
+        truth = cv2.imread(str(FIXTURES / "valannot" / image_path.name), cv2.IMREAD_UNCHANGED) == CAR_CLASS_ID
+        predicted = engine.predict_probabilities(load_rgb(image_path)) >= threshold
+        assert predicted.shape == truth.shape  # at the frame's own size, not the network's
+        intersection += np.count_nonzero(truth & predicted)
+        union += np.count_nonzero(truth | predicted)
+    return intersection / union
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))
+
+
+def test_evaluate_prints_and_writes_the_figures_a_direct_count_gives(bundle_copy, capsys):
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--split", "val"]) == 0
+
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads((bundle_copy / "evaluation_val.json").read_text())
+    assert printed["metrics"] == written["metrics"] and printed["images"] == written["images"] == 2
+    assert printed["runtime"] == "litert"
+    for name in ("threshold_sweep_val.png", "gallery_val.png"):
+        assert cv2.imread(str(bundle_copy / name)) is not None, name
+
+    bundle = load_bundle(bundle_copy)
+    engine = SegmentationEngine(bundle.model, bundle.config, runtime="tensorflow")
+    assert printed["metrics"]["iou"] == pytest.approx(direct_iou(engine, printed["threshold"]), abs=1e-4)
+    best = printed["metrics_at_best_threshold"]["iou"]
+    assert best == pytest.approx(direct_iou(engine, printed["best_threshold"]), abs=1e-4)
+    assert best >= printed["metrics"]["iou"]
+    assert set(written["per_image_iou"]["all"]) == {"0016E5_07959", "0016E5_08137"}
+
+
+def test_evaluate_says_what_is_wrong_with_a_missing_split(bundle_copy, tmp_path, capsys):
+    assert main([str(bundle_copy), "--data-dir", str(tmp_path), "--split", "test"]) == 1
+    assert "error: No 'test' split in" in capsys.readouterr().err
