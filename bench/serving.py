@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -188,14 +189,20 @@ def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, load_leve
     """Cold-start the app `launches` times; put the last one under each load level."""
     downloads = scratch / "client_downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    seconds, peak_mib, levels = [], 0.0, []
-    for launch in range(launches):
-        log_path = scratch / f"app_{launch}.log"
-        with running_app(bundle_dir, log_path) as (process, url, started):
-            with PeakMemory(process.pid) as memory:
-                first_answer(process, url, photo_path, downloads, log_path)
-                seconds.append(time.perf_counter() - started)
-                peak_mib = max(peak_mib, memory.peak_mib)
-                if launch == launches - 1:
-                    levels = measure_load(url, photo_path, load_levels, load_seconds, downloads, memory)
+    # gradio_client 2.7 downloads each answer into a new folder of the system temp dir and leaves
+    # it there, empty, once the file is moved to `downloads`: keep those folders in the scratch dir.
+    previous_temp_dir, tempfile.tempdir = tempfile.tempdir, str(scratch)
+    try:
+        seconds, peak_mib, levels = [], 0.0, []
+        for launch in range(launches):
+            log_path = scratch / f"app_{launch}.log"
+            with running_app(bundle_dir, log_path) as (process, url, started):
+                with PeakMemory(process.pid) as memory:
+                    first_answer(process, url, photo_path, downloads, log_path)
+                    seconds.append(time.perf_counter() - started)
+                    peak_mib = max(peak_mib, memory.peak_mib)
+                    if launch == launches - 1:
+                        levels = measure_load(url, photo_path, load_levels, load_seconds, downloads, memory)
+    finally:
+        tempfile.tempdir = previous_temp_dir
     return ColdStart(seconds, peak_mib), levels

@@ -19,6 +19,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CAMVID_FIXTURE = FIXTURES / "camvid"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def client_downloads_in_pytests_temp_dir(tmp_path_factory):
+    """gradio_client 2.7 leaves an empty folder in the system temp dir for every answer it
+    downloads; keep them with pytest's own temporary files instead of littering /tmp."""
+    import tempfile
+
+    previous, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("system-temp"))
+    yield
+    tempfile.tempdir = previous
+
+
 @pytest.fixture(scope="session")
 def camvid_dir() -> Path:
     """Four train and two val pairs of real CamVid frames (480x360), SegNet layout."""
