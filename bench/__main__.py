@@ -137,8 +137,8 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
             progress(f"3. forward FLOP/s and profile: {served.name}")
             network_input = network_input_size(served.bundle.config, *photo.shape[:2])
             results.efficiency.append(efficiency.measure_forward(
-                served.name, served.bundle.model, network_input, settings.repeats, settings.warmup,
-                settings.profiled_passes))
+                served.name, served.bundle.model, served.bundle.config, network_input, settings.repeats,
+                settings.warmup, settings.profiled_passes))
 
         progress(f"4. serving runtimes on {settings.data_dir} val")
         results.runtimes = runtimes.measure_runtimes(default.bundle, PHOTO, settings.data_dir, settings.repeats,

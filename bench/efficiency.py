@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import durations_ms
+from demo.engine import fixed_input_shape
+from demo.runtimes import LITERT, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9
 CONVOLUTION_TYPES = {"Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative"}
@@ -50,7 +52,9 @@ class ForwardEfficiency:
     model: str
     network_input: tuple[int, int]
     gflops_per_image: float
-    forward_ms: float
+    forward_ms: float  # TensorFlow
+    served_forward_ms: float | None = None  # the same pass in the app's runtime (LiteRT)
+    served_error: str = ""
     op_types: list[OpTypeTime] = field(default_factory=list)
     convolution_widths: list[ConvolutionWidth] = field(default_factory=list)
     profile_error: str = ""
@@ -58,6 +62,10 @@ class ForwardEfficiency:
     @property
     def gflop_per_s(self) -> float:
         return self.gflops_per_image / (self.forward_ms / 1000)
+
+    @property
+    def served_gflop_per_s(self) -> float | None:
+        return self.gflops_per_image / (self.served_forward_ms / 1000) if self.served_forward_ms else None
 
     def convolution_share(self) -> float:
         return sum(entry.share for entry in self.op_types if is_convolution(entry.op_type))
@@ -88,17 +96,24 @@ def matmul_rates(size: int, repeats: int, warmup: int) -> dict[str, float]:
     return {"tensorflow": flops / tensorflow_ms / 1e6, "numpy": flops / numpy_ms / 1e6}
 
 
-def measure_forward(name: str, model, network_input: tuple[int, int], repeats: int, warmup: int,
-                    profiled_passes: int) -> ForwardEfficiency:
-    """Time the bare forward pass as the engine runs it (a tf.function, batch 1), then profile it."""
+def measure_forward(name: str, model, config: dict, network_input: tuple[int, int], repeats: int,
+                    warmup: int, profiled_passes: int) -> ForwardEfficiency:
+    """Time the bare forward pass (batch 1) in TensorFlow (a tf.function) and in LiteRT (the app's
+    runtime), then profile TensorFlow's."""
     import tensorflow as tf
 
     from training.models import count_flops
 
     forward = tf.function(lambda batch: model(batch, training=False))
-    batch = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, *network_input, 3)).astype(np.float32))
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, *network_input, 3)).astype(np.float32)
+    batch = tf.constant(pixels)
     forward_ms = statistics.median(durations_ms(lambda: forward(batch).numpy(), repeats, warmup))
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
+    served_forward, runtime = make_forward(model, LITERT, fixed_input_shape(config))
+    if runtime == LITERT:
+        result.served_forward_ms = statistics.median(durations_ms(lambda: served_forward(pixels), repeats, warmup))
+    else:
+        result.served_error = "LiteRT could not convert or load the model (the app would fall back to TensorFlow)"
     # The profiled ops carry the node names of this very trace, so FLOPs can be matched to them.
     graph = forward.get_concrete_function(batch).graph
     try:

@@ -32,6 +32,15 @@ def feed_size(height: int, width: int, config: dict) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def fixed_input_shape(config: dict) -> tuple[int, int, int, int] | None:
+    """The one (1, H, W, 3) network input of a fixed-size ("stretch") model; None for any-size models."""
+    if config["resize"] != "stretch":
+        return None
+    stride = config.get("stride", 1)
+    height, width = config["input_size"]
+    return 1, height + -height % stride, width + -width % stride, 3
+
+
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an image with area interpolation (training and serving both call this)."""
     height, width = size
@@ -72,7 +81,7 @@ class SegmentationEngine:
     runtime: str | None = None
 
     def __post_init__(self):
-        self._forward, self.runtime = make_forward(self.model, self.runtime)
+        self._forward, self.runtime = make_forward(self.model, self.runtime, fixed_input_shape(self.config))
 
     @property
     def default_threshold(self) -> float:

@@ -100,17 +100,19 @@ class LiteRTForward:
             return self._interpreter.get_tensor(self._output).copy()
 
 
-def make_forward(model, runtime: str | None = None) -> tuple[Forward, str]:
+def make_forward(model, runtime: str | None = None, input_shape: tuple | None = None) -> tuple[Forward, str]:
     """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT), and the runtime it really is.
 
-    LiteRT that cannot be imported or converted falls back to TensorFlow, logged, never silently.
+    `input_shape`: the one (1, H, W, 3) shape a fixed-size model is fed; None converts with dynamic
+    height and width (fully convolutional models). LiteRT that cannot be imported or converted
+    falls back to TensorFlow, logged, never silently.
     """
     runtime = (runtime or os.environ.get("MODEL_RUNTIME") or DEFAULT_RUNTIME).strip().lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
     if runtime == LITERT:
         try:
-            return LiteRTForward(tflite_flatbuffer(model)), LITERT
+            return LiteRTForward(tflite_flatbuffer(model, input_shape or (1, None, None, 3))), LITERT
         except Exception as error:  # a missing package, an op the converter lacks, ...
             logger.warning("LiteRT is not available (%s: %s); serving with TensorFlow instead.",
                            type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else "")

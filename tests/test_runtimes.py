@@ -74,3 +74,17 @@ def test_without_litert_the_engine_serves_tensorflow_and_says_so(tiny_bundle, mo
     assert engine.runtime == TENSORFLOW
     assert "LiteRT is not available (ModuleNotFoundError: No module named 'ai_edge_litert')" in caplog.text
     assert engine.predict_probabilities(photo((360, 480), 0)).shape == (360, 480)
+
+
+def test_a_fixed_size_model_is_converted_for_its_one_input_shape():
+    """The vgg16-unet's upsampling does not convert with dynamic height and width; fed one shape, it does."""
+    from training.models import build_model
+
+    model = build_model("vgg16-unet", input_size=(64, 64), encoder_weights="none")
+    config = {"input_size": [64, 64], "resize": "stretch", "stride": 16, "threshold": 0.5}
+    served = SegmentationEngine(model, config, runtime=LITERT)
+    reference = SegmentationEngine(model, config, runtime=TENSORFLOW)
+
+    assert served.runtime == LITERT
+    rgb = photo((360, 480), 3)
+    np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=1e-4)
