@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import durations_ms
-from demo.engine import fixed_input_shape
+from demo.engine import canonical_input_shape
 from demo.runtimes import LITERT, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9
@@ -109,7 +109,8 @@ def measure_forward(name: str, model, config: dict, network_input: tuple[int, in
     batch = tf.constant(pixels)
     forward_ms = statistics.median(durations_ms(lambda: forward(batch).numpy(), repeats, warmup))
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
-    served_forward, runtime = make_forward(model, LITERT, fixed_input_shape(config))
+    served_forward, runtime = make_forward(model, LITERT, canonical_input_shape(config),
+                                           any_shape=config["resize"] != "stretch")
     if runtime == LITERT:
         result.served_forward_ms = statistics.median(durations_ms(lambda: served_forward(pixels), repeats, warmup))
     else:

@@ -170,7 +170,7 @@ def efficiency_section(results: Results) -> str:
         # The target is judged on the pass the app runs (LiteRT), or TensorFlow's if LiteRT failed.
         served_rate = entry.served_gflop_per_s
         for runtime, forward_ms, rate in (("TensorFlow", entry.forward_ms, entry.gflop_per_s),
-                                          ("LiteRT (the app's)", entry.served_forward_ms, served_rate)):
+                                          ("LiteRT int8 (the app's)", entry.served_forward_ms, served_rate)):
             if rate is None:
                 rows.append([entry.model, runtime, size_text(entry.network_input), number(entry.gflops_per_image, 2),
                              "failed", "", "", "", entry.served_error])
@@ -350,9 +350,9 @@ def runtimes_section(results: Results) -> str:
         "forward pass differs. Latency: one 480x360 photo end to end (as section 1). Val IoU: car IoU at the "
         f"bundle's threshold over the `val` split of `{results.settings.data_dir}`, through the engine "
         "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
-        "on the photo. The app's row is converted once with dynamic height and width, and re-plans its tensors "
-        "(milliseconds) when a photo's feed shape changes; the other converted rows (TFLite, LiteRT, ONNX) are "
-        "built for the one input shape CamVid frames are fed at.",
+        "on the photo. The engine's LiteRT rows convert the graph for the shape 4:3 photos (and CamVid frames) "
+        "are fed at, as the app does at start; a photo of another shape runs the graph converted with dynamic "
+        "height and width (its own row). The other converted rows (TFLite, ONNX) are built for the same one shape.",
         table(["runtime", "latency, ms: median (quartiles)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|",
                "notes"], rows),
         advice,

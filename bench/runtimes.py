@@ -14,11 +14,11 @@ from bench.latency import engine_end_to_end
 from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
-from demo.runtimes import LITERT, TENSORFLOW, tflite_flatbuffer, usable_cores
+from demo.runtimes import LITERT, LITERT_FLOAT32, TENSORFLOW, tflite_flatbuffer, usable_cores
 
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
-SERVED = "LiteRT float32, any photo shape (the app's runtime)"
+SERVED = "LiteRT, int8 weights (the app's runtime, MODEL_RUNTIME=litert)"
 
 
 @dataclass
@@ -44,7 +44,11 @@ def tensorflow_forward(model, network_input, folder):
 
 
 def app_litert_forward(model, network_input, folder):
-    return LITERT, "the engine as the app serves it (demo/runtimes.py): one model for every photo shape"
+    return LITERT, "the engine as the app serves it (demo/runtimes.py)"
+
+
+def app_litert_float32_forward(model, network_input, folder):
+    return LITERT_FLOAT32, "the engine with MODEL_RUNTIME=litert-float32"
 
 
 def xla_forward(model, network_input, folder):
@@ -95,19 +99,19 @@ def tflite_int8_forward(model, network_input, folder):
     return tflite_forward(model, network_input, folder, quantize=True)
 
 
-def litert_forward(model, network_input, folder, quantize: bool = False):
-    """The same file in LiteRT's own interpreter (ai-edge-litert), which TF's deprecation points to."""
+def litert_dynamic_forward(model, network_input, folder):
+    """LiteRT on the graph converted with dynamic height and width: what the app runs for photos that
+    are not fed at the training frames' shape (after converting it at the first such photo)."""
     import importlib.metadata
 
     from ai_edge_litert.interpreter import Interpreter
 
-    path, notes = tflite_file(model, network_input, folder, quantize)
-    interpreter = Interpreter(model_path=str(path), num_threads=usable_cores())
-    return interpreter_forward(interpreter), f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; {notes}"
-
-
-def litert_int8_forward(model, network_input, folder):
-    return litert_forward(model, network_input, folder, quantize=True)
+    started = time.perf_counter()
+    interpreter = Interpreter(model_content=tflite_flatbuffer(model), num_threads=usable_cores())
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (1, *network_input, 3))
+    notes = f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; converted in " \
+            f"{time.perf_counter() - started:.1f} s"
+    return interpreter_forward(interpreter), notes
 
 
 def onnx_file(model, network_input, folder) -> tuple[Path, str]:
@@ -148,11 +152,11 @@ def onnxruntime_without_spinning_forward(model, network_input, folder):
 RUNTIMES = {
     REFERENCE: tensorflow_forward,
     SERVED: app_litert_forward,
+    "LiteRT, float32 (MODEL_RUNTIME=litert-float32)": app_litert_float32_forward,
+    "LiteRT float32, dynamic height and width (what any other photo shape runs)": litert_dynamic_forward,
     "XLA (tf.function, jit_compile=True)": xla_forward,
     "TFLite float32 (tf.lite.Interpreter, XNNPACK)": tflite_forward,
-    "LiteRT float32 (ai-edge-litert)": litert_forward,
     "TFLite dynamic-range int8 (tf.lite.Interpreter)": tflite_int8_forward,
-    "LiteRT dynamic-range int8 (ai-edge-litert)": litert_int8_forward,
     "ONNX Runtime float32": onnxruntime_forward,
     "ONNX Runtime float32, threads not spinning": onnxruntime_without_spinning_forward,
 }

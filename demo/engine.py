@@ -32,10 +32,12 @@ def feed_size(height: int, width: int, config: dict) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def fixed_input_shape(config: dict) -> tuple[int, int, int, int] | None:
-    """The one (1, H, W, 3) network input of a fixed-size ("stretch") model; None for any-size models."""
-    if config["resize"] != "stretch":
-        return None
+def canonical_input_shape(config: dict) -> tuple[int, int, int, int]:
+    """The (1, H, W, 3) network input of a photo shaped like the training frames.
+
+    A fixed-size ("stretch") model takes only this; a fully convolutional one takes any size,
+    but 4:3 street photos all come to this one.
+    """
     stride = config.get("stride", 1)
     height, width = config["input_size"]
     return 1, height + -height % stride, width + -width % stride, 3
@@ -72,7 +74,8 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
 class SegmentationEngine:
     """A loaded Keras model and its bundle config, ready to segment photos of any size.
 
-    `runtime`: "litert" or "tensorflow" (see demo/runtimes.py; default MODEL_RUNTIME, else LiteRT).
+    `runtime`: "litert", "litert-float32" or "tensorflow" (see demo/runtimes.py; default MODEL_RUNTIME,
+    else "litert").
     After construction it names the runtime actually serving, which is TensorFlow if LiteRT failed.
     """
 
@@ -81,7 +84,8 @@ class SegmentationEngine:
     runtime: str | None = None
 
     def __post_init__(self):
-        self._forward, self.runtime = make_forward(self.model, self.runtime, fixed_input_shape(self.config))
+        self._forward, self.runtime = make_forward(self.model, self.runtime, canonical_input_shape(self.config),
+                                                   any_shape=self.config["resize"] != "stretch")
 
     @property
     def default_threshold(self) -> float:
@@ -90,8 +94,7 @@ class SegmentationEngine:
     def warm_up(self) -> None:
         """Run the network once on a blank photo, so the first user need not wait for set-up.
 
-        The photo has the training frames' size: the shape most photos (4:3 street scenes) are fed
-        at, so LiteRT's tensor plan is already made for them.
+        The photo has the training frames' size: the shape most photos (4:3 street scenes) are fed at.
         """
         self.predict_probabilities(np.zeros((*self.config["input_size"], 3), np.uint8))
 

@@ -1,14 +1,14 @@
 """The network's forward pass on the CPU: TensorFlow, or the same graph converted for LiteRT.
 
 BENCHMARKS.md (section 4) measures every runtime on the default model through the engine:
-LiteRT float32 (XNNPACK kernels, batch norm folded into the convolutions) gives TensorFlow's
-validation IoU to the fourth decimal and answers a photo in about 0.7 of TensorFlow's time,
-so the app serves it. The Keras model stays the source of truth: the LiteRT graph is converted
-from it when the engine starts (about a second), never shipped separately, so it cannot drift
-from the verified model.keras.
+LiteRT with int8 weights (dynamic-range quantisation: activations stay float32; XNNPACK
+kernels, batch norm folded into the convolutions) keeps TensorFlow's validation IoU within
+0.0001 and is the fastest that does, so the app serves it. The Keras model stays the source of
+truth: the LiteRT graph is converted from it when the engine starts (a second or two), never
+shipped separately, so it cannot drift from the verified model.keras.
 
-MODEL_RUNTIME chooses ("litert" or "tensorflow"); if LiteRT cannot be used, the engine says why
-in the log and serves TensorFlow.
+MODEL_RUNTIME chooses ("litert", "litert-float32" or "tensorflow"); if LiteRT cannot be used,
+the engine says why in the log and serves TensorFlow.
 """
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TENSORFLOW = "tensorflow"
-LITERT = "litert"
-RUNTIMES = (LITERT, TENSORFLOW)
+LITERT = "litert"  # int8 weights (dynamic-range quantisation), float32 activations
+LITERT_FLOAT32 = "litert-float32"
+RUNTIMES = (LITERT, LITERT_FLOAT32, TENSORFLOW)
 DEFAULT_RUNTIME = LITERT
 # Human names, for the page and the benchmark.
-RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", LITERT: "LiteRT (XNNPACK, float32)"}
+RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", LITERT: "LiteRT (XNNPACK, int8 weights)",
+                 LITERT_FLOAT32: "LiteRT (XNNPACK, float32)"}
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (1, H, W, 3) float32 -> (1, H, W, 1) probabilities
 
@@ -71,49 +73,86 @@ def tflite_flatbuffer(model, input_shape=(1, None, None, 3), quantize: bool = Fa
 
 
 class LiteRTForward:
-    """A LiteRT interpreter that takes inputs of any size.
+    """The network in LiteRT, for photos of every shape.
 
-    The interpreter re-plans its tensors when the input shape changes (milliseconds) and
-    keeps the plan while photos keep their shape. It is not thread-safe: one pass at a time.
+    Most photos (4:3 street scenes) reach the network at one shape, the training frames': for it
+    the graph is converted with that fixed shape, which XNNPACK runs fastest (BENCHMARKS.md,
+    section 4: dynamic dims cost about 10%). The first photo of another shape converts a second
+    graph with dynamic height and width (about a second, once), which re-plans its tensors when
+    the shape changes. Not thread-safe inside: one pass at a time.
     """
 
-    def __init__(self, flatbuffer: bytes, threads: int | None = None):
+    def __init__(self, model, canonical_shape: tuple | None, quantize: bool, any_shape: bool = True,
+                 threads: int | None = None):
+        self._model, self._quantize, self._any_shape = model, quantize, any_shape
+        self._threads = threads or usable_cores()
+        self._canonical_shape = tuple(canonical_shape) if canonical_shape else None
+        self._canonical = self._interpreter(self._canonical_shape) if canonical_shape else None
+        self._dynamic, self._dynamic_shape, self._fallback = None, None, None
+        self._lock = threading.Lock()
+        self.plans = 1 if canonical_shape else 0  # tensor plans made so far
+
+    def _interpreter(self, shape: tuple | None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or usable_cores())
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self._shape = None
-        self._lock = threading.Lock()
-        self.plans = 0  # tensor plans made so far (one per change of input shape)
+        flatbuffer = tflite_flatbuffer(self._model, shape or (1, None, None, 3), quantize=self._quantize)
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=self._threads)
+        if shape:
+            interpreter.allocate_tensors()
+        return interpreter
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)
         with self._lock:
-            if batch.shape != self._shape:
-                self._interpreter.resize_tensor_input(self._input, batch.shape, strict=False)
-                self._interpreter.allocate_tensors()
-                self._shape = batch.shape
+            if batch.shape == self._canonical_shape:
+                return run_interpreter(self._canonical, batch)
+            if self._fallback is not None:
+                return self._fallback(batch)
+            if self._dynamic is None:
+                try:
+                    if not self._any_shape:
+                        raise ValueError(f"this model takes only {self._canonical_shape}")
+                    logger.info("First photo fed at %s: converting the network for any shape.", batch.shape[1:3])
+                    self._dynamic = self._interpreter(None)
+                except Exception as error:
+                    logger.warning("LiteRT cannot run shape %s (%s); TensorFlow runs photos of that shape.",
+                                   batch.shape, first_line(error))
+                    self._fallback = TensorFlowForward(self._model)
+                    return self._fallback(batch)
+            if batch.shape != self._dynamic_shape:
+                input_index = self._dynamic.get_input_details()[0]["index"]
+                self._dynamic.resize_tensor_input(input_index, batch.shape, strict=False)
+                self._dynamic.allocate_tensors()
+                self._dynamic_shape = batch.shape
                 self.plans += 1
-            self._interpreter.set_tensor(self._input, batch)
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output).copy()
+            return run_interpreter(self._dynamic, batch)
 
 
-def make_forward(model, runtime: str | None = None, input_shape: tuple | None = None) -> tuple[Forward, str]:
-    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT), and the runtime it really is.
+def run_interpreter(interpreter, batch: np.ndarray) -> np.ndarray:
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
 
-    `input_shape`: the one (1, H, W, 3) shape a fixed-size model is fed; None converts with dynamic
-    height and width (fully convolutional models). LiteRT that cannot be imported or converted
-    falls back to TensorFlow, logged, never silently.
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def make_forward(model, runtime: str | None = None, canonical_shape: tuple | None = None,
+                 any_shape: bool = True) -> tuple[Forward, str]:
+    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT int8), and the runtime it really is.
+
+    `canonical_shape`: the (1, H, W, 3) input most photos are fed at (converted for it up front);
+    `any_shape`: whether the model takes other shapes (fully convolutional) or only that one.
+    LiteRT that cannot be imported or converted falls back to TensorFlow, logged, never silently.
     """
     runtime = (runtime or os.environ.get("MODEL_RUNTIME") or DEFAULT_RUNTIME).strip().lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
-    if runtime == LITERT:
+    if runtime in (LITERT, LITERT_FLOAT32):
         try:
-            return LiteRTForward(tflite_flatbuffer(model, input_shape or (1, None, None, 3))), LITERT
+            return LiteRTForward(model, canonical_shape, quantize=runtime == LITERT, any_shape=any_shape), runtime
         except Exception as error:  # a missing package, an op the converter lacks, ...
-            logger.warning("LiteRT is not available (%s: %s); serving with TensorFlow instead.",
-                           type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else "")
+            logger.warning("LiteRT is not available (%s); serving with TensorFlow instead.", first_line(error))
     return TensorFlowForward(model), TENSORFLOW

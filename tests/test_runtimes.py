@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from demo.engine import SegmentationEngine
-from demo.runtimes import LITERT, TENSORFLOW, make_forward
+from demo.runtimes import LITERT, LITERT_FLOAT32, TENSORFLOW, make_forward
 
-# Photo shapes that feed the tiny bundle (180x240, stride 16) at different padded sizes, odd ones included.
+# Photo shapes that feed the tiny bundle (180x240, stride 16) at different padded sizes, odd ones included;
+# the first is fed at the training frames' shape, which LiteRT is converted for up front.
 PHOTO_SHAPES = [(360, 480), (481, 359), (37, 1000), (240, 180), (1, 1)]
 
 
@@ -22,21 +23,36 @@ def photo(shape: tuple[int, int], seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
     return {runtime: SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=runtime)
-            for runtime in (TENSORFLOW, LITERT)}
+            for runtime in (TENSORFLOW, LITERT, LITERT_FLOAT32)}
 
 
 def test_each_runtime_is_what_it_says(engines):
-    assert {name: engine.runtime for name, engine in engines.items()} == {TENSORFLOW: TENSORFLOW, LITERT: LITERT}
+    assert {name: engine.runtime for name, engine in engines.items()} == {
+        TENSORFLOW: TENSORFLOW, LITERT: LITERT, LITERT_FLOAT32: LITERT_FLOAT32}
 
 
 def test_litert_gives_tensorflows_probabilities_at_every_photo_size(engines):
-    # Back and forth between shapes: each change re-plans LiteRT's tensors.
+    # Back and forth between shapes: the canonical one, then the any-shape graph re-planned at each change.
     for seed, shape in enumerate(PHOTO_SHAPES + PHOTO_SHAPES[::-1]):
         rgb = photo(shape, seed)
         reference = engines[TENSORFLOW].predict_probabilities(rgb)
-        served = engines[LITERT].predict_probabilities(rgb)
-        assert served.shape == reference.shape == shape
-        np.testing.assert_allclose(served, reference, atol=1e-5)
+        float32 = engines[LITERT_FLOAT32].predict_probabilities(rgb)
+        int8_weights = engines[LITERT].predict_probabilities(rgb)
+        assert float32.shape == int8_weights.shape == reference.shape == shape
+        np.testing.assert_allclose(float32, reference, atol=1e-5)
+        # int8 weights move probabilities a little (BENCHMARKS.md: 0.04 at most on a real photo).
+        np.testing.assert_allclose(int8_weights, reference, atol=0.05)
+
+
+def test_the_any_shape_graph_is_converted_only_when_a_photo_needs_it(tiny_bundle):
+    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=LITERT)
+    engine.warm_up()
+    engine.predict_probabilities(photo((720, 960), 0))  # 4:3: the canonical shape
+    assert engine._forward._dynamic is None and engine._forward.plans == 1
+
+    engine.predict_probabilities(photo((480, 360), 0))  # portrait
+    engine.predict_probabilities(photo((480, 360), 1))
+    assert engine._forward._dynamic is not None and engine._forward.plans == 2
 
 
 def test_litert_answers_parallel_callers_as_it_answers_one(engines):
@@ -51,11 +67,13 @@ def test_litert_answers_parallel_callers_as_it_answers_one(engines):
 def test_model_runtime_environment_variable_chooses(tiny_bundle, monkeypatch):
     monkeypatch.setenv("MODEL_RUNTIME", "TensorFlow")
     assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == TENSORFLOW
+    monkeypatch.setenv("MODEL_RUNTIME", "litert-float32")
+    assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == LITERT_FLOAT32
     monkeypatch.delenv("MODEL_RUNTIME")
     assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == LITERT  # the default
 
     monkeypatch.setenv("MODEL_RUNTIME", "onnx")
-    with pytest.raises(ValueError, match="Unknown runtime 'onnx': choose one of litert, tensorflow"):
+    with pytest.raises(ValueError, match="Unknown runtime 'onnx': choose one of litert, litert-float32, tensorflow"):
         make_forward(tiny_bundle.model)
 
 
@@ -76,15 +94,34 @@ def test_without_litert_the_engine_serves_tensorflow_and_says_so(tiny_bundle, mo
     assert engine.predict_probabilities(photo((360, 480), 0)).shape == (360, 480)
 
 
-def test_a_fixed_size_model_is_converted_for_its_one_input_shape():
-    """The vgg16-unet's upsampling does not convert with dynamic height and width; fed one shape, it does."""
+@pytest.fixture(scope="module")
+def vgg16_unet():
     from training.models import build_model
 
-    model = build_model("vgg16-unet", input_size=(64, 64), encoder_weights="none")
-    config = {"input_size": [64, 64], "resize": "stretch", "stride": 16, "threshold": 0.5}
-    served = SegmentationEngine(model, config, runtime=LITERT)
-    reference = SegmentationEngine(model, config, runtime=TENSORFLOW)
+    return build_model("vgg16-unet", input_size=(64, 64), encoder_weights="none")
 
-    assert served.runtime == LITERT
-    rgb = photo((360, 480), 3)
-    np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=1e-4)
+
+def test_a_fixed_size_model_is_served_by_litert_at_its_one_input_shape(vgg16_unet):
+    """The vgg16-unet's upsampling does not convert with dynamic height and width; fed one shape, it does."""
+    config = {"input_size": [64, 64], "resize": "stretch", "stride": 16, "threshold": 0.5}
+    served = SegmentationEngine(vgg16_unet, config, runtime=LITERT_FLOAT32)
+    reference = SegmentationEngine(vgg16_unet, config, runtime=TENSORFLOW)
+
+    assert served.runtime == LITERT_FLOAT32
+    for shape in [(360, 480), (1000, 37)]:
+        rgb = photo(shape, 3)
+        np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=1e-4)
+    assert served._forward._dynamic is None  # every photo was stretched to the one shape
+
+
+def test_a_shape_litert_cannot_convert_is_run_by_tensorflow(vgg16_unet, caplog):
+    # The same network declared any-size: the any-shape conversion fails, and TensorFlow takes those photos.
+    config = {"input_size": [64, 64], "resize": "keep_aspect", "stride": 32, "threshold": 0.5}
+    served = SegmentationEngine(vgg16_unet, config, runtime=LITERT_FLOAT32)
+    reference = SegmentationEngine(vgg16_unet, config, runtime=TENSORFLOW)
+
+    with caplog.at_level(logging.WARNING, logger="demo.runtimes"):
+        rgb = photo((64, 128), 4)
+        np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=1e-4)
+    assert "LiteRT cannot run shape (1, 64, 96, 3)" in caplog.text and "TensorFlow runs photos of that shape" in (
+        caplog.text)
