@@ -193,7 +193,10 @@ def efficiency_section(results: Results) -> str:
         "A model's forward FLOPs per image come from `training.models.count_flops` at the network input the "
         "engine feeds a 480x360 photo; the time is the bare forward pass (batch 1), in TensorFlow (a "
         "`tf.function`) and in LiteRT as the app runs it (`demo/runtimes.py`). The target is judged on the "
-        "app's runtime; the TensorFlow row's verdict is in brackets.",
+        "app's runtime; the TensorFlow row's verdict is in brackets. The app's graph carries int8 weights "
+        "(dynamic-range quantisation), whose XNNPACK kernels may multiply in int8: there a fraction above 1 "
+        "means int8 arithmetic, not a float32 kernel outrunning the float32 matmul (LiteRT float32's "
+        "end-to-end latency is in section 4).",
         table(["model", "runtime", "network input", "GFLOPs / image", "forward (ms)", "GFLOP/s",
                "fraction of TF matmul", f"fraction of {best_name} matmul",
                f"target >= {TARGET_FRACTION_OF_MATMUL:g}"], rows),

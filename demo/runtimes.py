@@ -99,6 +99,7 @@ class LiteRTForward:
         interpreter = Interpreter(model_content=flatbuffer, num_threads=self._threads)
         if shape:
             interpreter.allocate_tensors()
+        release_freed_memory()
         return interpreter
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -126,6 +127,21 @@ class LiteRTForward:
                 self._dynamic_shape = batch.shape
                 self.plans += 1
             return run_interpreter(self._dynamic, batch)
+
+
+def release_freed_memory() -> None:
+    """Hand the converter's freed working memory back to the system (about 200 MB, measured).
+
+    glibc keeps freed heap pages for reuse; a serving process would hold them for its lifetime.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def run_interpreter(interpreter, batch: np.ndarray) -> np.ndarray:
