@@ -77,7 +77,7 @@ class LiteRTForward:
 
     Most photos (4:3 street scenes) reach the network at one shape, the training frames': for it
     the graph is converted with that fixed shape, which XNNPACK runs fastest (BENCHMARKS.md,
-    section 4: dynamic dims cost about 10%). The first photo of another shape converts a second
+    section 4: dynamic dims cost about 12%). The first photo of another shape converts a second
     graph with dynamic height and width (about a second, once), which re-plans its tensors when
     the shape changes. Not thread-safe inside: one pass at a time.
     """
