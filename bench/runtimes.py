@@ -14,7 +14,16 @@ from bench.latency import engine_end_to_end
 from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
-from demo.runtimes import LITERT, LITERT_FLOAT32, TENSORFLOW, tflite_flatbuffer, usable_cores
+from demo.runtimes import (
+    LITERT,
+    LITERT_FLOAT32,
+    TENSORFLOW,
+    LiteRTForward,
+    first_line,
+    run_interpreter,
+    tflite_flatbuffer,
+    usable_cores,
+)
 
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
@@ -70,15 +79,7 @@ def tflite_file(model, network_input, folder, quantize: bool) -> tuple[Path, str
 
 def interpreter_forward(interpreter):
     interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-
-    def forward(batch):
-        interpreter.set_tensor(input_index, np.asarray(batch, np.float32))
-        interpreter.invoke()
-        return interpreter.get_tensor(output_index)
-
-    return forward
+    return lambda batch: run_interpreter(interpreter, np.asarray(batch, np.float32))
 
 
 def tflite_forward(model, network_input, folder, quantize: bool = False):
@@ -100,18 +101,12 @@ def tflite_int8_forward(model, network_input, folder):
 
 
 def litert_dynamic_forward(model, network_input, folder):
-    """LiteRT on the graph converted with dynamic height and width: what the app runs for photos that
-    are not fed at the training frames' shape (after converting it at the first such photo)."""
+    """The app's LiteRT forward with no canonical shape: every photo runs the any-shape graph, as
+    photos not fed at the training frames' shape do in the app."""
     import importlib.metadata
 
-    from ai_edge_litert.interpreter import Interpreter
-
-    started = time.perf_counter()
-    interpreter = Interpreter(model_content=tflite_flatbuffer(model), num_threads=usable_cores())
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (1, *network_input, 3))
-    notes = f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; converted in " \
-            f"{time.perf_counter() - started:.1f} s"
-    return interpreter_forward(interpreter), notes
+    return LiteRTForward(model, canonical_shape=None, quantize=False), \
+        f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; demo.runtimes.LiteRTForward"
 
 
 def onnx_file(model, network_input, folder) -> tuple[Path, str]:
@@ -185,7 +180,7 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
                     engine.predict_probabilities(photo) - reference_probabilities).max())
                 engines[name] = engine
             except Exception as error:  # a runtime that cannot convert or run is a result too
-                results[name].error = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                results[name].error = first_line(error)[:300]
         durations = interleaved_durations_ms(
             {name: lambda engine=engine: engine_end_to_end(engine, photo_path) for name, engine in engines.items()},
             repeats, warmup)

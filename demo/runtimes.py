@@ -107,19 +107,10 @@ class LiteRTForward:
         with self._lock:
             if batch.shape == self._canonical_shape:
                 return run_interpreter(self._canonical, batch)
+            if self._dynamic is None and self._fallback is None:
+                self._prepare_any_shape(batch.shape)
             if self._fallback is not None:
                 return self._fallback(batch)
-            if self._dynamic is None:
-                try:
-                    if not self._any_shape:
-                        raise ValueError(f"this model takes only {self._canonical_shape}")
-                    logger.info("First photo fed at %s: converting the network for any shape.", batch.shape[1:3])
-                    self._dynamic = self._interpreter(None)
-                except Exception as error:
-                    logger.warning("LiteRT cannot run shape %s (%s); TensorFlow runs photos of that shape.",
-                                   batch.shape, first_line(error))
-                    self._fallback = TensorFlowForward(self._model)
-                    return self._fallback(batch)
             if batch.shape != self._dynamic_shape:
                 input_index = self._dynamic.get_input_details()[0]["index"]
                 self._dynamic.resize_tensor_input(input_index, batch.shape, strict=False)
@@ -127,6 +118,20 @@ class LiteRTForward:
                 self._dynamic_shape = batch.shape
                 self.plans += 1
             return run_interpreter(self._dynamic, batch)
+
+    def _prepare_any_shape(self, shape: tuple) -> None:
+        """At the first photo not fed at the canonical shape: the any-shape graph, else TensorFlow."""
+        if self._any_shape:
+            try:
+                logger.info("First photo fed at %s: converting the network for any shape.", shape[1:3])
+                self._dynamic = self._interpreter(None)
+                return
+            except Exception as error:
+                reason = first_line(error)
+        else:
+            reason = f"this model takes only {self._canonical_shape}"
+        logger.warning("LiteRT cannot run shape %s (%s); TensorFlow runs photos of that shape.", shape, reason)
+        self._fallback = TensorFlowForward(self._model)
 
 
 def release_freed_memory() -> None:
