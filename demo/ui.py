@@ -92,6 +92,8 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
         served += f", revision `{bundle.revision[:12]}`"
     iou = bundle.val_iou
     quality = f"car IoU {iou:.3f} on CamVid validation" if iou is not None else "no validation IoU recorded"
+    if bundle.config.get("test_time_flip"):
+        quality += " (photo and its mirror image averaged)"
     line = f"{served} · {quality}"
     return f"{line} · runs on {RUNTIME_NAMES.get(runtime, runtime)}" if runtime else line
 

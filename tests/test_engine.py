@@ -43,15 +43,17 @@ def image_encoding(mask: np.ndarray, seed: int = 0) -> np.ndarray:
     return rgb
 
 
-def keep_aspect_config(height: int, width: int) -> dict:
+def keep_aspect_config(height: int, width: int, test_time_flip: bool = False) -> dict:
     # Trained at the photo's own pixel count: no resizing, only padding to the stride and cropping back.
-    return {"input_size": [height, width], "resize": "keep_aspect", "stride": STRIDE, "threshold": 0.5}
+    return {"input_size": [height, width], "resize": "keep_aspect", "stride": STRIDE, "threshold": 0.5,
+            "test_time_flip": test_time_flip}
 
 
+@pytest.mark.parametrize("test_time_flip", [False, True])
 @pytest.mark.parametrize("height, width", [(359, 481), (1000, 37), (37, 1000), (1, 1), (1, 17), (15, 2), (16, 16)])
-def test_any_mask_survives_padding_and_cropping_to_the_pixel(mask_model, height, width):
+def test_any_mask_survives_padding_and_cropping_to_the_pixel(mask_model, height, width, test_time_flip):
     mask = np.random.default_rng(height * width).random((height, width)) < 0.3
-    engine = SegmentationEngine(mask_model, keep_aspect_config(height, width))
+    engine = SegmentationEngine(mask_model, keep_aspect_config(height, width, test_time_flip))
 
     probabilities = engine.predict_probabilities(image_encoding(mask))
 
@@ -71,6 +73,33 @@ def test_block_mask_survives_downscaling_and_upscaling_to_the_pixel(mask_model, 
 
     assert probabilities.shape == (360, 480)
     np.testing.assert_array_equal(threshold_probabilities(probabilities, 0.5), mask)
+
+
+def test_flip_averaging_is_the_mean_of_the_photo_and_its_mirror_image():
+    # A model that looks one pixel to the left: on the mirrored photo it looks to the right,
+    # so the averaged answer is the mean of the left and the right neighbours' answers.
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(1, (1, 3), padding="same", activation="sigmoid")
+    conv.build((None, None, None, 3))
+    kernel = np.zeros((1, 3, 3, 1), np.float32)
+    kernel[0, 0, 0, 0] = 0.05  # red of the left neighbour, gently, so no output saturates
+    conv.set_weights([kernel, np.array([-6.0], np.float32)])
+    model = keras.Model(inputs, conv(inputs))
+    height, width = 37, 50  # padded to 48x64: content must not shift when mirrored
+    red = np.random.default_rng(3).integers(0, 256, (height, width)).astype(np.float32)
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[..., 0] = red
+    engine = SegmentationEngine(model, keep_aspect_config(height, width, test_time_flip=True),
+                                runtime="tensorflow")
+
+    probabilities = engine.predict_probabilities(rgb)
+
+    def sigmoid(x):
+        return 1 / (1 + np.exp(-x))
+
+    expected = (sigmoid(0.05 * red[:, :-2] - 6) + sigmoid(0.05 * red[:, 2:] - 6)) / 2  # columns 1..width-2
+    np.testing.assert_allclose(probabilities[:, 1:-1], expected, rtol=1e-5, atol=1e-6)
+    assert engine.test_time_flip
 
 
 def test_odd_sized_photo_is_fed_at_training_scale_and_answered_at_its_own_size(mask_model):

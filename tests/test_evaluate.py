@@ -58,3 +58,31 @@ def test_evaluate_prints_and_writes_the_figures_a_direct_count_gives(bundle_copy
 def test_evaluate_says_what_is_wrong_with_a_missing_split(bundle_copy, tmp_path, capsys):
     assert main([str(bundle_copy), "--data-dir", str(tmp_path), "--split", "test"]) == 1
     assert "error: No 'test' split in" in capsys.readouterr().err
+
+
+def test_update_bundle_records_what_was_measured_with_mirror_averaging(bundle_copy, capsys):
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--test-time-flip", "on", "--update-bundle",
+                 "--no-plots"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["test_time_flip"] is True
+
+    bundle = load_bundle(bundle_copy)  # still verifies: model.keras is untouched
+    config = bundle.config
+    assert config["test_time_flip"] is True and config["threshold"] == printed["best_threshold"]
+    assert config["metrics"]["val"]["iou"] == printed["metrics_at_best_threshold"]["iou"]
+    engine = SegmentationEngine(bundle.model, config, runtime="tensorflow")
+    assert engine.test_time_flip
+    assert config["metrics"]["val"]["iou"] == pytest.approx(direct_iou(engine, config["threshold"]), abs=1e-4)
+    assert "mirror image" in (bundle_copy / "README.md").read_text()
+
+    # And back: the setting is recorded either way, the card no longer mentions it.
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--test-time-flip", "off", "--update-bundle",
+                 "--no-plots"]) == 0
+    assert load_bundle(bundle_copy).config["test_time_flip"] is False
+    assert "mirror image" not in (bundle_copy / "README.md").read_text()
+
+
+def test_update_bundle_refuses_anything_but_the_whole_val_split(bundle_copy, capsys):
+    with pytest.raises(SystemExit):
+        main([str(bundle_copy), "--data-dir", str(FIXTURES), "--split", "test", "--update-bundle"])
+    assert "threshold is selected on val only" in capsys.readouterr().err

@@ -87,6 +87,23 @@ def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path
     plot_gallery(rows, path)
 
 
+def val_metrics_entry(report: dict) -> dict:
+    """What config.json records as `metrics.val`: the figures at the best threshold."""
+    return {**report["metrics_at_best_threshold"], "threshold": report["best_threshold"], "images": report["images"],
+            "per_image_iou_median": round(report["per_image_iou"]["median"], 4)}
+
+
+def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict) -> None:
+    """Make the bundle serve at the best val threshold with the measured flip setting, and say so."""
+    from training.bundle import update_bundle
+    from training.model_card import write_model_card
+
+    engine.config["threshold"] = report["best_threshold"]
+    update_bundle(bundle_dir, {"threshold": report["best_threshold"], "test_time_flip": engine.test_time_flip,
+                               "metrics": {"val": val_metrics_entry(report)}})
+    write_model_card(bundle_dir)
+
+
 def summary_lines(report: dict) -> list[str]:
     metrics, best = report["metrics"], report["metrics_at_best_threshold"]
     per_image = report["per_image_iou"]
@@ -98,7 +115,8 @@ def summary_lines(report: dict) -> list[str]:
         f"precision {best['precision']:.4f}  recall {best['recall']:.4f}",
         f"  per-image IoU: mean {per_image['mean']:.3f}  median {per_image['median']:.3f}  "
         f"10th percentile {per_image['p10']:.3f}  worst {per_image['worst'][0][0]} {per_image['worst'][0][1]:.3f}",
-        f"  inference: {report['seconds_per_image_median'] * 1000:.0f} ms per image (median, {report['runtime']})",
+        f"  inference: {report['seconds_per_image_median'] * 1000:.0f} ms per image (median, {report['runtime']}"
+        + (", photo and mirror image averaged)" if report.get("test_time_flip") else ")"),
     ]
 
 
@@ -109,12 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val", help="split to evaluate: val or test (default val)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--no-plots", action="store_true", help="skip the sweep and gallery PNGs")
+    parser.add_argument("--test-time-flip", choices=["on", "off"],
+                        help="average each photo's answer with its mirror image's (default: as config.json says)")
+    parser.add_argument("--update-bundle", action="store_true",
+                        help="val only: record the best threshold, these metrics and --test-time-flip in "
+                             "config.json and the model card, so the app serves what was measured")
     args = parser.parse_args(argv)
+    if args.update_bundle and (args.split != "val" or args.limit):
+        parser.error("--update-bundle needs the whole val split: the threshold is selected on val only")
     try:
         bundle = load_bundle(args.bundle)
+        if args.test_time_flip:
+            bundle.config["test_time_flip"] = args.test_time_flip == "on"
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
         report["bundle"] = str(args.bundle)
+        report["test_time_flip"] = engine.test_time_flip
+        if args.update_bundle:
+            record_serving_settings(args.bundle, engine, report)
         atomic_write_text(args.bundle / f"evaluation_{args.split}.json", json.dumps(report, indent=2) + "\n")
         if not args.no_plots:
             from training.plots import plot_threshold_sweep

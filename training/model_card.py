@@ -126,7 +126,8 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         f"It is fully convolutional: resize a photo (aspect kept) to about as many pixels as "
         f"{config['input_size'][0]}x{config['input_size'][1]} and pad height and width to multiples of "
         f"{config['stride']}."
-    )
+    ) + (" The metrics above average each photo's answer with its mirror image's (mirrored back), as the app "
+         "does when config.json says `\"test_time_flip\": true`." if config.get("test_time_flip") else "")
     metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-weights", default="imagenet", help="vgg16-unet: imagenet, none, or a .h5 path")
     parser.add_argument("--freeze-encoder", action="store_true", help="vgg16-unet: train the decoder only")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on plain frames")
+    parser.add_argument("--test-time-flip", action="store_true",
+                        help="serve (and select the threshold) averaging each photo with its mirror image: "
+                             "twice the inference time")
     parser.add_argument("--target-class", type=int, default=8, help="CamVid class id to segment (8 = car)")
     parser.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val IoU")
     parser.add_argument("--seed", type=int, default=42)
@@ -171,7 +174,7 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     from demo.engine import SegmentationEngine
     from training.bundle import library_versions, update_bundle, write_bundle
     from training.data import CAMVID_CLASSES
-    from training.evaluate import evaluate_engine, write_gallery
+    from training.evaluate import evaluate_engine, val_metrics_entry, write_gallery
     from training.model_card import write_model_card
     from training.models import ARCHITECTURES, count_flops
     from training.plots import plot_threshold_sweep, plot_training_curves
@@ -184,6 +187,7 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
         "stride": architecture.stride,
         "target_class": {"id": args.target_class, "name": CAMVID_CLASSES[args.target_class]},
         "threshold": 0.5,
+        "test_time_flip": args.test_time_flip,
         "dataset": {"name": "CamVid (SegNet layout)", "train_split": "train", "selection_split": "val"},
         "parameters": model.count_params(),
         "gflops_per_image": round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
@@ -212,9 +216,7 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     engine = SegmentationEngine(bundle.model, bundle.config)
     report = evaluate_engine(engine, args.data_dir, "val", args.limit)
     engine.config["threshold"] = report["best_threshold"]
-    val_metrics = {**report["metrics_at_best_threshold"], "threshold": report["best_threshold"],
-                   "images": report["images"], "per_image_iou_median": round(report["per_image_iou"]["median"], 4)}
-    update_bundle(bundle_dir, {"threshold": report["best_threshold"], "metrics": {"val": val_metrics}}, {
+    update_bundle(bundle_dir, {"threshold": report["best_threshold"], "metrics": {"val": val_metrics_entry(report)}}, {
         "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], report["best_threshold"], path),
         "evaluation_val.json": lambda path: path.write_text(json.dumps(report, indent=2) + "\n"),
         "gallery_val.png": lambda path: write_gallery(engine, report, args.data_dir, path),
