@@ -1,0 +1,34 @@
+"""`python -m training.holdout`: one drive out of training, as the val split of a new folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.data import find_pairs, read_pair
+from training.holdout import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "camvid"
+
+
+def test_the_held_out_sequence_becomes_val_and_leaves_train(tmp_path, capsys):
+    output = tmp_path / "holdout"
+    assert main(["--data-dir", str(FIXTURES), "--sequence", "0006R0", "--output-dir", str(output)]) == 0
+    assert "train 3 frames, val 1 frames of 0006R0" in capsys.readouterr().out
+
+    train, val = find_pairs(output, "train"), find_pairs(output, "val")
+    assert [pair.stem for pair in val] == ["0006R0_f00990"]
+    assert [pair.stem for pair in train] == ["0001TP_006690", "0016E5_00660", "0016E5_05280"]
+    image, labels = read_pair(val[0])  # the links lead to the original pair, image and label alike
+    original_image, original_labels = read_pair(find_pairs(FIXTURES, "train")[1])
+    assert (image == original_image).all() and (labels == original_labels).all()
+
+    # Run again for another drive: the folder is replaced, not mixed.
+    assert main(["--data-dir", str(FIXTURES), "--sequence", "0001TP", "--output-dir", str(output)]) == 0
+    assert [pair.stem for pair in find_pairs(output, "val")] == ["0001TP_006690"]
+    assert len(find_pairs(output, "train")) == 3
+
+
+def test_an_unknown_sequence_names_the_ones_there_are(tmp_path, capsys):
+    assert main(["--data-dir", str(FIXTURES), "--sequence", "Seq05VD", "--output-dir", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err
+    assert "No training frame of sequence 'Seq05VD'" in error and "'0001TP', '0006R0', '0016E5'" in error
+    assert not (tmp_path / "x").exists()
