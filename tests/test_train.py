@@ -60,6 +60,25 @@ def test_resume_continues_where_the_run_stopped(camvid_dir, tmp_path):
     assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["epochs_run"] == 3
 
 
+def test_weight_averaging_validates_and_keeps_the_averaged_weights(camvid_dir, tmp_path):
+    import keras
+
+    from training.data import load_split, make_dataset
+
+    assert run_training(camvid_dir, tmp_path, "--epochs", "2", "--ema", "0.5", "--learning-rate", "0.05") == 0
+    logged = log_rows(tmp_path)[-1]
+    # The weights in the last checkpoint are the ones validation measured, the averaged ones
+    # (were the checkpoint written before the swap, it would hold the last step's and differ).
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras")
+    images, masks, _ = load_split(camvid_dir, "val", (96, 128), limit=2)
+    results = last.evaluate(make_dataset(images, masks, 2, stride=16), return_dict=True, verbose=0)
+    assert results["loss"] == pytest.approx(float(logged["val_loss"]), rel=1e-4)
+    assert last.optimizer.use_ema and last.optimizer.ema_momentum == 0.5
+    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["ema"] == 0.5
+    assert run_training(camvid_dir, tmp_path, "--epochs", "3", "--ema", "0.5", "--resume") == 0
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 3
+
+
 def test_training_killed_mid_epoch_resumes_and_finishes(camvid_dir, tmp_path):
     """SIGKILL in the middle of epoch 2, then --resume: epochs 2 and 3 run, the bundle is whole."""
     command = [sys.executable, "-m", "training.train", "--data-dir", str(camvid_dir), "--output-dir", str(tmp_path),

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                         help="learning rate: cosine decay to 1%% over the run, or constant")
+    parser.add_argument("--ema", type=float, metavar="MOMENTUM",
+                        help="validate, keep and ship an exponential moving average of the weights "
+                             "(Polyak averaging, e.g. 0.99), not the last step's")
     parser.add_argument("--loss", choices=["bce", "dice", "bce+dice"], default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet", help="vgg16-unet: imagenet, none, or a .h5 path")
@@ -155,9 +158,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
     tracker = TrainingState(run_dir, patience=args.patience, state=state)
+    # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
+    # (A resumed run starts from the averaged weights of its last checkpoint.)
+    averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if args.ema else []
     model.fit(train_data.repeat(), epochs=args.epochs, initial_epoch=state.epoch if state else 0,
               steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
-              callbacks=[tracker, keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)],
+              callbacks=[*averaging, tracker,
+                         keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)],
               verbose=args.verbose)
     if tracker.best_checkpoint is None or not tracker.best_checkpoint.exists():
         print("error: no epoch completed, so there is no model to bundle.", file=sys.stderr)
@@ -239,7 +246,8 @@ def build_training_model(args: argparse.Namespace, total_steps: int):
         model.set_weights(load_initial_weights(args.init_from))
     learning_rate = args.learning_rate if args.schedule == "constant" else \
         keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(args.loss),
+    averaging = {"use_ema": True, "ema_momentum": args.ema} if args.ema else {}
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, **averaging), loss=make_loss(args.loss),
                   metrics=training_metrics())
     return model
 
