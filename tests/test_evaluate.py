@@ -86,3 +86,19 @@ def test_update_bundle_refuses_anything_but_the_whole_val_split(bundle_copy, cap
     with pytest.raises(SystemExit):
         main([str(bundle_copy), "--data-dir", str(FIXTURES), "--split", "test", "--update-bundle"])
     assert "threshold is selected on val only" in capsys.readouterr().err
+
+
+def test_what_if_settings_print_a_report_and_leave_the_bundle_as_it_was(bundle_copy, capsys):
+    before = {path.name: path.read_bytes() for path in bundle_copy.iterdir()}
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--input-size", "48x64",
+                 "--test-time-flip", "on"]) == 0
+    output = capsys.readouterr().out
+    printed = json.loads(output.strip().splitlines()[-1])
+    assert printed["input_size"] == [48, 64] and printed["test_time_flip"] is True
+    assert "fed at the scale of 48x64, photo and mirror image averaged" in output
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+
+    config = load_bundle(bundle_copy).config
+    config.update(input_size=[48, 64], test_time_flip=True)
+    engine = SegmentationEngine(load_bundle(bundle_copy).model, config, runtime="tensorflow")
+    assert printed["metrics"]["iou"] == pytest.approx(direct_iou(engine, printed["threshold"]), abs=1e-4)

@@ -21,6 +21,7 @@ from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilitie
 from training.bundle import atomic_write_text
 from training.data import CAR_CLASS_ID, DataError, binarize, find_pairs, read_pair
 from training.losses import pixel_counts, scores_from_counts
+from training.train import parse_size
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -87,6 +88,15 @@ def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path
     plot_gallery(rows, path)
 
 
+def write_report_files(report: dict, engine: SegmentationEngine, args: argparse.Namespace) -> None:
+    atomic_write_text(args.bundle / f"evaluation_{args.split}.json", json.dumps(report, indent=2) + "\n")
+    if not args.no_plots:
+        from training.plots import plot_threshold_sweep
+
+        plot_threshold_sweep(report["sweep"], report["best_threshold"], args.bundle / f"threshold_sweep_{args.split}.png")
+        write_gallery(engine, report, args.data_dir, args.bundle / f"gallery_{args.split}.png")
+
+
 def val_metrics_entry(report: dict) -> dict:
     """What config.json records as `metrics.val`: the figures at the best threshold."""
     return {**report["metrics_at_best_threshold"], "threshold": report["best_threshold"], "images": report["images"],
@@ -116,6 +126,7 @@ def summary_lines(report: dict) -> list[str]:
         f"  per-image IoU: mean {per_image['mean']:.3f}  median {per_image['median']:.3f}  "
         f"10th percentile {per_image['p10']:.3f}  worst {per_image['worst'][0][0]} {per_image['worst'][0][1]:.3f}",
         f"  inference: {report['seconds_per_image_median'] * 1000:.0f} ms per image (median, {report['runtime']}"
+        + (f", fed at the scale of {report['input_size'][0]}x{report['input_size'][1]}" if "input_size" in report else "")
         + (", photo and mirror image averaged)" if report.get("test_time_flip") else ")"),
     ]
 
@@ -129,29 +140,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true", help="skip the sweep and gallery PNGs")
     parser.add_argument("--test-time-flip", choices=["on", "off"],
                         help="average each photo's answer with its mirror image's (default: as config.json says)")
+    parser.add_argument("--input-size", type=parse_size, metavar="HEIGHTxWIDTH",
+                        help="what-if: feed photos at this scale instead of the bundle's (writes nothing into it)")
     parser.add_argument("--update-bundle", action="store_true",
                         help="val only: record the best threshold, these metrics and --test-time-flip in "
                              "config.json and the model card, so the app serves what was measured")
     args = parser.parse_args(argv)
     if args.update_bundle and (args.split != "val" or args.limit):
         parser.error("--update-bundle needs the whole val split: the threshold is selected on val only")
+    if args.update_bundle and args.input_size:
+        parser.error("--input-size is a what-if: the scale a model is fed at is the one it was trained at")
     try:
         bundle = load_bundle(args.bundle)
         if args.test_time_flip:
             bundle.config["test_time_flip"] = args.test_time_flip == "on"
+        if args.input_size:
+            if bundle.config["resize"] == "stretch":
+                raise BundleError(f"{args.bundle} holds a fixed-size model: it takes only "
+                                  f"{bundle.config['input_size'][0]}x{bundle.config['input_size'][1]}.")
+            bundle.config["input_size"] = list(args.input_size)
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
-        report["bundle"] = str(args.bundle)
-        report["test_time_flip"] = engine.test_time_flip
+        report.update(bundle=str(args.bundle), test_time_flip=engine.test_time_flip,
+                      input_size=engine.config["input_size"])
         if args.update_bundle:
             record_serving_settings(args.bundle, engine, report)
-        atomic_write_text(args.bundle / f"evaluation_{args.split}.json", json.dumps(report, indent=2) + "\n")
-        if not args.no_plots:
-            from training.plots import plot_threshold_sweep
-
-            plot_threshold_sweep(report["sweep"], report["best_threshold"],
-                                 args.bundle / f"threshold_sweep_{args.split}.png")
-            write_gallery(engine, report, args.data_dir, args.bundle / f"gallery_{args.split}.png")
+        # Files in the bundle describe the bundle as it serves; a what-if run only prints.
+        if args.update_bundle or not (args.test_time_flip or args.input_size):
+            write_report_files(report, engine, args)
     except (BundleError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
