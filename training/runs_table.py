@@ -37,9 +37,12 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
     val = config["metrics"]["val"]
     size = "x".join(map(str, config["input_size"]))
     recipe = (f"{config['architecture']} {size} {config['resize'].replace('_', '-')}, {training.get('loss')}, "
-              f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep")
-    return (f"| {bundle_dir.parent.name} | {recipe} | {val['iou']:.4f} | {val['dice']:.4f} | {val['precision']:.4f} | "
-            f"{val['recall']:.4f} | {val['threshold']:.2f} | {config.get('parameters', 0) / 1e6:.2f} M | "
+              f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep"
+              + (f", EMA {training['ema']}" if training.get("ema") else "")
+              + (", served mirror-averaged" if config.get("test_time_flip") else ""))
+    scores = " | ".join(f"{val[name]:.4f}" if name in val else "-" for name in ("iou", "dice", "precision", "recall"))
+    return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {val.get('threshold', config['threshold']):.2f} | "
+            f"{config.get('parameters', 0) / 1e6:.2f} M | "
             f"{config.get('gflops_per_image', float('nan')):.1f} | {training.get('epoch_time_s_median')} s | "
             f"{inference_ms(SegmentationEngine(bundle.model, config), image, repeats):.0f} ms |")
 
