@@ -74,6 +74,7 @@ def test_update_bundle_records_what_was_measured_with_mirror_averaging(bundle_co
     assert engine.test_time_flip
     assert config["metrics"]["val"]["iou"] == pytest.approx(direct_iou(engine, config["threshold"]), abs=1e-4)
     assert "mirror image" in (bundle_copy / "README.md").read_text()
+    assert cv2.imread(str(bundle_copy / "threshold_sweep.png")) is not None
 
     # And back: the setting is recorded either way, the card no longer mentions it.
     assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--test-time-flip", "off", "--update-bundle",

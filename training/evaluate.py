@@ -108,9 +108,13 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
     from training.bundle import update_bundle
     from training.model_card import write_model_card
 
+    from training.plots import plot_threshold_sweep
+
     engine.config["threshold"] = report["best_threshold"]
     update_bundle(bundle_dir, {"threshold": report["best_threshold"], "test_time_flip": engine.test_time_flip,
-                               "metrics": {"val": val_metrics_entry(report)}})
+                               "metrics": {"val": val_metrics_entry(report)}}, {
+        # The sweep the model card shows is the one that chose the threshold now recorded.
+        "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], report["best_threshold"], path)})
     write_model_card(bundle_dir)
 
 
