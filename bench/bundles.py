@@ -45,6 +45,8 @@ def default_model(bundle_dir: Path | None, quick: bool):
                        f"{config['model_sha256'][:12]}..., trained at {size_text(config['input_size'])}")
         if bundle.val_iou is not None:
             description += f", val IoU {bundle.val_iou:.4f} at threshold {config['threshold']}"
+        if config.get("test_time_flip"):
+            description += "; served averaged with its mirror image: two network passes a photo"
         yield ServedModel("default", bundle, description + ")", trained=bundle.val_iou is not None)
         return
     options = TINY_UNET if quick else {}

@@ -117,7 +117,8 @@ def end_to_end_section(results: Results) -> str:
         "## 1. End-to-end latency of one 480x360 photo",
         "Decode the PNG, preprocess, run the network, resize back to 480x360, threshold, overlay. "
         "**Engine**: `demo.engine.SegmentationEngine` as the app runs it (area resize to the bundle's feed "
-        "size, stride padding, the network as a `tf.function`, bilinear resize of the probabilities back). "
+        "size, stride padding, the network in the app's runtime (twice, on the photo and its mirror image, where "
+        "the bundle says `test_time_flip`), bilinear resize of the probabilities back). "
         "**Seed's way**, same weights: `cv2.imread`, `cv2.resize` to the network input, `/ 255`, "
         "`model.predict`, `np.where(p > threshold, 1, 0)`, nearest resize of the mask back, the same overlay "
         "(our models normalise inside the graph, so the scaled pixels are multiplied back by 255 before "

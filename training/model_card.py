@@ -115,9 +115,9 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         f"{training.get('epochs_run', '?')} epochs (best val IoU at epoch {training.get('best_epoch', '?')}), "
         f"{'with' if training.get('augment') else 'without'} augmentation, "
         f"{training.get('wall_time_s', 0) / 60:.0f} min on {training.get('hardware', 'a 2-core CPU')}. "
-        + ("Started from the weights of an earlier run (`--init-from`), a second learning-rate cycle. "
-           if training.get("init_from") else "")
-        + ("Encoder initialised from ImageNet." if imagenet else "Trained from scratch: no pretrained weights.")
+        + ("It continued from the weights of an earlier run of this project (`--init-from`), with a new "
+           "learning-rate cycle. " if training.get("init_from") else "")
+        + ("Encoder initialised from ImageNet." if imagenet else "No pretrained (ImageNet) weights.")
         + " The checkpoint with the best val IoU was kept; its threshold is the best one on val."
     )
     feeding_text = (
