@@ -107,7 +107,6 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
     """Make the bundle serve at the best val threshold with the measured flip setting, and say so."""
     from training.bundle import update_bundle
     from training.model_card import write_model_card
-
     from training.plots import plot_threshold_sweep
 
     engine.config["threshold"] = report["best_threshold"]

@@ -181,10 +181,9 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     from demo.engine import SegmentationEngine
     from training.bundle import library_versions, update_bundle, write_bundle
     from training.data import CAMVID_CLASSES
-    from training.evaluate import evaluate_engine, val_metrics_entry, write_gallery
-    from training.model_card import write_model_card
+    from training.evaluate import evaluate_engine, record_serving_settings, write_gallery
     from training.models import ARCHITECTURES, count_flops
-    from training.plots import plot_threshold_sweep, plot_training_curves
+    from training.plots import plot_training_curves
 
     architecture = ARCHITECTURES[args.architecture]
     config = {
@@ -222,13 +221,11 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     bundle = load_bundle(bundle_dir)
     engine = SegmentationEngine(bundle.model, bundle.config)
     report = evaluate_engine(engine, args.data_dir, "val", args.limit)
-    engine.config["threshold"] = report["best_threshold"]
-    update_bundle(bundle_dir, {"threshold": report["best_threshold"], "metrics": {"val": val_metrics_entry(report)}}, {
-        "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], report["best_threshold"], path),
+    update_bundle(bundle_dir, {}, {
         "evaluation_val.json": lambda path: path.write_text(json.dumps(report, indent=2) + "\n"),
         "gallery_val.png": lambda path: write_gallery(engine, report, args.data_dir, path),
     })
-    write_model_card(bundle_dir)
+    record_serving_settings(bundle_dir, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
 
 
