@@ -79,6 +79,27 @@ def test_weight_averaging_validates_and_keeps_the_averaged_weights(camvid_dir, t
     assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 3
 
 
+def test_init_from_starts_where_the_given_bundle_ended_and_records_its_hash(camvid_dir, tmp_path):
+    import keras
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_training(camvid_dir, first, "--epochs", "1") == 0
+    # A learning rate too small to move any weight: the second run's trained weights are the first's.
+    assert run_training(camvid_dir, second, "--epochs", "1", "--init-from", str(first / "bundle"),
+                        "--learning-rate", "1e-12", "--schedule", "constant") == 0
+
+    def trainable(bundle_dir):
+        return [weight.numpy() for weight in
+                keras.saving.load_model(bundle_dir / "model.keras", safe_mode=True).trainable_weights]
+
+    for before, after in zip(trainable(first / "bundle"), trainable(second / "bundle"), strict=True):
+        np.testing.assert_allclose(after, before, atol=1e-6)
+    training_record = json.loads((second / "bundle" / "config.json").read_text())["training"]
+    first_config = json.loads((first / "bundle" / "config.json").read_text())
+    assert training_record["init_from"] == "bundle"
+    assert training_record["init_from_sha256"] == first_config["model_sha256"]
+
+
 def test_training_killed_mid_epoch_resumes_and_finishes(camvid_dir, tmp_path):
     """SIGKILL in the middle of epoch 2, then --resume: epochs 2 and 3 run, the bundle is whole."""
     command = [sys.executable, "-m", "training.train", "--data-dir", str(camvid_dir), "--output-dir", str(tmp_path),

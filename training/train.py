@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
 def finish_bundle(args, model, tracker, crop_size) -> Path:
     """Evaluate the best checkpoint through the serving engine and write the bundle."""
+    from demo.bundle import sha256_of
     from demo.engine import SegmentationEngine
     from training.bundle import library_versions, update_bundle, write_bundle
     from training.data import CAMVID_CLASSES
@@ -208,6 +209,8 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
             "wall_time_s": round(tracker.wall_time_s, 1),
             "epoch_time_s_median": tracker.median_epoch_s,
             "imagenet_weights_used": args.architecture == "vgg16-unet" and args.encoder_weights == "imagenet",
+            # The name alone cannot tell which of several cycles a run started from; the hash can.
+            **({"init_from_sha256": sha256_of(initial_weights_file(args.init_from))} if args.init_from else {}),
         },
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -249,14 +252,18 @@ def build_training_model(args: argparse.Namespace, total_steps: int):
     return model
 
 
+def initial_weights_file(path: Path) -> Path:
+    """--init-from names a bundle folder (its model.keras) or a .keras checkpoint."""
+    from demo.bundle import MODEL_FILE
+
+    return path / MODEL_FILE if path.is_dir() else path
+
+
 def load_initial_weights(path: Path) -> list:
     """The weights of a bundle's model.keras or of a checkpoint, to start a new run from."""
     import keras
 
-    from demo.bundle import MODEL_FILE
-
-    path = path / MODEL_FILE if path.is_dir() else path
-    return keras.saving.load_model(path, compile=False).get_weights()
+    return keras.saving.load_model(initial_weights_file(path), compile=False).get_weights()
 
 
 def _stride_multiple(size, stride):
