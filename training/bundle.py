@@ -41,7 +41,7 @@ def write_bundle(bundle_dir: Path, model: keras.Model, config: dict,
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         for name, write in (extra_files or {}).items():
             write(staging / name)
-        _replace_folder(staging, bundle_dir)
+        replace_folder(staging, bundle_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -75,7 +75,8 @@ def _deep_merge(target: dict, updates: dict) -> None:
             target[key] = value
 
 
-def _replace_folder(new: Path, old: Path) -> None:
+def replace_folder(new: Path, old: Path) -> None:
+    """Put the finished folder `new` where `old` is (or is not yet): old stays whole until new is in place."""
     if not old.exists():
         os.replace(new, old)
         return

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from training.bundle import replace_folder
 from training.data import DataError, find_pairs
 
 
@@ -41,9 +42,7 @@ def write_holdout_split(data_dir: Path, sequence: str, output_dir: Path) -> dict
         for pair in split_pairs:
             (staging / split / pair.image.name).symlink_to(pair.image.resolve())
             (staging / f"{split}annot" / pair.label.name).symlink_to(pair.label.resolve())
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
+    replace_folder(staging, output_dir)
     return {"train": len(kept), "val": len(held_out)}
 
 
