@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
@@ -32,11 +33,11 @@ class PushError(RuntimeError):
     """A push that cannot go ahead; the message says what to fix."""
 
 
-def check_repo_id(repo_id: str) -> None:
-    """Raise HFValidationError unless `repo_id` is a valid OWNER/NAME."""
+def check_repo_id(repo_id: str, kind: str = "model") -> None:
+    """Raise HFValidationError unless `repo_id` is a valid OWNER/NAME (`kind` names the repo in the message)."""
     validate_repo_id(repo_id)
     if repo_id.count("/") != 1:
-        raise HFValidationError(f"Repo id must be OWNER/NAME (a user or organisation, then the model): '{repo_id}'.")
+        raise HFValidationError(f"Repo id must be OWNER/NAME (a user or organisation, then the {kind}): '{repo_id}'.")
 
 
 def prepare_bundle(bundle_dir: Path, repo_id: str) -> dict:
@@ -80,13 +81,44 @@ def scrub(text: str, token: str | None) -> str:
     return text.replace(token, "hf_***") if token else text
 
 
-def explain_http_error(error: HfHubHTTPError, repo_id: str) -> str:
+def explain_http_error(error: HfHubHTTPError, repo_id: str, action: str = "push") -> str:
     status = error.response.status_code
     if status == 401:
         return "the Hub rejected the token (HTTP 401): it is invalid or expired; set HF_TOKEN or run `hf auth login`."
     if status == 403:
         return f"the token may not write to {repo_id} (HTTP 403): use a token with write access to that namespace."
-    return f"the Hub refused the push to {repo_id}: {error}"
+    return f"the Hub refused the {action} to {repo_id}: {error}"
+
+
+def run_hub_command(task: Callable[[HfApi], None], repo_id: str, api: HfApi | None = None,
+                    action: str = "push") -> int:
+    """Run `task` with a Hub client holding the user's token; the exit status of a command line.
+
+    The token comes from HF_TOKEN or the saved login and is never printed. Every refusal (no
+    token, a bad repo id, a bad bundle, an HTTP error, no network) is one line on stderr and
+    status 1; a task checks what it can before its first Hub call, so a refusal sends nothing.
+    `api` replaces the real client in tests.
+    """
+    token = None
+    try:
+        token = get_token()
+        if not token:
+            raise PushError("no Hugging Face token: set HF_TOKEN, or run `hf auth login` once on this machine.")
+        task(api or HfApi(token=token))
+    except (BundleError, PushError) as error:
+        problem = str(error)
+    except HFValidationError as error:
+        problem = f"bad repo id: {error}"
+    except HfHubHTTPError as error:
+        problem = explain_http_error(error, repo_id, action)
+    except httpx2.TransportError as error:
+        problem = f"could not reach the Hub at {constants.ENDPOINT}: {error}"
+    except OSError as error:  # e.g. a bundle folder that is not writable for its model card
+        problem = str(error)
+    else:
+        return 0
+    print(f"error: {scrub(problem, token)}", file=sys.stderr)
+    return 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,30 +134,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, api: HfApi | None = None) -> int:
     """The command line; `api` replaces the real Hub client in tests."""
     args = parse_args(argv)
-    token = None
-    try:
-        token = get_token()
-        if not token:
-            raise PushError("no Hugging Face token: set HF_TOKEN, or run `hf auth login` once on this machine.")
-        commit = push_bundle(args.bundle, args.repo_id, api=api or HfApi(token=token), private=args.private,
+
+    def push(client: HfApi) -> None:
+        commit = push_bundle(args.bundle, args.repo_id, api=client, private=args.private,
                              branch=args.branch, message=args.message)
-    except (BundleError, PushError) as error:
-        problem = str(error)
-    except HFValidationError as error:
-        problem = f"bad repo id: {error}"
-    except HfHubHTTPError as error:
-        problem = explain_http_error(error, args.repo_id)
-    except httpx2.TransportError as error:
-        problem = f"could not reach the Hub at {constants.ENDPOINT}: {error}"
-    except OSError as error:  # e.g. the bundle folder is not writable for its model card
-        problem = str(error)
-    else:
         print(f"pushed {args.bundle} to {args.repo_id} (branch {args.branch or 'main'}): commit {commit.oid}")
         print(commit.commit_url)
         print(f"pin it in the Space: MODEL_REPO={args.repo_id} MODEL_REVISION={commit.oid}")
-        return 0
-    print(f"error: {scrub(problem, token)}", file=sys.stderr)
-    return 1
+
+    return run_hub_command(push, args.repo_id, api)
 
 
 if __name__ == "__main__":
