@@ -280,3 +280,15 @@ def test_live_deploy_to_a_private_space(tiny_bundle_dir, tmp_path):
     finally:
         api.delete_repo(space_id, repo_type="space", missing_ok=True)
         api.delete_repo(model_repo, missing_ok=True)
+
+
+def test_bytecode_and_hidden_leftovers_are_not_part_of_the_space(repo_copy):
+    """A half-copied default model (ship_default_model.sh stages it as demo/.default_model.tmp-*) never ships."""
+    (repo_copy / "demo" / ".default_model.tmp-Ab12").mkdir()
+    (repo_copy / "demo" / ".default_model.tmp-Ab12" / MODEL_FILE).write_bytes(b"half a model")
+    (repo_copy / "demo" / "__pycache__").mkdir(exist_ok=True)
+    (repo_copy / "demo" / "__pycache__" / "ui.cpython-311.pyc").write_bytes(b"bytecode")
+    (repo_copy / "demo" / "stray.pyc").write_bytes(b"bytecode")
+    files = space_files()
+    assert not any(".default_model.tmp" in name or name.endswith(".pyc") for name in files), files
+    assert "demo/ui.py" in files and f"demo/default_model/{MODEL_FILE}" in files
