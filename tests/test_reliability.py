@@ -26,7 +26,7 @@ from PIL import Image
 from conftest import CAMVID_FIXTURE, REPO_ROOT, free_port, running_app_py
 from demo.bundle import CONFIG_FILE, MODEL_FILE, BundleError, load_bundle, resolve_bundle, sha256_of
 from demo.engine import SegmentationEngine, threshold_probabilities
-from demo.imaging import load_rgb
+from demo.imaging import MAX_ASPECT_RATIO, load_rgb
 from demo.ui import EXAMPLES_DIR, build_demo
 from test_app import segment
 from test_engine import (  # noqa: F401  (mask_model is a fixture)
@@ -65,7 +65,7 @@ def small_street_photo(folder: Path) -> Path:
     return path
 
 
-# --- image kinds not covered by test_engine.py: a single pixel and very long strips --------
+# --- image kinds not covered by test_engine.py: a single pixel and strips as long as allowed ---
 
 def solid_png(tmp_path: Path, height: int, width: int, colour=(30, 120, 210)):
     path = tmp_path / f"solid_{height}x{width}.png"
@@ -78,11 +78,11 @@ def one_pixel_png(tmp_path):
 
 
 def wide_strip_png(tmp_path):
-    return solid_png(tmp_path, 10, 10_000)
+    return solid_png(tmp_path, 10, 10 * MAX_ASPECT_RATIO)
 
 
 def tall_strip_png(tmp_path):
-    return solid_png(tmp_path, 10_000, 10)
+    return solid_png(tmp_path, 10 * MAX_ASPECT_RATIO, 10)
 
 
 def exif_rotated_jpeg(tmp_path):
@@ -96,7 +96,7 @@ def exif_rotated_jpeg(tmp_path):
     return path, (80, 40), [0, 0, 255]  # the shown top-left corner is blue: the red one moved right
 
 
-@pytest.mark.parametrize("height, width", [(1, 1), (10, 10_000), (10_000, 10)])
+@pytest.mark.parametrize("height, width", [(1, 1), (10, 10 * MAX_ASPECT_RATIO), (10 * MAX_ASPECT_RATIO, 10)])
 def test_a_single_pixel_and_long_strips_segment_at_their_own_size(tmp_path, mask_model, height, width):
     # First half (along the long side) red, which the red-channel model calls car; the rest blue.
     rgb = np.zeros((height, width, 3), np.uint8)
@@ -117,7 +117,7 @@ def test_a_single_pixel_and_long_strips_segment_at_their_own_size(tmp_path, mask
     wrong = np.argwhere(mask != car)
     along = 1 if width >= height else 0
     assert np.all(np.abs(wrong[:, along] - (max(height, width) + 1) // 2) <= 3), \
-        "only pixels at the red/blue border (resized 0.66x and back) may differ"
+        "only pixels at the red/blue border (resized and back) may differ"
 
 
 # --- every kind of upload through the running app ------------------------------------------
@@ -169,8 +169,13 @@ def truncated_jpeg(tmp_path):
     return path
 
 
+def too_thin_strip(tmp_path):
+    """1 x 65,500 pixels (339 bytes of PNG): padded to the network's stride it cost 17 photos' time."""
+    return solid_png(tmp_path, 1, 65_500)[0]
+
+
 def too_long_strip(tmp_path):
-    """10 x 70,000 pixels: under the pixel limit, but longer than a JPEG (the overlay) can be."""
+    """10 x 70,000 pixels: under the pixel limit, longer than a JPEG (the overlay) can be, refused for its shape."""
     return solid_png(tmp_path, 10, 70_000)[0]
 
 
@@ -186,7 +191,8 @@ def decompression_bomb(tmp_path):
     (truncated_png, "truncated or damaged"),
     (truncated_jpeg, "truncated or damaged"),
     (decompression_bomb, r"30000x30000 pixels \(900 MP\); the limit is 50 MP"),
-    (too_long_strip, r"70000x10 pixels; the longest side may be 65500 pixels"),
+    (too_thin_strip, r"65500x1 pixels; its long side may be at most 20 times its short side"),
+    (too_long_strip, r"70000x10 pixels; its long side may be at most 20 times its short side"),
 ])
 def test_an_unusable_upload_gets_a_clear_message_and_the_next_request_is_served(client, tmp_path, make_file,
                                                                                message):
@@ -418,7 +424,7 @@ def test_after_warm_up_no_photo_waits_for_the_graph_to_be_traced(tiny_bundle):
     engine.warm_up()
     assert engine._forward.graph.experimental_get_tracing_count() == 1
 
-    for shape in [(360, 480, 3), (480, 360, 3), (1, 1, 3), (10, 10_000, 3)]:
+    for shape in [(360, 480, 3), (480, 360, 3), (1, 1, 3), (10, 10 * MAX_ASPECT_RATIO, 3)]:
         engine.predict_probabilities(np.zeros(shape, np.uint8))
 
     assert engine._forward.graph.experimental_get_tracing_count() == 1, "one graph for photos of every size"
