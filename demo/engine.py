@@ -109,6 +109,11 @@ class SegmentationEngine:
         and the two answers (the second mirrored back) are averaged: twice the compute, and a
         steadier answer at object edges (the gain is measured and recorded in the bundle).
         """
+        return scale_probabilities(self.network_probabilities(rgb), rgb.shape[:2])
+
+    def network_probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        """The car probabilities of `rgb` at the size it is fed at (`feed_size`), before
+        `scale_probabilities` brings them to the photo's size: a few hundred KB whatever the photo."""
         height, width = rgb.shape[:2]
         resized = resize_image(rgb, feed_size(height, width, self.config))
         probabilities = self._network(resized)
@@ -116,8 +121,6 @@ class SegmentationEngine:
             # Mirror before padding: the padding must stay at the bottom and right of the content.
             mirrored = self._network(np.ascontiguousarray(resized[:, ::-1]))[:, ::-1]
             probabilities = (probabilities + mirrored) * np.float32(0.5)
-        if probabilities.shape != (height, width):
-            probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(probabilities)
 
     def _network(self, resized: np.ndarray) -> np.ndarray:
@@ -126,6 +129,14 @@ class SegmentationEngine:
         model_input = pad_to_multiple(resized, self.config.get("stride", 1))
         output = self._forward(model_input[np.newaxis].astype(np.float32))
         return output[0, :fed_height, :fed_width, 0]
+
+
+def scale_probabilities(probabilities: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Probabilities from `network_probabilities` at the photo's (height, width), bilinearly."""
+    height, width = size
+    if probabilities.shape != (height, width):
+        probabilities = cv2.resize(probabilities, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(probabilities)
 
 
 def threshold_probabilities(probabilities: np.ndarray, threshold: float) -> np.ndarray:

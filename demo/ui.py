@@ -1,13 +1,16 @@
 """The Gradio app: upload a street photo, see its cars, move the threshold.
 
-The network runs once per photo; its probabilities and the decoded photo stay in
-the session (`gr.State`), so moving the threshold, opacity or colour only
-re-thresholds and re-tints, which takes milliseconds.
+The network runs once per photo; the decoded photo and its probabilities (at the
+network's resolution) are kept for the session, so moving the threshold, opacity
+or colour only re-thresholds and re-tints, which takes milliseconds. What all
+sessions keep shares one byte budget (`demo.safeguards.KeptStore`).
 
 Uploads reach `demo.imaging.load_rgb` as the very file the user sent (EXIF
 rotation, 16-bit depth and all): the network events take the raw upload
 (`preprocess=False`) instead of letting Gradio open and convert it first, which
 would also turn a broken file into an unreadable error instead of our message.
+The raw upload's path is the client's word, so `demo.safeguards.uploaded_file`
+checks it is one of the app's uploads before anything opens it.
 """
 from __future__ import annotations
 
@@ -33,10 +36,18 @@ from demo.engine import (
     mask_stats,
     mask_to_png_array,
     overlay_mask,
+    scale_probabilities,
     threshold_probabilities,
 )
 from demo.imaging import ImageError, load_rgb
-from demo.runtimes import RUNTIME_NAMES
+from demo.runtimes import RUNTIME_NAMES, release_freed_memory
+from demo.safeguards import (
+    KeptStore,
+    limit_waiting_events_per_session,
+    start_sweeping,
+    unit_interval,
+    uploaded_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +59,21 @@ NETWORK_CONCURRENCY = 1
 # Slider moves cost milliseconds; let a few sessions redraw at once.
 REDRAW_CONCURRENCY = 4
 QUEUE_SIZE = 32
-# A session's photo and probabilities are freed this long after its last network pass.
+# One client may not fill the queue alone (a page waits on two or three requests at most).
+MAX_WAITING_PER_SESSION = 4
+# A session's photo and probabilities are freed this long after its last network pass...
 STATE_TIME_TO_LIVE_S = 30 * 60
+# ...or sooner, least recently used first, when all sessions together keep more than this
+# (about 3 bytes a pixel: 14 twelve-megapixel phone photos, or 900 street frames of 480x360).
+MAX_KEPT_BYTES = 512 * 2**20
+# After a photo this large, freed heap pages go back to the system (Pillow decodes in 16 MB
+# blocks that glibc would otherwise keep: +430 MB after six 49 MP photos, measured).
+LARGE_PHOTO_PIXELS = 4_000_000
+# Uploads and pictures unused this long are deleted, checked this often; the partial file
+# of an aborted upload goes after this long without a byte written.
+CACHE_MAX_AGE_S = 60 * 60
+CACHE_SWEEP_INTERVAL_S = 10 * 60
+PARTIAL_UPLOAD_IDLE_S = 10 * 60
 DEFAULT_OPACITY = 0.5
 # Pictures are named by their content, as Gradio names its own, salted so a name reveals nothing.
 PICTURE_NAME_SALT = secrets.token_bytes(16)
@@ -57,10 +81,15 @@ PICTURE_NAME_SALT = secrets.token_bytes(16)
 
 @dataclass(eq=False)  # arrays: compared by identity, never element-wise
 class Segmentation:
-    """What one network pass leaves for the sliders: the decoded photo and its car probabilities."""
+    """What one network pass leaves for the sliders: the decoded photo and its car probabilities
+    at the network's resolution (`scale_probabilities` brings them to the photo's size)."""
 
     rgb: np.ndarray
     probabilities: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.rgb.nbytes + self.probabilities.nbytes
 
 
 def hex_colour(rgb: tuple[int, int, int]) -> str:
@@ -69,17 +98,17 @@ def hex_colour(rgb: tuple[int, int, int]) -> str:
 
 def parse_colour(text: str | None) -> tuple[int, int, int]:
     """The colour picker's value ("#rrggbb", which its front end always sends) as an RGB triple."""
-    if text and re.fullmatch(r"#[0-9a-fA-F]{6}", text.strip()):
+    if isinstance(text, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", text.strip()):
         return tuple(int(text.strip()[i:i + 2], 16) for i in (1, 3, 5))
     return DEFAULT_OVERLAY_COLOUR
 
 
 def read_upload(upload: dict | None) -> np.ndarray:
     """The uploaded file (Gradio's raw FileData) as RGB, or a gr.Error the user can act on."""
-    if upload is None or not upload.get("path"):
-        raise gr.Error("Please upload a photo first.")
+    if upload is None:
+        raise gr.Error("Please upload a photo first.", print_exception=False)
     try:
-        return load_rgb(upload["path"])
+        return load_rgb(uploaded_file(upload))
     except ImageError as error:
         logger.info("Refused an upload: %s", error)
         raise gr.Error(str(error), print_exception=False) from error
@@ -138,7 +167,8 @@ def save_picture(pixels: np.ndarray, file_name: str) -> str:
 
 def render(segmentation: Segmentation, threshold: float, opacity: float, colour: tuple[int, int, int]):
     """Overlay (JPEG file), downloadable mask (PNG file) and coverage stats for one threshold: no network."""
-    mask = threshold_probabilities(segmentation.probabilities, float(threshold))
+    probabilities = scale_probabilities(segmentation.probabilities, segmentation.rgb.shape[:2])
+    mask = threshold_probabilities(probabilities, float(threshold))
     overlay = overlay_mask(segmentation.rgb, mask, colour=colour, opacity=float(opacity))
     return (save_picture(overlay, "overlay.jpeg"), save_picture(mask_to_png_array(mask), "car_mask.png"),
             mask_stats(mask))
@@ -150,17 +180,39 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     engine.warm_up()  # at start, not on the first user's request
     logger.info("Serving %s with %s.", bundle.source, RUNTIME_NAMES[engine.runtime])
 
-    def run_network(upload: dict | None) -> Segmentation | None:
+    kept = KeptStore(MAX_KEPT_BYTES)
+
+    def segment_photo(upload: dict | None) -> Segmentation:
+        rgb = read_upload(upload)
+        return Segmentation(rgb, engine.network_probabilities(rgb))
+
+    def after_photo(segmentation: Segmentation) -> None:
+        """Once a large photo's working memory is freed (what is kept stays), return it to the system."""
+        if segmentation.rgb.shape[0] * segmentation.rgb.shape[1] > LARGE_PHOTO_PIXELS:
+            release_freed_memory()
+
+    def run_network(upload: dict | None, kept_key: str | None) -> str | None:
+        """Segment the photo and keep the result for the sliders; the session holds only its key."""
+        kept.discard(kept_key)  # this session's previous photo
         if upload is None:  # the input was cleared
             return None
-        rgb = read_upload(upload)
-        return Segmentation(rgb, engine.predict_probabilities(rgb))
+        segmentation = segment_photo(upload)
+        key = kept.put(segmentation, segmentation.nbytes)
+        after_photo(segmentation)
+        return key
 
-    def redraw(segmentation: Segmentation | None, threshold: float, opacity: float, colour: str):
-        if segmentation is None:
+    def redraw(kept_key: str | None, threshold, opacity, colour):
+        # Raw values (preprocess=False), so that a bad one gets a message instead of a bare "Error".
+        threshold, opacity = unit_interval(threshold, "threshold"), unit_interval(opacity, "opacity")
+        if kept_key is None:
             return None, None, ""
+        segmentation = kept.get(kept_key)
+        if segmentation is None:
+            raise gr.Error("The server made room for other photos; press Find the cars to run this one again.",
+                           print_exception=False)
         overlay_path, mask_path, stats = render(segmentation, threshold, opacity, parse_colour(colour))
-        return overlay_path, mask_path, describe_coverage(stats, float(threshold))
+        after_photo(segmentation)
+        return overlay_path, mask_path, describe_coverage(stats, threshold)
 
     def segment(image: dict, threshold: float):
         """Find the cars in a photo.
@@ -168,11 +220,14 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
         Returns the photo with car pixels tinted red (JPEG), the binary car mask
         (PNG: car 255, background 0) and {"coverage_percent", "car_regions"}.
         """
-        rgb = read_upload(image)
-        segmentation = Segmentation(rgb, engine.predict_probabilities(rgb))
-        return render(segmentation, threshold, DEFAULT_OPACITY, DEFAULT_OVERLAY_COLOUR)
+        threshold = unit_interval(threshold, "threshold")
+        segmentation = segment_photo(image)
+        pictures = render(segmentation, threshold, DEFAULT_OPACITY, DEFAULT_OVERLAY_COLOUR)
+        after_photo(segmentation)
+        return pictures
 
-    with gr.Blocks(title="Car segmentation", delete_cache=(3600, 3600)) as demo:
+    # No delete_cache: start_sweeping below cleans the upload folder instead.
+    with gr.Blocks(title="Car segmentation") as demo:
         gr.Markdown(
             "# Find the cars\n"
             "Upload a street photo (or paste one, or take one with your webcam): a U-Net trained on "
@@ -211,25 +266,28 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
             label="CamVid validation frames",
         )
 
-        segmentation_state = gr.State(time_to_live=STATE_TIME_TO_LIVE_S)
+        segmentation_state = gr.State(time_to_live=STATE_TIME_TO_LIVE_S, delete_callback=kept.discard)
         slider_inputs = [segmentation_state, threshold_slider, opacity_slider, colour_picker]
         picture_outputs = [overlay_output, mask_output, coverage_text]
 
         # The network writes only the state; the picture is then drawn from the sliders'
         # values at that moment, so it always matches them, even if one moved mid-pass.
+        # Private events are only left out of the API page: anyone can still call them, so they
+        # check their inputs as /segment does.
         gr.on(
-            [image_input.change, run_button.click], run_network, inputs=[image_input],
+            [image_input.change, run_button.click], run_network, inputs=[image_input, segmentation_state],
             outputs=[segmentation_state], preprocess=False, concurrency_id="network", trigger_mode="once",
             show_progress_on=[overlay_output], api_visibility="private",
         ).success(
-            redraw, slider_inputs, picture_outputs, concurrency_id="redraw", concurrency_limit=REDRAW_CONCURRENCY,
-            show_progress="hidden", api_visibility="private",
+            redraw, slider_inputs, picture_outputs, preprocess=False, concurrency_id="redraw",
+            concurrency_limit=REDRAW_CONCURRENCY, show_progress="hidden", api_visibility="private",
         )
 
         gr.on(
             [threshold_slider.change, opacity_slider.change, colour_picker.change], redraw,
-            inputs=slider_inputs, outputs=picture_outputs, trigger_mode="always_last", concurrency_id="redraw",
-            concurrency_limit=REDRAW_CONCURRENCY, show_progress="hidden", api_visibility="private",
+            inputs=slider_inputs, outputs=picture_outputs, preprocess=False, trigger_mode="always_last",
+            concurrency_id="redraw", concurrency_limit=REDRAW_CONCURRENCY, show_progress="hidden",
+            api_visibility="private",
         )
 
         # API only (no trigger in the page): (image, threshold) -> (overlay, mask, stats).
@@ -240,4 +298,7 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
             concurrency_id="network", api_name="segment",
         )
 
-    return demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=QUEUE_SIZE)
+    limit_waiting_events_per_session(demo, MAX_WAITING_PER_SESSION)
+    start_sweeping(demo, CACHE_SWEEP_INTERVAL_S, CACHE_MAX_AGE_S, PARTIAL_UPLOAD_IDLE_S)
+    return demo

@@ -38,14 +38,14 @@ def browser():
 def app(launch_app, tiny_bundle_dir):
     """The app's URL and the list of network passes it has made (one entry per call)."""
     network_passes = []
-    predict = SegmentationEngine.predict_probabilities
+    predict = SegmentationEngine.network_probabilities
 
     def counted_predict(engine, rgb):
         network_passes.append(rgb.shape)
         return predict(engine, rgb)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SegmentationEngine, "predict_probabilities", counted_predict)
+        patch.setattr(SegmentationEngine, "network_probabilities", counted_predict)
         yield launch_app(build_demo(load_bundle(tiny_bundle_dir))), network_passes
 
 
