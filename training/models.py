@@ -25,6 +25,7 @@ class Architecture:
     fixed_input: bool  # True: fed exactly its input size (stretched); False: any size, aspect kept
     default_input_size: tuple[int, int]
     summary: str
+    pretrained_encoder: bool = False  # takes encoder_weights and freeze_encoder
 
 
 def vgg16_preprocessing(inputs):
@@ -99,14 +100,59 @@ def build_unet(input_size=(None, None), base_filters: int = 16, depth: int = 4, 
     return keras.Model(inputs, outputs, name="unet")
 
 
+ENCODER_LAYER = "encoder"  # the nested pretrained encoder of the efficientnet U-Nets
+
+
+def build_efficientnet_unet(variant: str = "lite0", input_size=(None, None), encoder_weights: str | None = "imagenet",
+                            freeze_encoder: bool = False, decoder_filters=(128, 64, 48, 32, 16),
+                            dropout: float = 0.1) -> keras.Model:
+    """A U-Net on an ImageNet-pretrained EfficientNet-Lite: skips at strides 2, 4, 8 and 16, its
+    stride-32 features as the bottleneck, then four decoder levels and one at full resolution.
+
+    Fully convolutional: any input whose sides are multiples of 32. The encoder's BatchNorm layers
+    stay in inference mode with ImageNet's statistics even when its convolutions are fine-tuned
+    (batches of a few street crops would estimate them badly).
+    """
+    from training.encoders import build_efficientnet_lite, load_imagenet_weights
+
+    inputs = keras.Input((*input_size, 3), name="image")
+    encoder = build_efficientnet_lite(variant, input_size, name=ENCODER_LAYER)
+    if encoder_weights not in (None, "none"):
+        load_imagenet_weights(encoder, variant)
+    set_encoder_trainable(encoder, not freeze_encoder)
+    *skips, x = encoder(inputs)
+    x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+    for filters, skip in zip(decoder_filters, reversed(skips)):
+        x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same")(x)
+        x = layers.Concatenate()([skip, x])
+        x = _conv_block(x, filters)
+    x = layers.Conv2DTranspose(decoder_filters[-1], 2, strides=2, padding="same")(x)  # stride 2 to full size
+    x = _conv_block(x, decoder_filters[-1])
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="car_probability", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=f"efficientnet_{variant}_unet")
+
+
+def set_encoder_trainable(encoder: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze an EfficientNet encoder's weights; its BatchNorm layers stay frozen."""
+    encoder.trainable = trainable  # recursive in Keras 3, so BatchNorm is set again after it
+    for layer in encoder.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "vgg16-unet": Architecture(build_vgg16_unet, stride=16, fixed_input=True, default_input_size=(224, 224),
-                               summary="reference U-Net, VGG16 encoder (25.9 M parameters)"),
+                               pretrained_encoder=True, summary="reference U-Net, VGG16 encoder (25.9 M parameters)"),
     "unet": Architecture(build_unet, stride=16, fixed_input=False, default_input_size=(360, 480),
                          summary="compact U-Net from scratch, 16 base filters (1.9 M parameters)"),
     "unet-separable": Architecture(lambda input_size=(None, None), **kw: build_unet(input_size, separable=True, **kw),
                                    stride=16, fixed_input=False, default_input_size=(360, 480),
                                    summary="compact U-Net with depthwise-separable convolutions"),
+    **{f"efficientnet-{variant}-unet": Architecture(
+        lambda input_size=(None, None), variant=variant, **kw: build_efficientnet_unet(variant, input_size, **kw),
+        stride=32, fixed_input=False, default_input_size=(288, 384), pretrained_encoder=True,
+        summary=f"U-Net on an ImageNet EfficientNet-{variant.capitalize()} encoder")
+       for variant in ("lite0", "lite1", "lite2")},
 }
 
 

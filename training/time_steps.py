@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     crop = args.input_size if architecture.fixed_input or not args.augment else (
         args.crop_size or default_crop_size(args.input_size, architecture.stride))
     batches = iter(make_dataset(images, masks, args.batch_size, stride=architecture.stride, training=True,
-                                augment=args.augment, crop_size=crop, seed=args.seed).repeat())
+                                augment=args.augment, crop_size=crop, seed=args.seed,
+                                photometric=args.photometric).repeat())
     steps_per_epoch = len(images) // args.batch_size
     model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
     seconds = []

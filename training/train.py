@@ -24,7 +24,7 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 
 
 NOT_RECORDED = {"verbose", "resume", "data_dir", "output_dir"}
-VGG16_ONLY = {"encoder_weights", "freeze_encoder"}
+ENCODER_ONLY = {"encoder_weights", "freeze_encoder", "frozen_epochs", "fine_tune_learning_rate"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -59,13 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "(Polyak averaging, e.g. 0.99), not the last step's")
     parser.add_argument("--loss", choices=["bce", "dice", "bce+dice"], default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
-    parser.add_argument("--encoder-weights", default="imagenet", help="vgg16-unet: imagenet, none, or a .h5 path")
-    parser.add_argument("--freeze-encoder", action="store_true", help="vgg16-unet: train the decoder only")
+    parser.add_argument("--encoder-weights", default="imagenet",
+                        help="pretrained-encoder architectures: imagenet, none, or (vgg16-unet) a .h5 path")
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="pretrained-encoder architectures: train the decoder only")
+    parser.add_argument("--frozen-epochs", type=int, default=0,
+                        help="pretrained-encoder architectures: train the decoder alone for this many epochs "
+                             "(constant --learning-rate), then everything at --fine-tune-learning-rate")
+    parser.add_argument("--fine-tune-learning-rate", type=float,
+                        help="the rate once the encoder is unfrozen, cosine-decayed over the remaining epochs "
+                             "(default: --learning-rate / 5)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on plain frames")
+    parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
+                        help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
+                             "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
     parser.add_argument("--target-class", type=int, default=8, help="CamVid class id to segment (8 = car)")
+    parser.add_argument("--keep", choices=["best", "last"], default="best",
+                        help="bundle the epoch with the best val IoU, or the last epoch (a schedule chosen "
+                             "elsewhere, e.g. by training.holdout, so that nothing is selected on val)")
     parser.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val IoU")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit", type=int, help="use only the first N frames of each split (quick trials)")
@@ -97,6 +111,12 @@ def resolve_args(args: argparse.Namespace, argv: list[str]) -> argparse.Namespac
     args.resize = args.resize or "keep_aspect"
     if any(side % architecture.stride for side in args.input_size) and architecture.fixed_input:
         raise SystemExit(f"error: --input-size must be a multiple of {architecture.stride} for {args.architecture}")
+    if (args.frozen_epochs or args.freeze_encoder) and not architecture.pretrained_encoder:
+        raise SystemExit(f"error: {args.architecture} has no pretrained encoder to freeze")
+    if args.frozen_epochs >= args.epochs:
+        raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
+    if args.fine_tune_learning_rate is None:
+        args.fine_tune_learning_rate = args.learning_rate / 5
     return args
 
 
@@ -141,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     crop_size = args.input_size if architecture.fixed_input or not args.augment else (
         args.crop_size or default_crop_size(args.input_size, architecture.stride))
     train_data = make_dataset(train_images, train_masks, args.batch_size, stride=architecture.stride,
-                              training=True, augment=args.augment, crop_size=crop_size, seed=args.seed)
+                              training=True, augment=args.augment, crop_size=crop_size, seed=args.seed,
+                              photometric=args.photometric)
     val_data = make_dataset(val_images, val_masks, args.batch_size, stride=architecture.stride)
     steps_per_epoch = args.steps_per_epoch or len(train_images) // args.batch_size
     print(f"data: {len(train_images)} train, {len(val_images)} val frames at {args.input_size[0]}x{args.input_size[1]}"
@@ -161,16 +182,30 @@ def run(args: argparse.Namespace) -> int:
     # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
     # (A resumed run starts from the averaged weights of its last checkpoint.)
     averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if args.ema else []
-    model.fit(train_data.repeat(), epochs=args.epochs, initial_epoch=state.epoch if state else 0,
-              steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
-              callbacks=[*averaging, tracker,
-                         keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)],
-              verbose=args.verbose)
+    log = keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)
+
+    def fit(model, until_epoch):
+        model.fit(train_data.repeat(), epochs=until_epoch, initial_epoch=tracker.epoch,
+                  steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
+                  callbacks=[*averaging, tracker, log], verbose=args.verbose)
+        log.append = True  # a second phase adds to the same log
+
+    if tracker.epoch < args.frozen_epochs:
+        fit(model, args.frozen_epochs)
+        if not model.stop_training:  # early stopping ends both phases
+            print(f"unfreezing the encoder after epoch {tracker.epoch}: "
+                  f"learning rate {args.fine_tune_learning_rate:g}, cosine-decayed")
+            with strategy.scope():
+                unfreeze_encoder(args, model, steps_per_epoch * (args.epochs - args.frozen_epochs))
+    if not model.stop_training and tracker.epoch < args.epochs:
+        fit(model, args.epochs)
     if tracker.best_checkpoint is None or not tracker.best_checkpoint.exists():
         print("error: no epoch completed, so there is no model to bundle.", file=sys.stderr)
         return 1
-    best = keras.saving.load_model(tracker.best_checkpoint, compile=False)
-    print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}; writing the bundle")
+    print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}")
+    kept = tracker.best_checkpoint if args.keep == "best" else run_dir / "last.keras"
+    best = keras.saving.load_model(kept, compile=False)
+    print(f"writing the bundle from the {args.keep} epoch's weights ({kept.name})")
     bundle_dir = finish_bundle(args, best, tracker, crop_size)
     print(f"bundle written to {bundle_dir}")
     return 0
@@ -202,13 +237,14 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
             # Local paths stay out: the config is published with the model.
             **{key: (str(value.name) if isinstance(value, Path) else value) for key, value in vars(args).items()
                if key not in NOT_RECORDED
-               and not (key in VGG16_ONLY and args.architecture != "vgg16-unet")},
+               and not (key in ENCODER_ONLY and not architecture.pretrained_encoder)},
             "crop_size": list(crop_size),
             "epochs_run": tracker.epoch,
             "best_epoch": tracker.best_epoch,
+            "kept_epoch": tracker.best_epoch if args.keep == "best" else tracker.epoch,
             "wall_time_s": round(tracker.wall_time_s, 1),
             "epoch_time_s_median": tracker.median_epoch_s,
-            "imagenet_weights_used": args.architecture == "vgg16-unet" and args.encoder_weights == "imagenet",
+            "imagenet_weights_used": architecture.pretrained_encoder and args.encoder_weights == "imagenet",
             # The name alone cannot tell which of several cycles a run started from; the hash can.
             **({"init_from_sha256": sha256_of(initial_weights_file(args.init_from))} if args.init_from else {}),
         },
@@ -233,23 +269,42 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
 
 
 def build_training_model(args: argparse.Namespace, total_steps: int):
-    """The architecture of `args`, initialised as asked, compiled with its loss, metrics and schedule."""
-    import keras
+    """The architecture of `args`, initialised as asked, compiled with its loss, metrics and schedule.
 
-    from training.losses import make_loss, training_metrics
+    With --frozen-epochs the encoder starts frozen and the rate stays constant (see unfreeze_encoder).
+    """
     from training.models import ARCHITECTURES, build_model
 
-    options = {"base_filters": args.base_filters} if not ARCHITECTURES[args.architecture].fixed_input else {
-        "encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder}
+    architecture = ARCHITECTURES[args.architecture]
+    options = {"encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder or args.frozen_epochs > 0} \
+        if architecture.pretrained_encoder else {"base_filters": args.base_filters}
     model = build_model(args.architecture, args.input_size, **options)
     if args.init_from:
         model.set_weights(load_initial_weights(args.init_from))
-    learning_rate = args.learning_rate if args.schedule == "constant" else \
-        keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps, alpha=0.01)
+    schedule = "constant" if args.frozen_epochs else args.schedule
+    compile_model(args, model, args.learning_rate, schedule, total_steps)
+    return model
+
+
+def unfreeze_encoder(args: argparse.Namespace, model, total_steps: int) -> None:
+    """After the frozen epochs: the encoder's weights train too (BatchNorm statistics stay), with a fresh
+    optimizer at the fine-tuning rate, so the decoder's early large steps never reach ImageNet's features."""
+    from training.models import ENCODER_LAYER, set_encoder_trainable
+
+    set_encoder_trainable(model.get_layer(ENCODER_LAYER), True)
+    compile_model(args, model, args.fine_tune_learning_rate, args.schedule, total_steps)
+
+
+def compile_model(args: argparse.Namespace, model, learning_rate: float, schedule: str, total_steps: int) -> None:
+    import keras
+
+    from training.losses import make_loss, training_metrics
+
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
     averaging = {"use_ema": True, "ema_momentum": args.ema} if args.ema else {}
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, **averaging), loss=make_loss(args.loss),
                   metrics=training_metrics())
-    return model
 
 
 def initial_weights_file(path: Path) -> Path:
