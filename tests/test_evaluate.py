@@ -103,3 +103,44 @@ def test_what_if_settings_print_a_report_and_leave_the_bundle_as_it_was(bundle_c
     config.update(input_size=[48, 64], test_time_flip=True)
     engine = SegmentationEngine(load_bundle(bundle_copy).model, config, runtime="tensorflow")
     assert printed["metrics"]["iou"] == pytest.approx(direct_iou(engine, printed["threshold"]), abs=1e-4)
+
+
+def fake_holdout_report(drive: str, ious: dict[float, float]) -> dict:
+    """What `training.evaluate` writes for a held-out run's val split: here with a chosen IoU curve."""
+    thresholds = sorted(ious)
+    return {"split": "val", "images": 5, "threshold": 0.5,
+            "metrics_at_best_threshold": {"iou": max(ious.values())},
+            "sweep": {"threshold": thresholds, "iou": [ious[t] for t in thresholds],
+                      "dice": [0.6] * len(thresholds), "precision": [0.7] * len(thresholds),
+                      "recall": [0.8] * len(thresholds)},
+            "per_image_iou": {"all": {f"{drive}_0001": 0.5, f"{drive}_0002": 0.4}}}
+
+
+def test_held_out_drives_choose_the_served_threshold_and_are_recorded(bundle_copy, tmp_path, capsys):
+    # Drive A peaks at 0.3, drive B at 0.7; averaged, 0.3 wins (0.65 against 0.6 and 0.55).
+    curves = {"0006R0": {0.3: 0.8, 0.5: 0.5, 0.7: 0.4}, "0001TP": {0.3: 0.5, 0.5: 0.6, 0.7: 0.7}}
+    holdouts = []
+    for drive, curve in curves.items():
+        folder = tmp_path / f"holdout-{drive}"
+        folder.mkdir()
+        (folder / "evaluation_val.json").write_text(json.dumps(fake_holdout_report(drive, curve)))
+        holdouts.append(str(folder))
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--held-out", *holdouts]) == 0
+    config = json.loads((bundle_copy / "config.json").read_text())
+    assert config["threshold"] == 0.3 and config["threshold_selected_on"] == "held-out drives 0001TP, 0006R0"
+    assert config["metrics"]["held_out_drives"]["0006R0"]["iou"] == 0.8
+    assert config["metrics"]["held_out_drives"]["0001TP"]["iou"] == 0.5
+    assert config["metrics"]["held_out_drives"]["0001TP"]["iou_at_own_best_threshold"] == 0.7
+    # val is recorded at the served threshold, not at its own best.
+    assert config["metrics"]["val"]["threshold"] == 0.3
+    bundle = load_bundle(bundle_copy)
+    engine = SegmentationEngine(bundle.model, bundle.config, runtime="tensorflow")
+    assert config["metrics"]["val"]["iou"] == pytest.approx(direct_iou(engine, 0.3), abs=1e-4)
+    card = (bundle_copy / "README.md").read_text()
+    assert "Results on streets it never saw" in card and "| 0006R0 | 5 | 0.8000 |" in card
+
+
+def test_held_out_needs_update_bundle(bundle_copy, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(bundle_copy), "--data-dir", str(FIXTURES), "--held-out", str(tmp_path)])
+    assert "--held-out chooses the threshold" in capsys.readouterr().err

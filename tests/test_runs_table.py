@@ -22,3 +22,15 @@ def test_a_row_reports_the_bundles_recorded_metrics_and_serving_settings(tiny_bu
     assert "EMA 0.99" in cells[1] and "served mirror-averaged" in cells[1]
     assert cells[2] == f"{config['metrics']['val']['iou']:.4f}"
     assert cells[-1].endswith(" ms") and float(cells[-1][:-3]) > 0
+
+
+def test_held_out_drive_figures_get_their_own_column():
+    from training.runs_table import held_out_text
+
+    recorded = {"metrics": {"val": {"iou": 0.9}, "held_out_drives": {"0006R0": {"iou": 0.81}, "0001TP": {"iou": 0.7}}}}
+    assert held_out_text(recorded) == "0001TP 0.7000, 0006R0 0.8100"
+    holdout_run = {"metrics": {"val": {"iou": 0.8}},
+                   "dataset": {"train_drives": ["0001TP", "0016E5"], "val_drives": ["0006R0"]}}
+    assert held_out_text(holdout_run) == "0006R0 0.8000 (its val)"
+    same_drive = {"metrics": {"val": {"iou": 0.8}}, "dataset": {"train_drives": ["0016E5"], "val_drives": ["0016E5"]}}
+    assert held_out_text(same_drive) == "-" and held_out_text({"metrics": {"val": {"iou": 0.8}}}) == "-"

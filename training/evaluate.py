@@ -97,23 +97,74 @@ def write_report_files(report: dict, engine: SegmentationEngine, args: argparse.
         write_gallery(engine, report, args.data_dir, args.bundle / f"gallery_{args.split}.png")
 
 
-def val_metrics_entry(report: dict) -> dict:
-    """What config.json records as `metrics.val`: the figures at the best threshold."""
-    return {**report["metrics_at_best_threshold"], "threshold": report["best_threshold"], "images": report["images"],
+def val_metrics_entry(report: dict, at_best: bool = True) -> dict:
+    """What config.json records as `metrics.val`: the figures at the best threshold, or at the served one."""
+    metrics, threshold = ((report["metrics_at_best_threshold"], report["best_threshold"]) if at_best
+                          else (report["metrics"], report["threshold"]))
+    return {**metrics, "threshold": threshold, "images": report["images"],
             "per_image_iou_median": round(report["per_image_iou"]["median"], 4)}
 
 
-def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict) -> None:
-    """Make the bundle serve at the best val threshold with the measured flip setting, and say so."""
+def held_out_reports(holdout_bundles: list[Path]) -> dict[str, dict]:
+    """Drive -> the evaluation a `training.holdout` run wrote of the drive it was trained without."""
+    from training.holdout import sequence_of
+
+    reports = {}
+    for bundle_dir in holdout_bundles:
+        path = Path(bundle_dir) / "evaluation_val.json"
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: evaluate that held-out run on its val split first.")
+        report = json.loads(path.read_text())
+        drives = sorted({sequence_of(stem) for stem in report["per_image_iou"]["all"]})
+        if len(drives) != 1:
+            raise BundleError(f"{path} covers drives {drives}; a held-out run's val split is one drive.")
+        reports[drives[0]] = report
+    return reports
+
+
+def held_out_threshold(reports: dict[str, dict]) -> float:
+    """The threshold with the best IoU averaged over the held-out drives (each drive counts once)."""
+    def iou_by_threshold(report):
+        return dict(zip(report["sweep"]["threshold"], report["sweep"]["iou"]))
+
+    curves = [iou_by_threshold(report) for report in reports.values()]
+    common = sorted(set.intersection(*(set(curve) for curve in curves)))
+    return max(common, key=lambda threshold: sum(curve[threshold] for curve in curves))
+
+
+def held_out_entry(report: dict, threshold: float) -> dict:
+    """A held-out drive's figures at the served threshold (and at its own best, for reference)."""
+    at = report["sweep"]["threshold"].index(threshold)
+    return {**{name: round(report["sweep"][name][at], 4) for name in ("iou", "dice", "precision", "recall")},
+            "threshold": threshold, "images": report["images"],
+            "iou_at_own_best_threshold": report["metrics_at_best_threshold"]["iou"]}
+
+
+def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict,
+                            held_out: dict[str, dict] | None = None) -> None:
+    """Make the bundle serve at the measured threshold and flip setting, and say so.
+
+    The threshold is val's best, or, given the evaluations of the same recipe trained without each
+    of some drives (`held_out`), the best over those unseen drives, with their figures recorded
+    (`metrics.held_out_drives`) and val's at that threshold: nothing is then selected on val.
+    """
     from training.bundle import update_bundle
     from training.model_card import write_model_card
     from training.plots import plot_threshold_sweep
 
-    engine.config["threshold"] = report["best_threshold"]
-    update_bundle(bundle_dir, {"threshold": report["best_threshold"], "test_time_flip": engine.test_time_flip,
-                               "metrics": {"val": val_metrics_entry(report)}}, {
+    served = held_out_threshold(held_out) if held_out else report["best_threshold"]
+    if served != report["threshold"] and held_out:
+        raise ValueError("evaluate the bundle at the held-out threshold before recording it")
+    engine.config["threshold"] = served
+    metrics = {"val": val_metrics_entry(report, at_best=not held_out)}
+    if held_out:
+        metrics["held_out_drives"] = {drive: held_out_entry(drive_report, served)
+                                      for drive, drive_report in sorted(held_out.items())}
+    update_bundle(bundle_dir, {"threshold": served, "test_time_flip": engine.test_time_flip,
+                               "threshold_selected_on": f"held-out drives {', '.join(sorted(held_out))}"
+                               if held_out else "val", "metrics": metrics}, {
         # The sweep the model card shows is the one that chose the threshold now recorded.
-        "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], report["best_threshold"], path)})
+        "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], served, path)})
     write_model_card(bundle_dir)
 
 
@@ -124,7 +175,7 @@ def summary_lines(report: dict) -> list[str]:
         f"{report['split']}: {report['images']} images, car pixels counted over the whole split",
         f"  at threshold {report['threshold']:.2f}: IoU {metrics['iou']:.4f}  Dice {metrics['dice']:.4f}  "
         f"precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}",
-        f"  best threshold {report['best_threshold']:.2f}: IoU {best['iou']:.4f}  Dice {best['dice']:.4f}  "
+        f"  best threshold on this split {report['best_threshold']:.2f}: IoU {best['iou']:.4f}  Dice {best['dice']:.4f}  "
         f"precision {best['precision']:.4f}  recall {best['recall']:.4f}",
         f"  per-image IoU: mean {per_image['mean']:.3f}  median {per_image['median']:.3f}  "
         f"10th percentile {per_image['p10']:.3f}  worst {per_image['worst'][0][0]} {per_image['worst'][0][1]:.3f}",
@@ -148,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-bundle", action="store_true",
                         help="val only: record the best threshold, these metrics and --test-time-flip in "
                              "config.json and the model card, so the app serves what was measured")
+    parser.add_argument("--held-out", nargs="+", type=Path, metavar="HOLDOUT_BUNDLE",
+                        help="with --update-bundle: bundles of the same recipe trained without one drive each "
+                             "(training.holdout); the threshold is chosen on those drives, not on val, and "
+                             "their figures are recorded")
     args = parser.parse_args(argv)
+    if args.held_out and not args.update_bundle:
+        parser.error("--held-out chooses the threshold the bundle serves: use it with --update-bundle")
     if args.update_bundle and (args.split != "val" or args.limit):
         parser.error("--update-bundle needs the whole val split: the threshold is selected on val only")
     if args.update_bundle and args.input_size:
@@ -162,12 +219,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise BundleError(f"{args.bundle} holds a fixed-size model: it takes only "
                                   f"{bundle.config['input_size'][0]}x{bundle.config['input_size'][1]}.")
             bundle.config["input_size"] = list(args.input_size)
+        held_out = held_out_reports(args.held_out) if args.held_out else None
+        if held_out:
+            bundle.config["threshold"] = held_out_threshold(held_out)
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
         report.update(bundle=str(args.bundle), test_time_flip=engine.test_time_flip,
                       input_size=engine.config["input_size"])
         if args.update_bundle:
-            record_serving_settings(args.bundle, engine, report)
+            record_serving_settings(args.bundle, engine, report, held_out)
         # Files in the bundle describe the bundle as it serves; a what-if run only prints.
         if args.update_bundle or not (args.test_time_flip or args.input_size):
             write_report_files(report, engine, args)

@@ -18,7 +18,16 @@ Binary semantic segmentation of **{{ class_name }}s** in street photos: for ever
 probability that it belongs to a {{ class_name }}. A `{{ architecture }}` Keras model{{ size_text }}
 trained on CamVid. Served by the car-segmentation Gradio app; this folder is a complete *model bundle*.
 
-## Results on CamVid val ({{ val_images }} frames, pixel counts summed over the split)
+{% if held_out %}## Results on streets it never saw
+
+The same recipe trained without one CamVid drive, then measured on that drive (`training.holdout`):
+what to expect on a photo of a new street. The threshold ({{ threshold }}) was chosen on these drives.
+
+| held-out drive | frames | IoU | Dice | precision | recall |
+|---|---|---|---|---|---|
+{% for drive, m in held_out %}| {{ drive }} | {{ m.images }} | {{ "%.4f"|format(m.iou) }} | {{ "%.4f"|format(m.dice) }} | {{ "%.4f"|format(m.precision) }} | {{ "%.4f"|format(m.recall) }} |
+{% endfor %}
+{% endif %}## Results on CamVid val ({{ val_images }} frames, pixel counts summed over the split)
 
 | metric | value |
 |---|---|
@@ -77,6 +86,13 @@ research use (CC BY-NC 4.0 as stated by its distributors).
 """
 
 
+def measured_splits(metrics: dict) -> list[tuple[str, dict]]:
+    """(split name, metrics) for val and for each held-out drive (a recipe trained without it)."""
+    held_out = metrics.get("held_out_drives", {})
+    return [(split, values) for split, values in metrics.items() if split != "held_out_drives"] + [
+        (f"{drive} (drive held out of training)", values) for drive, values in sorted(held_out.items())]
+
+
 def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
     """A ModelCard with Hub metadata (model-index from the recorded metrics) and prose.
 
@@ -88,7 +104,7 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         EvalResult(task_type="image-segmentation", task_name=f"{class_name} segmentation", dataset_type="camvid",
                    dataset_name="CamVid (SegNet layout)", dataset_split=split, metric_type=metric,
                    metric_name=f"{class_name} {metric}", metric_value=float(metrics[metric]))
-        for split, metrics in config.get("metrics", {}).items()
+        for split, metrics in measured_splits(config.get("metrics", {}))
         for metric in ("iou", "dice", "precision", "recall") if metric in metrics
     ]
     card_data = ModelCardData(
@@ -118,7 +134,10 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         + ("It continued from the weights of an earlier run of this project (`--init-from`), with a new "
            "learning-rate cycle. " if training.get("init_from") else "")
         + ("Encoder initialised from ImageNet." if imagenet else "No pretrained (ImageNet) weights.")
-        + " The checkpoint with the best val IoU was kept; its threshold is the best one on val."
+        + (" The last epoch was kept (a schedule fixed in advance, not picked on val)"
+           if training.get("keep") == "last" else " The checkpoint with the best val IoU was kept")
+        + (f"; its threshold was chosen on {config['threshold_selected_on']}."
+           if config.get("threshold_selected_on", "val") != "val" else "; its threshold is the best one on val.")
     )
     feeding_text = (
         f"Feed it images resized to exactly {config['input_size'][0]}x{config['input_size'][1]}."
@@ -134,6 +153,7 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         architecture=config["architecture"], size_text=size_text, val_images=val.get("images", "?"),
         metrics=metric_rows, training_text=training_text, feeding_text=feeding_text,
         threshold=config["threshold"], repo_id=repo_id,
+        held_out=sorted(config.get("metrics", {}).get("held_out_drives", {}).items()),
     )
 
 

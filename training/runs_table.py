@@ -3,7 +3,9 @@
     python -m training.runs_table runs/*/bundle [--image demo/examples/0016E5_08017.png]
 
 One row per bundle: val IoU, Dice, precision and recall at its best threshold
-(as `training.train` measured them through the serving engine), parameters,
+(as `training.train` measured them through the serving engine), the IoU on drives
+the recipe never trained on (a `training.holdout` run's own val, or the held-out
+figures `training.evaluate --held-out` recorded), parameters,
 GFLOPs per image, median epoch time, and the median time of one full inference
 of a 480x360 photo through the engine, measured now, on this machine.
 """
@@ -31,6 +33,18 @@ def inference_ms(engine: SegmentationEngine, image, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def held_out_text(config: dict) -> str:
+    """IoU on drives the recipe never trained on, each named, or '-' when none was measured."""
+    recorded = config.get("metrics", {}).get("held_out_drives")
+    if recorded:
+        return ", ".join(f"{drive} {values['iou']:.4f}" for drive, values in sorted(recorded.items()))
+    dataset = config.get("dataset", {})
+    val_drives, train_drives = dataset.get("val_drives"), dataset.get("train_drives", [])
+    if val_drives and not set(val_drives) & set(train_drives):
+        return f"{', '.join(val_drives)} {config['metrics']['val']['iou']:.4f} (its val)"
+    return "-"
+
+
 def table_row(bundle_dir: Path, image, repeats: int) -> str:
     bundle = load_bundle(bundle_dir)
     config, training = bundle.config, bundle.config.get("training", {})
@@ -41,7 +55,7 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
               + (f", EMA {training['ema']}" if training.get("ema") else "")
               + (", served mirror-averaged" if config.get("test_time_flip") else ""))
     scores = " | ".join(f"{val[name]:.4f}" if name in val else "-" for name in ("iou", "dice", "precision", "recall"))
-    return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {val.get('threshold', config['threshold']):.2f} | "
+    return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {held_out_text(config)} | {val.get('threshold', config['threshold']):.2f} | "
             f"{config.get('parameters', 0) / 1e6:.2f} M | "
             f"{config.get('gflops_per_image', float('nan')):.1f} | {training.get('epoch_time_s_median')} s | "
             f"{inference_ms(SegmentationEngine(bundle.model, config), image, repeats):.0f} ms |")
@@ -54,9 +68,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     image = load_rgb(args.image)
-    print("| run | recipe | val IoU | Dice | precision | recall | best threshold | params | GFLOPs/image "
-          "| epoch time | inference 480x360 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | recipe | val IoU | Dice | precision | recall | held-out drive IoU | best threshold | params "
+          "| GFLOPs/image | epoch time | inference 480x360 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for bundle_dir in args.bundles:
         print(table_row(bundle_dir, image, args.repeats), flush=True)
 
