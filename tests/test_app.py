@@ -11,7 +11,16 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from conftest import running_app_py
-from demo.ui import EXAMPLES_DIR, build_demo, describe_model, parse_colour
+from demo.ui import (
+    CAR_COLOUR,
+    EXAMPLES,
+    EXAMPLES_DIR,
+    build_demo,
+    describe_model,
+    draw_cars,
+    example_label,
+    parse_colour,
+)
 
 CAMVID_EXAMPLE = sorted(EXAMPLES_DIR.glob("*.png"))[0]
 
@@ -95,33 +104,84 @@ def test_the_server_refuses_uploads_over_the_size_limit(client, tmp_path):
     assert response.status_code == 413
 
 
-def test_page_names_the_served_model_and_shows_its_notice(tiny_bundle):
+def test_page_opens_on_a_worked_example_and_says_what_the_model_is_in_about_the_model(tiny_bundle):
     tiny_bundle.notice = "The configured model could not be loaded, so the default model is served."
     try:
         config = build_demo(tiny_bundle).get_config_file()
     finally:
         tiny_bundle.notice = ""
+    props = {component["props"].get("elem_id"): component["props"] for component in config["components"]}
     texts = [component["props"].get("value") or "" for component in config["components"]
              if component["type"] == "markdown"]
-    assert any(tiny_bundle.source in text and "car IoU 0.500" in text and "runs on LiteRT" in text for text in texts)
+    assert props["coverage"]["value"].startswith(f"Example: {EXAMPLES[0].scene}")
+    assert "At threshold 0.50" in props["coverage"]["value"]
+    assert props["result"]["value"] is not None and props["mask"]["value"] is not None
+    assert props["threshold"]["info"].startswith("Lower finds more cars and more false alarms")
+    about = next(text for text in texts if text.startswith("**What it is.**"))
+    assert tiny_bundle.source in about and "validation frames: **0.50**" in about and "LiteRT" in about
+    assert "no drive held out of training was measured" in about
     assert any("Warning" in text and "could not be loaded" in text for text in texts)
 
 
-def test_model_line_without_metrics_or_with_a_hub_revision(tiny_bundle):
+def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny_bundle):
+    config = tiny_bundle.config
+    saved = dict(config), dict(config["metrics"])
+    config["metrics"]["held_out_drives"] = {"0006R0": {"iou": 0.6512, "images": 101},
+                                            "0001TP": {"iou": 0.5873, "images": 62}}
+    config["threshold_selected_on"] = "train"
     tiny_bundle.revision = "0123456789abcdef0123"
-    line = describe_model(tiny_bundle)
-    tiny_bundle.revision = None
-    assert "revision `0123456789ab`" in line and "car IoU 0.500" in line
+    try:
+        about = describe_model(tiny_bundle, "tensorflow")
+        labels = [example_label(example, tiny_bundle) for example in EXAMPLES]
+    finally:
+        tiny_bundle.revision = None
+        config.clear(), config.update(saved[0])
+        config["metrics"] = saved[1]
+    assert "- validation frames: **0.50**" in about
+    assert "- drive 0006R0, held out of training: **0.65** (101 frames)" in about
+    assert "- drive 0001TP, held out of training: **0.59** (62 frames)" in about
+    assert "no drive held out" not in about
+    assert "is the best on the training frames" in about
+    assert "revision `0123456789ab`" in about and "TensorFlow" in about
+    assert f"SHA-256 `{config['model_sha256'][:12]}`" in about
+    assert labels == ["Supermarket car park (drive 0006R0: new to this model)",
+                      "Shopping street (drive 0001TP: new to this model)",
+                      "Red bus among cars (drive 0016E5: trained on)",
+                      "Parked Mini (drive 0016E5: validation, not trained on)"]
 
+
+def test_about_the_model_without_metrics(tiny_bundle):
     metrics = tiny_bundle.config.pop("metrics")
     try:
-        assert "no validation IoU recorded" in describe_model(tiny_bundle)
+        about = describe_model(tiny_bundle)
     finally:
         tiny_bundle.config["metrics"] = metrics
+    assert "validation frames: not measured" in about and "no drive held out of training was measured" in about
+
+
+def test_the_examples_are_camvid_frames_from_three_drives():
+    for example in EXAMPLES:
+        assert Image.open(EXAMPLES_DIR / example.file).size == (480, 360), example.file
+    assert {example.drive for example in EXAMPLES} == {"0006R0", "0001TP", "0016E5"}
+    assert [example.split for example in EXAMPLES].count("val") == 1
+
+
+def test_cars_are_outlined_in_full_colour_so_a_red_car_shows_as_well_as_any():
+    red_car = np.full((360, 480, 3), (200, 30, 30), np.uint8)
+    mask = np.zeros((360, 480), bool)
+    mask[100:200, 100:300] = True
+
+    drawn = draw_cars(red_car, mask, CAR_COLOUR, opacity=0.0)
+
+    assert (drawn[100, 150] == CAR_COLOUR).all() and (drawn[101, 299] == CAR_COLOUR).all(), "a 2 px outline"
+    assert (drawn[102, 150] == red_car[0, 0]).all() and (drawn[150, 200] == red_car[0, 0]).all(), "inside, opacity 0"
+    assert (drawn[99, 150] == red_car[0, 0]).all() and (drawn[50, 50] == red_car[0, 0]).all(), "outside"
+    tinted = draw_cars(red_car, mask, CAR_COLOUR, opacity=0.4)[150, 200].astype(int)
+    assert np.abs(tinted - red_car[0, 0]).max() > 80, "the magenta fill changes a red car visibly"
 
 
 @pytest.mark.parametrize("value, rgb", [("#0c2238", (12, 34, 56)), ("#FFFFFF", (255, 255, 255)),
-                                        ("", (255, 40, 40)), (None, (255, 40, 40)), ("red", (255, 40, 40))])
+                                        ("", CAR_COLOUR), (None, CAR_COLOUR), ("red", CAR_COLOUR)])
 def test_colour_picker_values_are_parsed(value, rgb):
     assert parse_colour(value) == rgb
 

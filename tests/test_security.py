@@ -176,8 +176,8 @@ def test_memory_after_many_sessions_of_oversized_photos_stays_within_the_kept_bu
         after = resident_memory(psutil.Process(server.pid))
 
         slider = [None, 0.5, 0.5, "#ff2828"]
-        latest = run_event(url, events["redraw_1"], slider, f"big-{OVERSIZED_SESSIONS - 1}")
-        evicted = run_event(url, events["redraw_1"], slider, "big-0")
+        latest = run_event(url, events["redraw"], slider, f"big-{OVERSIZED_SESSIONS - 1}")
+        evicted = run_event(url, events["redraw"], slider, "big-0")
 
         strip = upload(url, png(tmp_path, 1, 65_500))
         started = time.monotonic()
@@ -192,7 +192,7 @@ def test_memory_after_many_sessions_of_oversized_photos_stays_within_the_kept_bu
     unbounded = OVERSIZED_SESSIONS * OVERSIZED_SIDE**2 * 3
     assert after - before < MAX_KEPT_BYTES + 256 * MEBIBYTE < unbounded
     assert latest.get("error") is None and "At threshold 0.50" in latest["data"][2]
-    assert evicted["error"] == "The server made room for other photos; press Find the cars to run this one again."
+    assert evicted["error"] == "The server made room for other photos; please upload this one again."
     assert refused["error"] == ("The image is 65500x1 pixels; its long side may be at most 20 times its short side. "
                                 "Please crop it to a less elongated picture.")
     assert strip_seconds < 5
@@ -305,7 +305,7 @@ def test_the_hidden_slider_event_checks_threshold_and_opacity(app_url):
                      session).get("error") is None
 
     def redraw(threshold, opacity) -> dict:
-        return run_event(app_url, events["redraw_1"], [None, threshold, opacity, "#ff2828"], session)
+        return run_event(app_url, events["redraw"], [None, threshold, opacity, "#ff2828"], session)
 
     assert redraw("abc", 0.5)["error"] == 'The threshold must be a number from 0 to 1; got "abc".'
     assert redraw(0.5, float("nan"))["error"] == "The opacity must be a number from 0 to 1; got NaN."
@@ -313,3 +313,16 @@ def test_the_hidden_slider_event_checks_threshold_and_opacity(app_url):
     for threshold in (0, 1, 0.25):
         drawn = redraw(threshold, 1)
         assert drawn.get("error") is None and f"At threshold {threshold:.2f}" in drawn["data"][2]
+
+
+def test_the_hidden_example_event_checks_which_example_and_the_sliders(app_url):
+    show_example = event_ids(app_url)["show_example"]
+
+    def choose(index, threshold=0.5) -> dict:
+        return run_event(app_url, show_example, [index, None, threshold, 0.5, "#ff00ff"], "examples")
+
+    for index in (-1, len(ui.EXAMPLES), "0", 0.0, True, None, [0]):
+        assert choose(index)["error"] == "There is no such example.", index
+    assert choose(0, "abc")["error"] == 'The threshold must be a number from 0 to 1; got "abc".'
+    chosen = choose(len(ui.EXAMPLES) - 1)
+    assert chosen.get("error") is None and chosen["data"][3].startswith(f"Example: {ui.EXAMPLES[-1].scene}")
