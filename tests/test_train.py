@@ -181,3 +181,31 @@ sys.exit(train.main({["--data-dir", str(camvid_dir), "--output-dir", str(tmp_pat
     assert "strategy: MirroredStrategy, 2 replicas on /job:localhost/replica:0/task:0/device:CPU:0, " \
            "/job:localhost/replica:0/task:0/device:CPU:1" in result.stdout
     verify_bundle(tmp_path / "bundle")
+
+
+def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epoch(camvid_dir, tmp_path):
+    import keras
+
+    from training.models import ENCODER_LAYER
+
+    arguments = ["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), "--architecture",
+                 "efficientnet-lite0-unet", "--encoder-weights", "none", "--input-size", "64x96", "--batch-size", "2",
+                 "--limit", "2", "--verbose", "0", "--epochs", "2", "--frozen-epochs", "1", "--keep", "last",
+                 "--photometric", "strong"]
+    assert train.main(arguments) == 0
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras", compile=False)
+    encoder = last.get_layer(ENCODER_LAYER)
+    assert encoder.get_layer("block0_depthwise_conv").trainable  # unfrozen for the second epoch
+    assert not encoder.get_layer("block0_depthwise_bn").trainable  # its statistics never train
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]
+    assert config["frozen_epochs"] == 1 and config["photometric"] == "strong" and config["keep"] == "last"
+    assert config["kept_epoch"] == 2 and config["epochs_run"] == 2
+    # The bundle holds the last epoch's weights, whichever epoch validated best.
+    bundled = load_bundle(tmp_path / "bundle").model
+    for kept, shipped in zip(last.get_weights(), bundled.get_weights()):
+        np.testing.assert_array_equal(kept, shipped)
+
+
+def test_frozen_epochs_need_a_pretrained_encoder(camvid_dir, tmp_path):
+    with pytest.raises(SystemExit, match="no pretrained encoder"):
+        run_training(camvid_dir, tmp_path, "--epochs", "2", "--frozen-epochs", "1")

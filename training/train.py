@@ -230,7 +230,9 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
         "target_class": {"id": args.target_class, "name": CAMVID_CLASSES[args.target_class]},
         "threshold": 0.5,
         "test_time_flip": args.test_time_flip,
-        "dataset": {"name": "CamVid (SegNet layout)", "train_split": "train", "selection_split": "val"},
+        "dataset": {"name": "CamVid (SegNet layout)", "train_split": "train", "selection_split": "val",
+                    # Which drives each split holds: val on a drive training never saw is a held-out figure.
+                    **{f"{split}_drives": split_drives(args.data_dir, split) for split in ("train", "val")}},
         "parameters": model.count_params(),
         "gflops_per_image": round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
         "training": {
@@ -266,6 +268,14 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     })
     record_serving_settings(bundle_dir, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
+
+
+def split_drives(data_dir: Path, split: str) -> list[str]:
+    """The CamVid drives (file-name prefixes) a split's frames come from."""
+    from training.data import find_pairs
+    from training.holdout import sequence_of
+
+    return sorted({sequence_of(pair.stem) for pair in find_pairs(data_dir, split)})
 
 
 def build_training_model(args: argparse.Namespace, total_steps: int):
