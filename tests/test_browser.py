@@ -129,6 +129,8 @@ def give_photo(page, how: str, photo: Path) -> None:
     elif how == "webcam":
         photo_box.get_by_role("button", name="Capture from camera").click()
         photo_box.get_by_text("Click to Access Webcam").click()
+        # A capture before the camera's first frame takes nothing (the page checks the video's size).
+        page.wait_for_function("() => document.querySelector('#photo video')?.videoWidth > 0")
         photo_box.get_by_role("button", name="capture photo").click()
     else:
         raise ValueError(how)
