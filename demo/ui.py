@@ -157,9 +157,11 @@ def read_upload(upload: dict | None) -> np.ndarray:
 
 
 def example_label(example: Example, bundle: Bundle) -> str:
-    """The example's scene and whether the served model was trained on it, as far as its bundle says."""
+    """The example's scene and whether the served model was trained on it, as far as its bundle says
+    (the drives it held out of training, or the drives its training split held)."""
     held_out = bundle.config.get("metrics", {}).get("held_out_drives", {})
-    if example.drive in held_out:
+    train_drives = bundle.config.get("dataset", {}).get("train_drives")
+    if example.drive in held_out or (train_drives is not None and example.drive not in train_drives):
         seen = "new to this model"
     elif example.split == "val":
         seen = "validation, not trained on"
@@ -219,7 +221,11 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     held_out = metrics.get("held_out_drives") or {}
     scores += [f"- drive {drive}, held out of training: **{score['iou']:.2f}**"
                + (f" ({score['images']} frames)" if score.get("images") else "") for drive, score in held_out.items()]
-    if not held_out:
+    dataset = config.get("dataset", {})
+    val_drives, train_drives = dataset.get("val_drives"), dataset.get("train_drives")
+    if val_drives is not None and train_drives is not None and not set(val_drives) & set(train_drives):
+        scores.append(f"- the validation frames come from drives training never saw ({', '.join(val_drives)}).")
+    elif not held_out:
         scores.append("- no drive held out of training was measured; the validation frames come from a drive "
                       "whose other frames were trained on, so expect less on photos from elsewhere.")
     quality = ("**How well it does**, scored by overlap (IoU: of the pixels that the model or people marked as "

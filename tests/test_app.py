@@ -150,6 +150,20 @@ def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny
                       "Parked Mini (drive 0016E5: validation, not trained on)"]
 
 
+def test_a_bundle_that_records_its_splits_drives_says_which_examples_and_val_drives_are_new(tiny_bundle):
+    dataset = tiny_bundle.config["dataset"]
+    dataset.update(train_drives=["0006R0", "0016E5"], val_drives=["0001TP"])
+    try:
+        about = describe_model(tiny_bundle)
+        labels = [example_label(example, tiny_bundle) for example in EXAMPLES]
+    finally:
+        del dataset["train_drives"], dataset["val_drives"]
+    assert "- the validation frames come from drives training never saw (0001TP)." in about
+    assert "no drive held out" not in about
+    assert [label.split(": ")[-1] for label in labels] == ["trained on)", "new to this model)", "trained on)",
+                                                          "validation, not trained on)"]
+
+
 def test_about_the_model_without_metrics(tiny_bundle):
     metrics = tiny_bundle.config.pop("metrics")
     try:
