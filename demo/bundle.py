@@ -1,9 +1,12 @@
 """Model bundles: the one contract between training and serving (see DESIGN.md).
 
 A bundle is a folder with `model.keras`, `config.json` (which carries the SHA-256
-of model.keras), a model card and plots. This module finds one (a local folder,
-a Hugging Face Hub repo at a pinned revision, or the default shipped with the
-app), checks its hash and loads it with Keras' safe mode on.
+of model.keras), a model card and plots, and usually the serving graphs converted from
+model.keras (`config["serving_graphs"]`, written by `training.export_graphs`). This module
+finds one (a local folder, a Hugging Face Hub repo at a pinned revision, or the default
+shipped with the app) and checks its hashes. It serves the carried graphs, which needs
+neither TensorFlow nor Keras; a bundle without them, or whose graphs fail a check, is served
+the older way, its model.keras loaded with Keras' safe mode on and converted, and the log says so.
 """
 from __future__ import annotations
 
@@ -25,18 +28,25 @@ REQUIRED_CONFIG_KEYS = ("schema_version", "architecture", "input_size", "resize"
 # The trained model that ships with the app, served when nothing else is configured.
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "default_model"
 # Only what serving needs is downloaded from the Hub.
-HUB_PATTERNS = [MODEL_FILE, CONFIG_FILE, CARD_FILE, "*.png", "*.json"]
+HUB_PATTERNS = [MODEL_FILE, CONFIG_FILE, CARD_FILE, "*.png", "*.json", "*.tflite"]
+# config.json's record of the carried graphs: {"model_sha256": the model.keras they were converted
+# from, "files": {name: {"input_shape": [1, H, W, 3] (null: any), "sha256": ...}}, ...}.
+GRAPHS_KEY = "serving_graphs"
 
 
 class BundleError(RuntimeError):
     """A bundle that cannot be served; the message says what failed and where."""
 
 
+class GraphError(BundleError):
+    """Carried graphs that cannot be served (the bundle's model.keras still can be)."""
+
+
 @dataclass
 class Bundle:
     path: Path
     config: dict
-    model: object
+    model: object  # the network: a Keras model, or the carried graphs (demo.runtimes.CarriedGraphs)
     source: str  # for people: where it came from ("local folder ...", "hub org/name@rev")
     notice: str = ""  # set when this is a fallback the user should know about
     revision: str | None = None
@@ -91,24 +101,134 @@ def verify_bundle(bundle_dir: Path) -> dict:
     return config
 
 
-def load_bundle(bundle_dir: Path, source: str | None = None) -> Bundle:
-    """Verify, then load the model with Keras' safe mode (no arbitrary code from the file)."""
-    import keras
+def load_bundle(bundle_dir: Path, source: str | None = None, runtime: str | None = None) -> Bundle:
+    """Verify the bundle, then load its network for `runtime` (default: MODEL_RUNTIME, else LiteRT int8).
+
+    LiteRT int8 serves the graphs the bundle carries; without them (or when they fail a check) and
+    for the other runtimes, model.keras is loaded with Keras' safe mode (no arbitrary code from the file).
+    """
+    from demo.runtimes import LITERT, chosen_runtime
 
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
+    network = carried_graphs(bundle_dir, config) if chosen_runtime(runtime) == LITERT else None
+    return Bundle(path=bundle_dir, config=config, model=network or load_keras_model(bundle_dir),
+                  source=source or f"local folder {bundle_dir}")
+
+
+def carried_graphs(bundle_dir: Path, config: dict):
+    """The bundle's graphs, loaded (`load_graphs`), or None with the reason in the log: the caller
+    then loads model.keras with Keras and converts it, as for a bundle without graphs."""
+    if GRAPHS_KEY not in config:
+        logger.warning("%s carries no serving graphs (an older bundle, or one made elsewhere): loading its "
+                       "model.keras with Keras and converting it (seconds, and TensorFlow's memory). "
+                       "`python -m training.export_graphs %s` adds them.", bundle_dir, bundle_dir)
+        return None
     try:
-        model = keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)
+        return load_graphs(bundle_dir, config)
+    except GraphError as error:
+        logger.warning("Refused the serving graphs %s carries: %s Loading its model.keras with Keras and "
+                       "converting it instead.", bundle_dir, error)
+        return None
+
+
+def load_keras_model(bundle_dir: Path):
+    """The bundle's model.keras, loaded with Keras' safe mode (call verify_bundle first)."""
+    import keras
+
+    model_path = Path(bundle_dir) / MODEL_FILE
+    try:
+        return keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except ValueError as error:
         if "safe_mode" in str(error) or "Lambda" in str(error):
             raise BundleError(
-                f"Refused to load {bundle_dir / MODEL_FILE}: it contains code (a Lambda layer), "
+                f"Refused to load {model_path}: it contains code (a Lambda layer), "
                 "which safe mode does not run. Rebuild the model from standard layers."
             ) from error
-        raise BundleError(f"Keras could not load {bundle_dir / MODEL_FILE}: {error}") from error
+        raise BundleError(f"Keras could not load {model_path}: {error}") from error
     except Exception as error:  # a damaged zip, an unknown layer class, ...
-        raise BundleError(f"Keras could not load {bundle_dir / MODEL_FILE}: {error}") from error
-    return Bundle(path=bundle_dir, config=config, model=model, source=source or f"local folder {bundle_dir}")
+        raise BundleError(f"Keras could not load {model_path}: {error}") from error
+
+
+def graph_shapes(config: dict) -> list[tuple | None]:
+    """The input shapes a bundle's graphs must cover: the canonical one (the training frames'),
+    and None (any height and width) unless the model takes only that one."""
+    from demo.engine import canonical_input_shape
+
+    return [canonical_input_shape(config)] + ([] if config["resize"] == "stretch" else [None])
+
+
+def verify_graphs(bundle_dir: Path, config: dict) -> dict[tuple | None, bytes]:
+    """The carried graphs' bytes by input shape, once each matches config.json; GraphError saying what does not.
+
+    Checked: the record names this very model.keras, every shape the engine needs has a file, each
+    file has its recorded SHA-256, is a LiteRT graph, and records inside itself that it was
+    converted from this model.keras for that shape (so a graph of another model is refused even
+    when its record was edited to match).
+    """
+    from demo.runtimes import graph_source
+
+    record = config.get(GRAPHS_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise GraphError(f"{CONFIG_FILE} has no readable `{GRAPHS_KEY}` record.")
+    if record.get("model_sha256") != config["model_sha256"]:
+        raise GraphError(f"they were converted from another model.keras (SHA-256 "
+                         f"{str(record.get('model_sha256'))[:12]}..., this one is {config['model_sha256'][:12]}...).")
+    by_shape = {}
+    for name, entry in record["files"].items():
+        path = Path(bundle_dir) / name
+        if Path(name).name != name or not path.is_file():
+            raise GraphError(f"{name} is missing from the bundle.")
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != entry.get("sha256"):
+            raise GraphError(f"{name} does not match its {CONFIG_FILE} (SHA-256 {actual[:12]}..., expected "
+                             f"{str(entry.get('sha256'))[:12]}...): the file is corrupted, truncated or was replaced.")
+        try:
+            origin = graph_source(data)
+        except Exception as error:  # truncated or not a flatbuffer at all
+            raise GraphError(f"{name} is not a readable LiteRT graph ({error}).") from error
+        expected = {"model_sha256": config["model_sha256"], "input_shape": entry.get("input_shape")}
+        if origin != expected:
+            raise GraphError(f"{name} was converted from another model or for another input: it records "
+                             f"{origin}, not {expected}.")
+        by_shape[tuple(entry["input_shape"]) if entry.get("input_shape") else None] = data
+    missing = [shape or "any shape" for shape in graph_shapes(config) if shape not in by_shape]
+    if missing:
+        raise GraphError(f"no graph for input {', '.join(map(str, missing))}.")
+    return by_shape
+
+
+def load_graphs(bundle_dir: Path, config: dict):
+    """The carried graphs, verified, loaded into LiteRT and each run once (demo.runtimes.CarriedGraphs).
+
+    The run proves a graph loads and answers with probabilities, and packs its weights now rather
+    than at a visitor's photo. GraphError if any check fails.
+    """
+    import numpy as np
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from demo.runtimes import CarriedGraphs, run_interpreter, usable_cores
+
+    interpreters = {}
+    for shape, data in verify_graphs(bundle_dir, config).items():
+        # Planned at its shape; the any-shape graph at the canonical shape turned on its side.
+        planned = shape or (1, *graph_shapes(config)[0][2:0:-1], 3)
+        try:
+            interpreter = Interpreter(model_content=data, num_threads=usable_cores())
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], planned, strict=False)
+            interpreter.allocate_tensors()
+            answer = run_interpreter(interpreter, np.zeros(planned, np.float32))
+        except Exception as error:
+            raise GraphError(f"LiteRT could not run the graph for {shape or 'any shape'}: {error}") from error
+        if answer.shape != (*planned[:3], 1) or not np.all((answer >= 0) & (answer <= 1)):
+            raise GraphError(f"the graph for {shape or 'any shape'} did not answer a {planned} input with "
+                             f"probabilities of its size (shape {answer.shape}, values {answer.min()}..{answer.max()}).")
+        interpreters[shape] = interpreter
+    logger.info("Serving the LiteRT graphs %s carries (int8 weights; SHA-256 checked): %s.", bundle_dir,
+                ", ".join(sorted(config[GRAPHS_KEY]["files"])))
+    return CarriedGraphs(interpreters, keras_model=lambda: load_keras_model(bundle_dir))
 
 
 def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:

@@ -72,8 +72,9 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
 
 @dataclass
 class SegmentationEngine:
-    """A loaded Keras model and its bundle config, ready to segment photos of any size.
+    """A bundle's network and config, ready to segment photos of any size.
 
+    `model`: the bundle's network (`Bundle.model`: its carried LiteRT graphs, or a Keras model).
     `runtime`: "litert", "litert-float32" or "tensorflow" (see demo/runtimes.py; default MODEL_RUNTIME,
     else "litert").
     After construction it names the runtime actually serving, which is TensorFlow if LiteRT failed.

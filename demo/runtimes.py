@@ -1,14 +1,19 @@
-"""The network's forward pass on the CPU: TensorFlow, or the same graph converted for LiteRT.
+"""The network's forward pass on the CPU: LiteRT graphs with int8 weights, or TensorFlow.
 
 BENCHMARKS.md (section 4) measures every runtime on the default model through the engine:
 LiteRT with int8 weights (dynamic-range quantisation: activations stay float32; XNNPACK
 kernels, batch norm folded into the convolutions) keeps TensorFlow's validation IoU within
-0.0001 and is the fastest that does, so the app serves it. The Keras model stays the source of
-truth: the LiteRT graph is converted from it when the engine starts (a second or two), never
-shipped separately, so it cannot drift from the verified model.keras.
+0.0001 and is the fastest that does, so the app serves it.
 
-MODEL_RUNTIME chooses ("litert", "litert-float32" or "tensorflow"); if LiteRT cannot be used,
-the engine says why in the log and serves TensorFlow.
+Where the LiteRT graphs come from:
+- `CarriedGraphs`: the graphs a bundle carries (written by `training.export_graphs` from its
+  model.keras, checked by `demo.bundle.load_graphs`). Serving them imports neither TensorFlow
+  nor Keras: the app starts in seconds and holds a fraction of the memory.
+- `ConvertedGraphs`: converted from the Keras model by TensorFlow, the path for bundles that
+  carry no graphs (older ones, a user's own) or whose graphs fail their checks.
+
+MODEL_RUNTIME chooses ("litert", "litert-float32" or "tensorflow"); the last two always run the
+Keras model. If LiteRT cannot be used, the engine says why in the log and serves TensorFlow.
 """
 from __future__ import annotations
 
@@ -75,32 +80,21 @@ def tflite_flatbuffer(model, input_shape=(1, None, None, 3), quantize: bool = Fa
 class LiteRTForward:
     """The network in LiteRT, for photos of every shape.
 
-    Most photos (4:3 street scenes) reach the network at one shape, the training frames': for it
-    the graph is converted with that fixed shape, which XNNPACK runs fastest (BENCHMARKS.md,
-    section 4: dynamic dims cost about 12%). The first photo of another shape converts a second
-    graph with dynamic height and width (about a second, once), which re-plans its tensors when
-    the shape changes. Not thread-safe inside: one pass at a time.
+    Most photos (4:3 street scenes) reach the network at one shape, the training frames': a graph
+    fixed to that shape runs fastest in XNNPACK (BENCHMARKS.md, section 4: dynamic dims cost about
+    12%). Photos of other shapes take a graph with dynamic height and width, whose tensors are
+    re-planned (milliseconds) when the shape changes. `graphs` supplies both (`CarriedGraphs` or
+    `ConvertedGraphs`); a shape no graph can take is run by TensorFlow. One pass at a time per
+    `graphs` (its lock), however many engines share them.
     """
 
-    def __init__(self, model, canonical_shape: tuple | None, quantize: bool, any_shape: bool = True,
-                 threads: int | None = None):
-        self._model, self._quantize, self._any_shape = model, quantize, any_shape
-        self._threads = threads or usable_cores()
+    def __init__(self, graphs, canonical_shape: tuple | None, any_shape: bool = True):
+        self._graphs, self._any_shape = graphs, any_shape
         self._canonical_shape = tuple(canonical_shape) if canonical_shape else None
-        self._canonical = self._interpreter(self._canonical_shape) if canonical_shape else None
-        self._dynamic, self._dynamic_shape, self._fallback = None, None, None
-        self._lock = threading.Lock()
-        self.plans = 1 if canonical_shape else 0  # tensor plans made so far
-
-    def _interpreter(self, shape: tuple | None):
-        from ai_edge_litert.interpreter import Interpreter
-
-        flatbuffer = tflite_flatbuffer(self._model, shape or (1, None, None, 3), quantize=self._quantize)
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=self._threads)
-        if shape:
-            interpreter.allocate_tensors()
-        release_freed_memory()
-        return interpreter
+        self._canonical = graphs.interpreter(self._canonical_shape) if canonical_shape else None
+        self._dynamic, self._fallback = graphs.ready_any_shape(), None
+        self._lock = graphs.lock
+        self.plans = 1 if canonical_shape else 0  # tensor plans made for photos so far
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)
@@ -111,11 +105,10 @@ class LiteRTForward:
                 self._prepare_any_shape(batch.shape)
             if self._fallback is not None:
                 return self._fallback(batch)
-            if batch.shape != self._dynamic_shape:
-                input_index = self._dynamic.get_input_details()[0]["index"]
-                self._dynamic.resize_tensor_input(input_index, batch.shape, strict=False)
+            planned = self._dynamic.get_input_details()[0]
+            if tuple(planned["shape"]) != batch.shape:
+                self._dynamic.resize_tensor_input(planned["index"], batch.shape, strict=False)
                 self._dynamic.allocate_tensors()
-                self._dynamic_shape = batch.shape
                 self.plans += 1
             return run_interpreter(self._dynamic, batch)
 
@@ -124,14 +117,68 @@ class LiteRTForward:
         if self._any_shape:
             try:
                 logger.info("First photo fed at %s: converting the network for any shape.", shape[1:3])
-                self._dynamic = self._interpreter(None)
+                self._dynamic = self._graphs.interpreter(None)
                 return
             except Exception as error:
                 reason = first_line(error)
         else:
             reason = f"this model takes only {self._canonical_shape}"
         logger.warning("LiteRT cannot run shape %s (%s); TensorFlow runs photos of that shape.", shape, reason)
-        self._fallback = TensorFlowForward(self._model)
+        self._fallback = TensorFlowForward(self._graphs.keras_model())
+
+
+class ConvertedGraphs:
+    """LiteRT graphs converted from a Keras model by TensorFlow (a second or two each), when asked for."""
+
+    def __init__(self, model, quantize: bool, threads: int | None = None):
+        self._model, self._quantize, self._threads = model, quantize, threads or usable_cores()
+        self.lock = threading.Lock()
+
+    def interpreter(self, shape: tuple | None):
+        """A ready interpreter for (1, H, W, 3) `shape`, or with dynamic height and width for None."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        flatbuffer = tflite_flatbuffer(self._model, shape or (1, None, None, 3), quantize=self._quantize)
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=self._threads)
+        if shape:
+            interpreter.allocate_tensors()
+        release_freed_memory()
+        return interpreter
+
+    def ready_any_shape(self):
+        return None  # converted at the first photo that needs it
+
+    def keras_model(self):
+        return self._model
+
+
+class CarriedGraphs:
+    """A bundle's own LiteRT graphs (int8 weights), checked and loaded by `demo.bundle.load_graphs`.
+
+    `interpreters`: (1, H, W, 3) shape -> an interpreter planned for it, and None -> the any-shape
+    graph (already run once, so its weights are packed before the first photo). `keras_model`
+    loads the bundle's model.keras, for the runtimes that need it (TensorFlow, LiteRT float32);
+    serving the graphs never calls it.
+    """
+
+    def __init__(self, interpreters: dict, keras_model: Callable[[], object]):
+        self.interpreters, self._keras_model, self._loaded_model = interpreters, keras_model, None
+        self.lock = threading.Lock()
+
+    @property
+    def fixed_shapes(self) -> list[tuple]:
+        return [shape for shape in self.interpreters if shape is not None]
+
+    def interpreter(self, shape: tuple | None):
+        return self.interpreters[shape]
+
+    def ready_any_shape(self):
+        return self.interpreters.get(None)
+
+    def keras_model(self):
+        if self._loaded_model is None:
+            self._loaded_model = self._keras_model()
+        return self._loaded_model
 
 
 def release_freed_memory() -> None:
@@ -149,6 +196,30 @@ def release_freed_memory() -> None:
         pass
 
 
+# The name of the metadata entry in which a carried graph records the model.keras it was converted from.
+GRAPH_SOURCE_METADATA = "car_segmentation_source"
+
+
+def graph_source(flatbuffer: bytes) -> dict | None:
+    """What a LiteRT graph records of its origin (`GRAPH_SOURCE_METADATA`: JSON), or None if nothing.
+
+    Read with the flatbuffer schema LiteRT ships, so no TensorFlow is needed; ValueError if the
+    bytes are not a LiteRT graph.
+    """
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    if len(flatbuffer) < 8 or not schema.Model.ModelBufferHasIdentifier(flatbuffer, 0):
+        raise ValueError("not a LiteRT (.tflite) graph")
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name() == GRAPH_SOURCE_METADATA.encode():
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return None
+
+
 def run_interpreter(interpreter, batch: np.ndarray) -> np.ndarray:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
     interpreter.invoke()
@@ -160,20 +231,41 @@ def first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def make_forward(model, runtime: str | None = None, canonical_shape: tuple | None = None,
-                 any_shape: bool = True) -> tuple[Forward, str]:
-    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT int8), and the runtime it really is.
+def keras_model_of(network):
+    """The Keras model behind a bundle's network (`Bundle.model`): itself, or the one its graphs came from."""
+    return network.keras_model() if isinstance(network, CarriedGraphs) else network
 
-    `canonical_shape`: the (1, H, W, 3) input most photos are fed at (converted for it up front);
-    `any_shape`: whether the model takes other shapes (fully convolutional) or only that one.
-    LiteRT that cannot be imported or converted falls back to TensorFlow, logged, never silently.
-    """
+
+def chosen_runtime(runtime: str | None = None) -> str:
+    """`runtime`, else MODEL_RUNTIME, else LiteRT int8; ValueError naming the choices for anything else."""
     runtime = (runtime or os.environ.get("MODEL_RUNTIME") or DEFAULT_RUNTIME).strip().lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
+    return runtime
+
+
+def make_forward(network, runtime: str | None = None, canonical_shape: tuple | None = None,
+                 any_shape: bool = True) -> tuple[Forward, str]:
+    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT int8), and the runtime it really is.
+
+    `network`: a Keras model, or a bundle's `CarriedGraphs` (served as they are for LiteRT int8;
+    the other runtimes load the bundle's Keras model). `canonical_shape`: the (1, H, W, 3) input
+    most photos are fed at; `any_shape`: whether the model takes other shapes (fully convolutional)
+    or only that one. LiteRT that cannot be imported or converted falls back to TensorFlow,
+    logged, never silently.
+    """
+    runtime = chosen_runtime(runtime)
+    if isinstance(network, CarriedGraphs):
+        if runtime == LITERT:
+            # A what-if feed size (evaluate --input-size) has no fixed graph: the any-shape one takes it.
+            canonical_shape = canonical_shape if tuple(canonical_shape or ()) in network.fixed_shapes else None
+            return LiteRTForward(network, canonical_shape, any_shape), runtime
+        logger.info("MODEL_RUNTIME=%s runs the Keras model: loading model.keras.", runtime)
+        network = keras_model_of(network)
     if runtime in (LITERT, LITERT_FLOAT32):
         try:
-            return LiteRTForward(model, canonical_shape, quantize=runtime == LITERT, any_shape=any_shape), runtime
+            graphs = ConvertedGraphs(network, quantize=runtime == LITERT)
+            return LiteRTForward(graphs, canonical_shape, any_shape=any_shape), runtime
         except Exception as error:  # a missing package, an op the converter lacks, ...
             logger.warning("LiteRT is not available (%s); serving with TensorFlow instead.", first_line(error))
-    return TensorFlowForward(model), TENSORFLOW
+    return TensorFlowForward(network), TENSORFLOW

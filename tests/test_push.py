@@ -98,7 +98,7 @@ def test_push_creates_repo_and_branch_then_uploads_the_bundle_in_one_commit(bund
     assert upload["revision"] == "experiment"
     assert upload["commit_message"] == "Try a wider U-Net"
     # The card was missing, so it was generated before the upload and went into the same commit.
-    assert api.uploaded_files == [CARD_FILE, CONFIG_FILE, MODEL_FILE]
+    assert api.uploaded_files == [CARD_FILE, CONFIG_FILE, "graph_192x240.tflite", "graph_any_shape.tflite", MODEL_FILE]
     assert ModelCard.load(bundle / CARD_FILE).data.library_name == "keras"
 
     out, err = assert_secret_not_shown(capsys, caplog)
@@ -144,11 +144,17 @@ def _remove_folder(bundle: Path) -> None:
     shutil.rmtree(bundle)
 
 
+def _truncate_graph(bundle: Path) -> None:
+    graph = bundle / "graph_any_shape.tflite"
+    graph.write_bytes(graph.read_bytes()[:1000])
+
+
 @pytest.mark.parametrize("damage, expected", [
     (_remove_folder, "is not a folder"),
     (_remove_model, f"{MODEL_FILE} is missing"),
     (_remove_config, f"{CONFIG_FILE} is missing"),
     (_corrupt_model, "does not match its config.json"),
+    (_truncate_graph, "serving graphs are not fit to publish: graph_any_shape.tflite does not match its config.json"),
 ])
 def test_a_bad_bundle_is_refused_before_any_hub_call(bundle, damage, expected, token_in_env, capsys):
     damage(bundle)

@@ -1,4 +1,8 @@
-"""The serving runtimes: LiteRT gives TensorFlow's answer at every photo size, and falls back safely."""
+"""The serving runtimes: LiteRT gives TensorFlow's answer at every photo size, and falls back safely.
+
+`tiny_bundle.model` is the bundle's carried graphs (tests/test_serving_graphs.py checks them);
+the path that converts a Keras model at start is tested here on the bundle's model.keras.
+"""
 from __future__ import annotations
 
 import builtins
@@ -8,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from demo.bundle import load_keras_model
 from demo.engine import SegmentationEngine
 from demo.runtimes import LITERT, LITERT_FLOAT32, TENSORFLOW, make_forward
 
@@ -18,6 +23,11 @@ PHOTO_SHAPES = [(360, 480), (481, 359), (37, 1000), (240, 180), (1, 1)]
 
 def photo(shape: tuple[int, int], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def keras_model(tiny_bundle_dir):
+    return load_keras_model(tiny_bundle_dir)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +54,8 @@ def test_litert_gives_tensorflows_probabilities_at_every_photo_size(engines):
         np.testing.assert_allclose(int8_weights, reference, atol=0.05)
 
 
-def test_the_any_shape_graph_is_converted_only_when_a_photo_needs_it(tiny_bundle):
-    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=LITERT)
+def test_the_any_shape_graph_is_converted_only_when_a_photo_needs_it(keras_model, tiny_bundle):
+    engine = SegmentationEngine(keras_model, tiny_bundle.config, runtime=LITERT)
     engine.warm_up()
     engine.predict_probabilities(photo((720, 960), 0))  # 4:3: the canonical shape
     assert engine._forward._dynamic is None and engine._forward.plans == 1
@@ -77,7 +87,7 @@ def test_model_runtime_environment_variable_chooses(tiny_bundle, monkeypatch):
         make_forward(tiny_bundle.model)
 
 
-def test_without_litert_the_engine_serves_tensorflow_and_says_so(tiny_bundle, monkeypatch, caplog):
+def test_without_litert_the_engine_serves_tensorflow_and_says_so(keras_model, tiny_bundle, monkeypatch, caplog):
     real_import = builtins.__import__
 
     def no_litert(name, *args, **kwargs):
@@ -87,7 +97,7 @@ def test_without_litert_the_engine_serves_tensorflow_and_says_so(tiny_bundle, mo
 
     monkeypatch.setattr(builtins, "__import__", no_litert)
     with caplog.at_level(logging.WARNING, logger="demo.runtimes"):
-        engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=LITERT)
+        engine = SegmentationEngine(keras_model, tiny_bundle.config, runtime=LITERT)
 
     assert engine.runtime == TENSORFLOW
     assert "LiteRT is not available (ModuleNotFoundError: No module named 'ai_edge_litert')" in caplog.text

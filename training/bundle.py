@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -10,7 +11,9 @@ from typing import Callable
 
 import keras
 
-from demo.bundle import CONFIG_FILE, MODEL_FILE, SCHEMA_VERSION, sha256_of
+from demo.bundle import CONFIG_FILE, GRAPHS_KEY, MODEL_FILE, SCHEMA_VERSION, BundleError, sha256_of
+
+logger = logging.getLogger(__name__)
 
 
 def serving_model(model: keras.Model) -> keras.Model:
@@ -27,17 +30,28 @@ def library_versions() -> dict:
 
 def write_bundle(bundle_dir: Path, model: keras.Model, config: dict,
                  extra_files: dict[str, Callable[[Path], None]] | None = None) -> Path:
-    """Save `model` and `config` (plus files made by `extra_files[name](path)`) as a bundle.
+    """Save `model`, its serving graphs and `config` (plus files made by `extra_files[name](path)`) as a bundle.
 
     Everything is written into a temporary sibling folder which then replaces
     `bundle_dir` by rename, so a crash midway never leaves a half-written bundle.
+    Graphs that cannot be converted do not cost the model: the bundle is written without
+    them (the app then converts at start), and the log says why.
     """
+    from training.export_graphs import write_graphs
+
     bundle_dir = Path(bundle_dir)
     bundle_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.tmp-", dir=bundle_dir.parent))
     try:
         serving_model(model).save(staging / MODEL_FILE)
         config = {"schema_version": SCHEMA_VERSION, **config, "model_sha256": sha256_of(staging / MODEL_FILE)}
+        try:
+            config[GRAPHS_KEY] = write_graphs(staging, config)
+        except BundleError as error:
+            for partial in staging.glob("*.tflite"):
+                partial.unlink()
+            logger.warning("%s gets no serving graphs (%s); the app will convert its model.keras at start. "
+                           "Retry with: python -m training.export_graphs %s", bundle_dir, error, bundle_dir)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         for name, write in (extra_files or {}).items():
             write(staging / name)

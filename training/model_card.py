@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from demo.bundle import CARD_FILE, CONFIG_FILE
+from demo.bundle import CARD_FILE, CONFIG_FILE, GRAPHS_KEY
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -56,7 +56,19 @@ config = json.load(open("config.json"))                           # input size, 
 {{ feeding_text }} The output is `(batch, H, W, 1)` car probabilities; car where it is at least
 `config["threshold"]` ({{ threshold }}). The Gradio app in this repository does all of this
 (`demo.engine.SegmentationEngine`), including EXIF orientation and any image size.
+{% if graphs %}
+## Serving graphs
 
+What the app runs: LiteRT graphs converted from `model.keras` with int8 weights (dynamic-range
+quantisation, float32 activations), so serving needs neither TensorFlow nor Keras. Each records the
+SHA-256 of the `model.keras` it came from; `config.json` (`serving_graphs`) records each file's.
+
+| file | input | size | SHA-256 | largest difference from model.keras (probe image) |
+|---|---|---|---|---|
+{% for name, entry in graphs %}| `{{ name }}` | {{ entry.input_text }} | {{ entry.size_text }} | `{{ entry.sha256[:16] }}...` | {{ entry.max_difference_from_keras }} |
+{% endfor %}
+Regenerate them after any change to `model.keras`: `python -m training.export_graphs BUNDLE_DIR`.
+{% endif %}
 ## Limitations
 
 CamVid was filmed in Cambridge (UK), in daylight, in 2007 and 2008, from a car's dashboard: 367
@@ -152,9 +164,19 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,
         architecture=config["architecture"], size_text=size_text, val_images=val.get("images", "?"),
         metrics=metric_rows, training_text=training_text, feeding_text=feeding_text,
-        threshold=config["threshold"], repo_id=repo_id,
+        threshold=config["threshold"], repo_id=repo_id, graphs=graph_rows(config),
         held_out=sorted(config.get("metrics", {}).get("held_out_drives", {}).items()),
     )
+
+
+def graph_rows(config: dict) -> list[tuple[str, dict]]:
+    """(file name, its record with `input_text` and `size_text`) for each serving graph config.json lists."""
+    rows = []
+    for name, entry in sorted(config.get(GRAPHS_KEY, {}).get("files", {}).items()):
+        shape = entry["input_shape"]
+        rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
+                            "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
+    return rows
 
 
 def write_model_card(bundle_dir: Path, repo_id: str | None = None) -> None:

@@ -2,8 +2,9 @@
 
     python -m training.push BUNDLE --repo-id OWNER/NAME [--private] [--branch B] [--message M]
 
-The bundle is checked before anything is sent: complete, and model.keras matching the SHA-256
-recorded in config.json. A bundle without a model card gets one generated from its config.json.
+The bundle is checked before anything is sent: complete, model.keras matching the SHA-256
+recorded in config.json, and its serving graphs (if it carries them) matching theirs and converted
+from that model.keras. A bundle without a model card gets one generated from its config.json.
 The token comes from HF_TOKEN or the saved login (`hf auth login`) and is never printed. The
 commit replaces the repo's files with the bundle's, so the Hub holds exactly the bundle; pin
 the printed commit sha in the Space (MODEL_REPO, MODEL_REVISION).
@@ -20,7 +21,7 @@ from huggingface_hub import CommitInfo, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from demo.bundle import CARD_FILE, BundleError, verify_bundle
+from demo.bundle import CARD_FILE, GRAPHS_KEY, BundleError, GraphError, verify_bundle, verify_graphs
 from training.model_card import write_model_card
 
 # Hidden files are leftovers of interrupted atomic writes, never part of a bundle.
@@ -45,6 +46,15 @@ def prepare_bundle(bundle_dir: Path, repo_id: str) -> dict:
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir} is not a folder, so it is not a model bundle.")
     config = verify_bundle(bundle_dir)
+    if GRAPHS_KEY in config:
+        try:
+            verify_graphs(bundle_dir, config)
+        except GraphError as error:
+            raise GraphError(f"{bundle_dir}'s serving graphs are not fit to publish: {error} "
+                             f"Export them again: python -m training.export_graphs {bundle_dir}") from error
+    else:
+        print(f"note: {bundle_dir} carries no serving graphs, so the app will convert its model.keras at start "
+              f"(seconds); python -m training.export_graphs {bundle_dir} adds them")
     if not (bundle_dir / CARD_FILE).is_file():
         write_model_card(bundle_dir, repo_id)
         print(f"note: {bundle_dir} had no model card; wrote {CARD_FILE} from its config.json")

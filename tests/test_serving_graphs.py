@@ -1,0 +1,280 @@
+"""The graphs a bundle carries: written with it, served without TensorFlow, refused when wrong.
+
+A refused graph never costs the visitor an answer: the app falls back to converting model.keras
+(the path every bundle took before), says so in the log, and serves the right probabilities.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, make_tiny_bundle
+from demo.bundle import (
+    CONFIG_FILE,
+    DEFAULT_BUNDLE_DIR,
+    GRAPHS_KEY,
+    HUB_PATTERNS,
+    graph_shapes,
+    load_bundle,
+    load_keras_model,
+    sha256_of,
+)
+from demo.engine import SegmentationEngine
+from demo.runtimes import LITERT, TENSORFLOW, CarriedGraphs, graph_source
+
+# Photo shapes fed at the canonical shape (4:3), on their side, 16:9, 9:16 and odd ones.
+PHOTO_SHAPES = [(360, 480), (480, 360), (1080, 1920), (1920, 1080), (37, 1000), (1, 1)]
+
+
+def photo(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+def read_config(bundle_dir: Path) -> dict:
+    return json.loads((bundle_dir / CONFIG_FILE).read_text())
+
+
+def write_config(bundle_dir: Path, config: dict) -> None:
+    (bundle_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))
+
+
+@pytest.fixture(scope="module")
+def keras_reference(tiny_bundle_dir):
+    return SegmentationEngine(load_keras_model(tiny_bundle_dir), read_config(tiny_bundle_dir), runtime=TENSORFLOW)
+
+
+def test_a_new_bundle_carries_graphs_converted_from_its_own_model(tiny_bundle_dir):
+    config = read_config(tiny_bundle_dir)
+    record = config[GRAPHS_KEY]
+    assert record["model_sha256"] == config["model_sha256"] == sha256_of(tiny_bundle_dir / "model.keras")
+    shapes = [tuple(entry["input_shape"]) if entry["input_shape"] else None for entry in record["files"].values()]
+    assert shapes == graph_shapes(config) == [(1, 192, 240, 3), None]  # 180x240 padded to stride 16; any shape
+    for name, entry in record["files"].items():
+        data = (tiny_bundle_dir / name).read_bytes()
+        assert sha256_of(tiny_bundle_dir / name) == entry["sha256"] and len(data) == entry["bytes"]
+        assert graph_source(data) == {"model_sha256": config["model_sha256"], "input_shape": entry["input_shape"]}
+        assert entry["max_difference_from_keras"] < 0.05
+
+
+def test_the_graphs_answer_as_model_keras_does_and_as_the_conversion_at_start_did(tiny_bundle, keras_reference):
+    assert isinstance(tiny_bundle.model, CarriedGraphs)
+    served = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=LITERT)
+    converted = SegmentationEngine(keras_reference.model, tiny_bundle.config, runtime=LITERT)  # the older path
+    for seed, shape in enumerate(PHOTO_SHAPES + PHOTO_SHAPES[::-1]):
+        rgb = photo(shape, seed)
+        carried = served.predict_probabilities(rgb)
+        assert carried.shape == shape
+        np.testing.assert_allclose(carried, keras_reference.predict_probabilities(rgb), atol=0.05)
+        # The very graphs the app converted at start before: same numbers, so the same IoU.
+        np.testing.assert_allclose(carried, converted.predict_probabilities(rgb), atol=1e-6)
+
+
+def test_the_app_serves_the_graphs_without_importing_tensorflow_or_keras(tiny_bundle_dir):
+    script = (
+        "import json, logging, sys, numpy as np\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from demo.bundle import resolve_bundle\n"
+        "from demo.ui import build_demo\n"
+        "from demo.engine import SegmentationEngine\n"
+        "bundle = resolve_bundle()\n"
+        "build_demo(bundle)\n"
+        "engine = SegmentationEngine(bundle.model, bundle.config)\n"
+        "for shape in [(360, 480), (1080, 1920), (1920, 1080), (37, 1000)]:\n"
+        "    engine.predict_probabilities(np.zeros((*shape, 3), np.uint8))\n"
+        "print(json.dumps(sorted(name for name in sys.modules if name.split('.')[0] in "
+        "('tensorflow', 'keras', 'tf_keras'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "MODEL_DIR": str(tiny_bundle_dir)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+    assert "Serving the LiteRT graphs" in result.stderr
+
+
+def _flip_a_byte(bundle: Path, name: str) -> None:
+    data = bytearray((bundle / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / name).write_bytes(bytes(data))
+
+
+def _truncate(bundle: Path, name: str) -> None:
+    (bundle / name).write_bytes((bundle / name).read_bytes()[:4096])
+
+
+def _record_the_files_hash(bundle: Path, name: str) -> None:
+    config = read_config(bundle)
+    config[GRAPHS_KEY]["files"][name]["sha256"] = sha256_of(bundle / name)
+    write_config(bundle, config)
+
+
+def _truncate_and_record_the_new_hash(bundle: Path, name: str) -> None:
+    _truncate(bundle, name)
+    _record_the_files_hash(bundle, name)
+
+
+def _another_models_graph_recorded_as_this_ones(bundle: Path, name: str) -> None:
+    """The graph of another model (same architecture and shapes, other weights), with its hash written
+    into this bundle's record, as a careless copy-and-fix would: only the graph itself can tell."""
+    other = make_tiny_bundle(bundle.parent / "other", seed=1)
+    shutil.copyfile(other / name, bundle / name)
+    _record_the_files_hash(bundle, name)
+
+
+def _record_of_another_model(bundle: Path, name: str) -> None:
+    config = read_config(bundle)
+    config[GRAPHS_KEY]["model_sha256"] = "0" * 64  # converted before model.keras was replaced
+    write_config(bundle, config)
+
+
+def _graph_missing(bundle: Path, name: str) -> None:
+    (bundle / name).unlink()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (_flip_a_byte, "does not match its config.json"),
+    (_truncate, "does not match its config.json"),
+    (_truncate_and_record_the_new_hash, "is not a readable LiteRT graph"),
+    (_another_models_graph_recorded_as_this_ones, "was converted from another model or for another input"),
+    (_record_of_another_model, "they were converted from another model.keras"),
+    (_graph_missing, "is missing from the bundle"),
+])
+@pytest.mark.parametrize("name", ["graph_192x240.tflite", "graph_any_shape.tflite"])
+def test_a_bad_graph_is_refused_and_the_model_is_served_right_the_old_way(
+        bundle_copy, name, damage, expected, keras_reference, caplog):
+    damage(bundle_copy, name)
+    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+        bundle = load_bundle(bundle_copy)
+
+    assert not isinstance(bundle.model, CarriedGraphs)  # model.keras, loaded with Keras
+    assert f"Refused the serving graphs {bundle_copy} carries" in caplog.text and expected in caplog.text
+    assert "Loading its model.keras with Keras and converting it instead" in caplog.text
+    engine = SegmentationEngine(bundle.model, bundle.config)
+    assert engine.runtime == LITERT
+    for shape in PHOTO_SHAPES[:3]:
+        rgb = photo(shape)
+        np.testing.assert_allclose(engine.predict_probabilities(rgb), keras_reference.predict_probabilities(rgb),
+                                   atol=0.05)
+
+
+def test_a_bundle_without_graphs_is_served_the_old_way_and_the_log_says_so(bundle_copy, caplog):
+    config = read_config(bundle_copy)
+    for name in config.pop(GRAPHS_KEY)["files"]:
+        (bundle_copy / name).unlink()
+    write_config(bundle_copy, config)
+
+    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+        bundle = load_bundle(bundle_copy)
+    assert not isinstance(bundle.model, CarriedGraphs)
+    assert "carries no serving graphs" in caplog.text and "python -m training.export_graphs" in caplog.text
+    assert SegmentationEngine(bundle.model, bundle.config).runtime == LITERT
+
+
+def test_model_runtime_tensorflow_runs_the_keras_model(tiny_bundle_dir, monkeypatch, keras_reference):
+    monkeypatch.setenv("MODEL_RUNTIME", "tensorflow")
+    bundle = load_bundle(tiny_bundle_dir)
+    engine = SegmentationEngine(bundle.model, bundle.config)
+
+    assert not isinstance(bundle.model, CarriedGraphs) and engine.runtime == TENSORFLOW
+    rgb = photo((360, 480))
+    np.testing.assert_array_equal(engine.predict_probabilities(rgb), keras_reference.predict_probabilities(rgb))
+
+
+def test_export_graphs_adds_graphs_to_an_older_bundle(bundle_copy, capsys):
+    from training.export_graphs import main
+
+    config = read_config(bundle_copy)
+    carried = config.pop(GRAPHS_KEY)
+    for name in carried["files"]:
+        (bundle_copy / name).unlink()
+    write_config(bundle_copy, config)
+
+    assert main([str(bundle_copy)]) == 0
+    assert "graph_192x240.tflite: 192x240" in capsys.readouterr().out
+    record = read_config(bundle_copy)[GRAPHS_KEY]
+    # The converter is deterministic: the same model.keras gives the same graphs.
+    assert {name: entry["sha256"] for name, entry in record["files"].items()} == {
+        name: entry["sha256"] for name, entry in carried["files"].items()}
+    assert isinstance(load_bundle(bundle_copy).model, CarriedGraphs)
+    assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
+
+
+def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, capsys):
+    import training.export_graphs as export_module
+
+    before = {path.name: path.read_bytes() for path in bundle_copy.iterdir()}
+
+    def converter_fails(model, input_shape, quantize):
+        if input_shape[1] is None:  # after the first graph is written
+            raise RuntimeError("an op the converter lacks")
+        return real_converter(model, input_shape, quantize=quantize)
+
+    real_converter = export_module.tflite_flatbuffer
+    monkeypatch.setattr(export_module, "tflite_flatbuffer", converter_fails)
+    assert export_module.main([str(bundle_copy)]) == 1
+    assert "the LiteRT converter failed for input of any shape: RuntimeError: an op the converter lacks" in (
+        capsys.readouterr().err)
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+    assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
+
+
+@pytest.mark.parametrize("architecture, input_size, resize", [
+    ("efficientnet-lite0-unet", (64, 96), "keep_aspect"),  # a nested encoder model, stride 32
+    ("unet-separable", (48, 64), "keep_aspect"),
+    ("vgg16-unet", (64, 64), "stretch"),  # fixed size: one graph
+])
+def test_every_architecture_gets_graphs_that_answer_as_its_model(architecture, input_size, resize, tmp_path):
+    from training.bundle import write_bundle
+    from training.models import ARCHITECTURES, build_model
+
+    options = {"encoder_weights": None} if ARCHITECTURES[architecture].pretrained_encoder else {}
+    model = build_model(architecture, input_size=input_size, **options)
+    config = {"architecture": architecture, "input_size": list(input_size), "resize": resize,
+              "stride": ARCHITECTURES[architecture].stride, "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
+    bundle = load_bundle(write_bundle(tmp_path / architecture, model, config))
+
+    assert isinstance(bundle.model, CarriedGraphs)
+    assert len(bundle.config[GRAPHS_KEY]["files"]) == (1 if resize == "stretch" else 2)
+    served = SegmentationEngine(bundle.model, bundle.config)
+    reference = SegmentationEngine(model, bundle.config, runtime=TENSORFLOW)
+    for shape in [(360, 480), (1080, 1920), (1920, 1080)]:
+        rgb = photo(shape)
+        np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=0.05)
+
+
+def test_the_graphs_travel_with_the_bundle_everywhere(tiny_bundle_dir):
+    from training.deploy_space import space_files
+    from training.model_card import build_model_card
+
+    config = read_config(tiny_bundle_dir)
+    card = str(build_model_card(config))
+    for name, entry in config[GRAPHS_KEY]["files"].items():
+        assert f"`{name}`" in card and entry["sha256"][:16] in card
+    assert "*.tflite" in HUB_PATTERNS  # downloaded from the Hub, and preloaded by a Space's build
+    default_graphs = read_config(DEFAULT_BUNDLE_DIR)[GRAPHS_KEY]["files"]
+    assert {f"demo/default_model/{name}" for name in default_graphs} <= set(space_files())
+
+
+def test_training_evaluate_measures_the_carried_graphs(bundle_copy, camvid_dir, monkeypatch, capsys):
+    """Nothing is converted when the bundle carries its graphs: the evaluation runs what the app runs."""
+    import demo.runtimes
+    from training.evaluate import main
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("evaluate converted model.keras instead of running the carried graphs")
+
+    monkeypatch.setattr(demo.runtimes, "tflite_flatbuffer", no_conversion)
+    assert main([str(bundle_copy), "--data-dir", str(camvid_dir), "--no-plots"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["runtime"] == LITERT

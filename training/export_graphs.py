@@ -1,0 +1,146 @@
+"""Add or refresh a bundle's serving graphs: LiteRT graphs with int8 weights, converted from its model.keras.
+
+    python -m training.export_graphs BUNDLE_DIR
+
+The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): one graph
+fixed to the shape 4:3 photos are fed at (the training frames'), which XNNPACK runs fastest, and,
+for fully convolutional models, one with dynamic height and width for every other photo. Each
+graph records inside itself the SHA-256 of the model.keras it was converted from and its input
+shape; config.json records each file's SHA-256 (`serving_graphs`), and the model card lists them.
+model.keras stays the source of truth: run this again whenever it changes (training.train and
+training.bundle.write_bundle do it for new bundles).
+
+The bundle is copied, completed and checked as the app will check it, then put in place of the
+old folder in one rename, so a failure leaves the bundle as it was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from demo.bundle import (
+    CARD_FILE,
+    CONFIG_FILE,
+    GRAPHS_KEY,
+    BundleError,
+    graph_shapes,
+    load_graphs,
+    load_keras_model,
+    sha256_of,
+    verify_bundle,
+)
+from demo.runtimes import (
+    GRAPH_SOURCE_METADATA,
+    first_line,
+    release_freed_memory,
+    run_interpreter,
+    tflite_flatbuffer,
+)
+
+# What the app's default runtime serves, and so what the carried graphs are.
+GRAPH_RUNTIME = "LiteRT (XNNPACK), int8 weights (dynamic-range quantisation), float32 activations"
+
+
+def graph_file_name(shape: tuple | None) -> str:
+    return f"graph_{shape[1]}x{shape[2]}.tflite" if shape else "graph_any_shape.tflite"
+
+
+def with_source(flatbuffer: bytes, source: dict) -> bytes:
+    """The graph with `source` stored as JSON in its metadata (`GRAPH_SOURCE_METADATA`), which
+    `demo.runtimes.graph_source` reads back without TensorFlow."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    model.buffers.append(schema.BufferT(data=np.frombuffer(json.dumps(source).encode(), np.uint8)))
+    model.metadata = [*(model.metadata or []),
+                      schema.MetadataT(name=GRAPH_SOURCE_METADATA, buffer=len(model.buffers) - 1)]
+    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def write_graphs(folder: Path, config: dict) -> dict:
+    """Convert `folder`/model.keras into the graphs the app needs, written into `folder`; return
+    config.json's record of them. The Keras model is read back from the file, in safe mode, so
+    the graphs are what that file computes; each graph's largest difference from it on a probe
+    image is recorded."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from training.bundle import library_versions
+
+    model = load_keras_model(folder)
+    probe_shape = graph_shapes(config)[0]
+    probe = np.random.default_rng(0).uniform(0, 255, probe_shape).astype(np.float32)
+    expected = model(probe, training=False).numpy()
+    files = {}
+    for shape in graph_shapes(config):
+        input_shape = list(shape) if shape else None
+        try:
+            flatbuffer = tflite_flatbuffer(model, shape or (1, None, None, 3), quantize=True)
+        except Exception as error:  # an op the converter lacks, say
+            raise BundleError(f"the LiteRT converter failed for input {shape or 'of any shape'}: "
+                              f"{first_line(error)}") from error
+        flatbuffer = with_source(flatbuffer, {"model_sha256": config["model_sha256"], "input_shape": input_shape})
+        release_freed_memory()
+        interpreter = Interpreter(model_content=flatbuffer)
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], probe_shape, strict=False)
+        interpreter.allocate_tensors()
+        difference = float(np.max(np.abs(run_interpreter(interpreter, probe) - expected)))
+        name = graph_file_name(shape)
+        (folder / name).write_bytes(flatbuffer)
+        files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
+                       "max_difference_from_keras": round(difference, 4)}
+    return {"runtime": GRAPH_RUNTIME, "model_sha256": config["model_sha256"], "files": files,
+            "converted_with": library_versions()}
+
+
+def export_graphs(bundle_dir: Path) -> dict:
+    """Give the bundle at `bundle_dir` fresh graphs (replacing any it has); return their record."""
+    from training.bundle import replace_folder
+    from training.model_card import write_model_card
+
+    bundle_dir = Path(bundle_dir)
+    config = verify_bundle(bundle_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.tmp-", dir=bundle_dir.parent))
+    try:
+        # The old graphs and leftovers of interrupted writes stay behind.
+        shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
+                        ignore=lambda folder, names: [name for name in names
+                                                      if name.startswith(".") or name.endswith(".tflite")])
+        config[GRAPHS_KEY] = write_graphs(staging, config)
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        load_graphs(staging, config)  # the app's own checks, before anything is replaced
+        if (staging / CARD_FILE).is_file():
+            write_model_card(staging)  # the card lists the graphs
+        replace_folder(staging, bundle_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return config[GRAPHS_KEY]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export_graphs", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="bundle folder (model.keras + config.json)")
+    args = parser.parse_args(argv)
+    try:
+        record = export_graphs(args.bundle)
+    except BundleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, entry in record["files"].items():
+        shape = "x".join(map(str, entry["input_shape"][1:3])) if entry["input_shape"] else "any height and width"
+        print(f"{args.bundle / name}: {shape}, {entry['bytes'] / 2**20:.1f} MiB, SHA-256 {entry['sha256'][:12]}..., "
+              f"largest difference from model.keras on a probe image {entry['max_difference_from_keras']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
