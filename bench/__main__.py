@@ -8,7 +8,8 @@
 3. forward FLOP/s against the machine's own float32 matrix-multiply rate, with a profile
 4. CPU serving runtimes (tf.function, XLA, TFLite/LiteRT float32 and int8, ONNX Runtime): latency, val IoU
 5. training throughput, the project's tf.data pipeline against the seed's arrays in memory
-6. app cold start (python app.py to the first /segment answer) and peak resident memory
+6. app cold start (python app.py to the first /segment answer), the first photo of each shape class, peak
+   and steady resident memory: serving the bundle's graphs against converting model.keras at start
 7. /segment throughput and latency under 1, 4 and 16 parallel gradio_client callers
 
 Quick mode uses tiny models, few repeats and the CamVid pairs in tests/fixtures: its numbers
@@ -149,10 +150,11 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
             settings.data_dir, settings.training_frame_size, settings.training_frames, settings.training_steps,
             settings.training_model)
 
-        progress(f"6-7. app cold start ({settings.app_launches}x) and load "
+        progress(f"6-7. app cold start ({settings.app_launches}x each way), shape classes and load "
                  f"({', '.join(map(str, settings.load_levels))} callers, {settings.load_seconds:g} s each)")
-        results.cold_start, results.load = serving.measure_serving(
-            default.bundle.path, PHOTO, settings.app_launches, settings.load_levels, settings.load_seconds, scratch)
+        results.start_ups, results.load = serving.measure_serving(
+            default.bundle.path, PHOTO, settings.app_launches, settings.repeats, settings.load_levels,
+            settings.load_seconds, scratch)
     progress("done")
     results.load_after = other_busy_processes()
     results.elapsed_s = progress.elapsed_s

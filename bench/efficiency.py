@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.timing import durations_ms
 from demo.engine import canonical_input_shape
-from demo.runtimes import LITERT, make_forward
+from demo.runtimes import LITERT, keras_model_of, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9
 CONVOLUTION_TYPES = {"Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative"}
@@ -96,20 +96,21 @@ def matmul_rates(size: int, repeats: int, warmup: int) -> dict[str, float]:
     return {"tensorflow": flops / tensorflow_ms / 1e6, "numpy": flops / numpy_ms / 1e6}
 
 
-def measure_forward(name: str, model, config: dict, network_input: tuple[int, int], repeats: int,
+def measure_forward(name: str, network, config: dict, network_input: tuple[int, int], repeats: int,
                     warmup: int, profiled_passes: int) -> ForwardEfficiency:
     """Time the bare forward pass (batch 1) in TensorFlow (a tf.function) and in LiteRT (the app's
-    runtime), then profile TensorFlow's."""
+    runtime: the bundle's carried graphs, if `network` is them), then profile TensorFlow's."""
     import tensorflow as tf
 
     from training.models import count_flops
 
+    model = keras_model_of(network)
     forward = tf.function(lambda batch: model(batch, training=False))
     pixels = np.random.default_rng(0).uniform(0, 255, (1, *network_input, 3)).astype(np.float32)
     batch = tf.constant(pixels)
     forward_ms = statistics.median(durations_ms(lambda: forward(batch).numpy(), repeats, warmup))
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
-    served_forward, runtime = make_forward(model, LITERT, canonical_input_shape(config),
+    served_forward, runtime = make_forward(network, LITERT, canonical_input_shape(config),
                                            any_shape=config["resize"] != "stretch")
     if runtime == LITERT:
         result.served_forward_ms = statistics.median(durations_ms(lambda: served_forward(pixels), repeats, warmup))

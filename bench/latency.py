@@ -11,6 +11,7 @@ from bench.bundles import ServedModel, network_input_size
 from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
 from demo.imaging import load_rgb
+from demo.runtimes import keras_model_of
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def measure_end_to_end(served: ServedModel, photo_path: Path, repeats: int, warm
     # model that is the engine's feed size rounded up to the stride.
     input_size = network_input_size(config, height, width)
     engine = SegmentationEngine(served.bundle.model, config)
+    seed_model = keras_model_of(served.bundle.model)  # the seed ran the Keras model
     durations = interleaved_durations_ms({
         "engine": lambda: engine_end_to_end(engine, photo_path),
-        "seed": lambda: seed_end_to_end(served.bundle.model, photo_path, input_size, engine.default_threshold),
+        "seed": lambda: seed_end_to_end(seed_model, photo_path, input_size, engine.default_threshold),
     }, repeats, warmup)
     return EndToEnd(served.name, input_size, Latency.of(durations["engine"]), Latency.of(durations["seed"]))

@@ -7,14 +7,19 @@ from dataclasses import dataclass, field
 from bench.bundles import size_text
 from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
 from bench.latency import EndToEnd
-from bench.runtimes import IOU_TOLERANCE, REFERENCE, SERVED, RuntimeResult, recommend
-from bench.serving import ColdStart, LoadLevel
+from bench.runtimes import CONVERTED_AT_START, IOU_TOLERANCE, REFERENCE, SERVED, RuntimeResult, recommend
+from bench.serving import CARRIED, SETTLE_S, SHAPE_CLASSES, LoadLevel, StartUp
 from bench.slider import SliderTiming
 from bench.training_speed import Throughput
 
 # The targets of issue #5.
 SLIDER_TARGET_MS = 20.0
 SLIDER_TARGET_SHARE = 0.05  # of a full inference
+# The targets of issue #15, for the app serving the graphs its bundle carries.
+COLD_START_TARGET_S = 5.0
+STEADY_RSS_TARGET_MIB = 400
+PEAK_RSS_TARGET_MIB = 500
+FIRST_PHOTO_TARGET_RATIO = 2.0  # the first photo of a shape class after start, against a warm one
 TOP_OP_TYPES = 8
 DISTURBED_SHARE = 0.05  # other processes using more of the machine's CPU than this during a step
 
@@ -34,7 +39,7 @@ class Results:
     efficiency: list[ForwardEfficiency] = field(default_factory=list)
     runtimes: list[RuntimeResult] = field(default_factory=list)
     training: list[Throughput] = field(default_factory=list)
-    cold_start: ColdStart | None = None
+    start_ups: list[StartUp] = field(default_factory=list)
     load: list[LoadLevel] = field(default_factory=list)
     elapsed_s: float = 0.0
     steps: list[tuple[str, float, float]] = field(default_factory=list)  # name, wall s, others' CPU share
@@ -354,13 +359,32 @@ def runtimes_section(results: Results) -> str:
         "forward pass differs. Latency: one 480x360 photo end to end (as section 1). Val IoU: car IoU at the "
         f"bundle's threshold over the `val` split of `{results.settings.data_dir}`, through the engine "
         "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
-        "on the photo. The engine's LiteRT rows convert the graph for the shape 4:3 photos (and CamVid frames) "
-        "are fed at, as the app does at start; a photo of another shape runs the graph converted with dynamic "
-        "height and width (its own row). The other converted rows (TFLite, ONNX) are built for the same one shape.",
+        "on the photo. The app's LiteRT row runs the graph the bundle carries for the shape 4:3 photos (and "
+        "CamVid frames) are fed at; the row after it converts that graph from model.keras at start, as the app "
+        "did before bundles carried graphs; a photo of another shape runs the any-shape graph (its own rows). "
+        "The other converted rows (TFLite, ONNX) are built for the same one shape.",
         table(["runtime", "latency, ms: median (quartiles)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|",
                "notes"], rows),
-        advice,
+        advice + " " + carried_graphs_verdict(results),
     ])
+
+
+def carried_graphs_verdict(results: Results) -> str:
+    """Whether serving the carried graphs kept the per-photo latency and val IoU of converting at start."""
+    served, converted = (next(result for result in results.runtimes if result.name == name)
+                         for name in (SERVED, CONVERTED_AT_START))
+    if served.latency is None or converted.latency is None:
+        return f"The carried graphs could not be compared with the conversion at start: {served.error or converted.error}."
+    change = served.val_iou - converted.val_iou
+    overlap = (served.latency.quartiles[0] <= converted.latency.quartiles[1]
+               and converted.latency.quartiles[0] <= served.latency.quartiles[1])
+    faster = served.latency.median <= converted.latency.median
+    measured = (f"val IoU {served.val_iou:.4f} against {converted.val_iou:.4f}, {served.latency.median:.1f} "
+                f"against {converted.latency.median:.1f} ms")
+    results.targets.append((4, "carried graphs: per-photo latency and val IoU as converted at start", measured,
+                            abs(change) <= IOU_TOLERANCE / 10 and (overlap or faster)))
+    return (f"Served from the graphs the bundle carries, a photo costs what it did converted at start ({measured}; "
+            + ("latency quartiles overlap)." if overlap else "quartiles apart)."))
 
 
 def training_section(results: Results) -> str:
@@ -382,30 +406,66 @@ def training_section(results: Results) -> str:
 
 
 def serving_section(results: Results) -> str:
-    cold = results.cold_start
-    launches = ", ".join(f"{seconds:.1f}" for seconds in cold.seconds)
-    rows = [[level.callers, len(level.latencies_ms), number(level.requests_per_s, 2), number(level.latency_ms(0.5)),
-             number(level.latency_ms(0.95)), len(level.errors), number(level.peak_rss_mib, 0)]
-            for level in results.load]
+    start_ups = {start_up.variant: start_up for start_up in results.start_ups}
+    carried = start_ups[CARRIED]
+    rows = [
+        ["start to first answer, median (s)", *(f"{statistics.median(start_up.seconds):.1f} ("
+                                                 + ", ".join(f"{seconds:.1f}" for seconds in start_up.seconds) + ")"
+                                                 for start_up in results.start_ups)],
+        ["peak RSS, start to last photo (MiB)", *(number(start_up.peak_rss_mib, 0) for start_up in results.start_ups)],
+        ["steady RSS after the photos (MiB)", *(number(start_up.steady_rss_mib, 0) for start_up in results.start_ups)],
+        ["TensorFlow loaded into the app", *("yes" if start_up.loaded_tensorflow else "no"
+                                             for start_up in results.start_ups)],
+    ]
+    for name in SHAPE_CLASSES:
+        rows.append([f"{name} photo: first after start / warm (ms)",
+                     *(f"{start_up.first_ms[name]:,.0f} / {start_up.warm_ms[name]:,.0f} "
+                       f"({start_up.first_ms[name] / start_up.warm_ms[name]:.1f}x)" for start_up in results.start_ups)])
+    cold_s = statistics.median(carried.seconds)
+    worst = max(SHAPE_CLASSES, key=lambda name: carried.first_ms[name] / carried.warm_ms[name])
+    worst_ratio = carried.first_ms[worst] / carried.warm_ms[worst]
+    results.targets += [
+        (6, f"start to first /segment answer <= {COLD_START_TARGET_S:g} s", f"{cold_s:.1f} s",
+         cold_s <= COLD_START_TARGET_S),
+        (6, f"steady RSS <= {STEADY_RSS_TARGET_MIB} MiB", f"{carried.steady_rss_mib:.0f} MiB",
+         carried.steady_rss_mib <= STEADY_RSS_TARGET_MIB),
+        (6, f"peak RSS <= {PEAK_RSS_TARGET_MIB} MiB", f"{carried.peak_rss_mib:.0f} MiB",
+         carried.peak_rss_mib <= PEAK_RSS_TARGET_MIB),
+        (6, f"first photo of each of {', '.join(SHAPE_CLASSES)} after start <= {FIRST_PHOTO_TARGET_RATIO:g}x a warm one",
+         f"worst {worst}: {worst_ratio:.1f}x", worst_ratio <= FIRST_PHOTO_TARGET_RATIO),
+        (6, "the app never loads TensorFlow", "loaded" if carried.loaded_tensorflow else "not loaded",
+         not carried.loaded_tensorflow),
+    ]
+    load_rows = [[level.callers, len(level.latencies_ms), number(level.requests_per_s, 2),
+                  number(level.latency_ms(0.5)), number(level.latency_ms(0.95)), len(level.errors),
+                  number(level.peak_rss_mib, 0)] for level in results.load]
     errors = sum(len(level.errors) for level in results.load)
     results.targets.append((7, "no errors under 1, 4 and 16 parallel callers", str(errors), errors == 0))
     first_errors = sorted({error for level in results.load for error in level.errors})[:3]
     return "\n\n".join([
         "## 6. App cold start and memory",
         "`python app.py` with `MODEL_DIR` set to the default model's bundle, on a free loopback port "
-        "(`GRADIO_SERVER_PORT`): from process start to the first successful `/segment` answer through "
-        "`gradio_client` (imports, bundle hash check and load, graph warm-up, server start, one photo). "
-        "Peak resident memory: the app's process and all its children, sampled every 50 ms (psutil).",
-        table(["launches", "cold start, median (s)", "each (s)", "peak RSS to first answer (MiB)"],
-              [[len(cold.seconds), number(statistics.median(cold.seconds)), launches, number(cold.peak_rss_mib, 0)]]),
+        "(`GRADIO_SERVER_PORT`), two ways side by side, launches alternating: serving the graphs the bundle "
+        "carries, and the same bundle without them, which the app serves as it served every bundle before "
+        "(model.keras loaded with Keras, converted to LiteRT at start, and again at the first photo of "
+        "another shape). Start: process start to the first successful `/segment` answer through "
+        "`gradio_client` (imports, bundle checks and load, warm-up, server start, one 4:3 photo). Then, in "
+        "the same process, the first photo of each other shape class (the benchmark photo turned, and "
+        "cropped to 16:9), then "
+        f"{results.settings.repeats} more of each, interleaved (warm: their median). Memory: resident set of "
+        "the app's process and its children (psutil), peak sampled every 50 ms from start to the last "
+        f"photo, steady read {SETTLE_S:g} s after it; the shape-class and steady rows are from the last launch. "
+        "TensorFlow loaded: whether its libraries are mapped into the app's process.",
+        table(["", *(start_up.variant for start_up in results.start_ups)], rows),
         "## 7. Throughput under concurrency",
         f"N `gradio_client` callers in parallel threads of the benchmark process, each sending the photo to "
         f"`/segment` again as soon as it has its answer, for {results.settings.load_seconds:g} s per level "
-        "(requests started before the deadline are awaited), against the last app launched above. The app runs "
+        "(requests started before the deadline are awaited), against the last app launched above with the "
+        "carried graphs. The app runs "
         "one network pass at a time (`NETWORK_CONCURRENCY`), so more callers queue rather than speed up; the "
         "callers share the machine's cores with the app.",
         table(["callers", "requests", "requests/s", "p50 latency (ms)", "p95 latency (ms)", "errors",
-               "peak app RSS (MiB)"], rows),
+               "peak app RSS (MiB)"], load_rows),
         f"Errors: {errors}" + (f" (first: {'; '.join(first_errors)})" if first_errors else "") + ".",
     ])
 

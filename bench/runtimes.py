@@ -18,8 +18,11 @@ from demo.runtimes import (
     LITERT,
     LITERT_FLOAT32,
     TENSORFLOW,
+    CarriedGraphs,
+    ConvertedGraphs,
     LiteRTForward,
     first_line,
+    keras_model_of,
     run_interpreter,
     tflite_flatbuffer,
     usable_cores,
@@ -28,6 +31,7 @@ from demo.runtimes import (
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
 SERVED = "LiteRT, int8 weights (the app's runtime, MODEL_RUNTIME=litert)"
+CONVERTED_AT_START = "LiteRT, int8 weights, converted from model.keras at start (a bundle without graphs)"
 
 
 @dataclass
@@ -48,32 +52,48 @@ class RuntimeEngine(SegmentationEngine):
         self._forward = forward
 
 
-def tensorflow_forward(model, network_input, folder):
+def tensorflow_forward(network, network_input, folder):
     return TENSORFLOW, "the engine with MODEL_RUNTIME=tensorflow"
 
 
-def app_litert_forward(model, network_input, folder):
-    return LITERT, "the engine as the app serves it (demo/runtimes.py)"
+def app_litert_forward(network, network_input, folder):
+    if isinstance(network, CarriedGraphs):
+        return LITERT, "the engine as the app serves it: the graphs the bundle carries (demo/runtimes.py)"
+    return LITERT, "the engine as the app serves it: this bundle carries no graphs, so converted at start"
 
 
-def app_litert_float32_forward(model, network_input, folder):
+def converted_litert_forward(network, network_input, folder):
+    """The app's runtime as it was before bundles carried graphs: converted from model.keras at start."""
+    graphs = ConvertedGraphs(keras_model_of(network), quantize=True)
+    return LiteRTForward(graphs, (1, *network_input, 3)), "demo.runtimes.ConvertedGraphs, as for a bundle without graphs"
+
+
+def carried_any_shape_forward(network, network_input, folder):
+    """The carried graph with dynamic height and width alone: what photos of other shapes than 4:3 run."""
+    if not isinstance(network, CarriedGraphs) or network.ready_any_shape() is None:
+        raise RuntimeError("the bundle carries no any-shape graph")
+    return LiteRTForward(network, canonical_shape=None), "graph_any_shape.tflite, the bundle's own"
+
+
+def app_litert_float32_forward(network, network_input, folder):
     return LITERT_FLOAT32, "the engine with MODEL_RUNTIME=litert-float32"
 
 
-def xla_forward(model, network_input, folder):
+def xla_forward(network, network_input, folder):
     import tensorflow as tf
 
+    model = keras_model_of(network)
     graph = tf.function(lambda batch: model(batch, training=False), jit_compile=True)
     return (lambda batch: graph(batch).numpy()), ""
 
 
-def tflite_file(model, network_input, folder, quantize: bool) -> tuple[Path, str]:
+def tflite_file(network, network_input, folder, quantize: bool) -> tuple[Path, str]:
     """The forward pass converted for one input shape to a .tflite file, once per variant."""
     path = Path(folder) / ("model_int8.tflite" if quantize else "model.tflite")
     if path.exists():
         return path, "the same .tflite file as above"
     started = time.perf_counter()
-    path.write_bytes(tflite_flatbuffer(model, (1, *network_input, 3), quantize=quantize))
+    path.write_bytes(tflite_flatbuffer(keras_model_of(network), (1, *network_input, 3), quantize=quantize))
     return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
 
 
@@ -82,11 +102,11 @@ def interpreter_forward(interpreter):
     return lambda batch: run_interpreter(interpreter, np.asarray(batch, np.float32))
 
 
-def tflite_forward(model, network_input, folder, quantize: bool = False):
+def tflite_forward(network, network_input, folder, quantize: bool = False):
     """The TFLite interpreter that ships inside TensorFlow."""
     import tensorflow as tf
 
-    path, notes = tflite_file(model, network_input, folder, quantize)
+    path, notes = tflite_file(network, network_input, folder, quantize)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=usable_cores())
@@ -96,23 +116,24 @@ def tflite_forward(model, network_input, folder, quantize: bool = False):
     return interpreter_forward(interpreter), notes
 
 
-def tflite_int8_forward(model, network_input, folder):
-    return tflite_forward(model, network_input, folder, quantize=True)
+def tflite_int8_forward(network, network_input, folder):
+    return tflite_forward(network, network_input, folder, quantize=True)
 
 
-def litert_dynamic_forward(model, network_input, folder):
+def litert_dynamic_forward(network, network_input, folder):
     """The app's LiteRT forward with no canonical shape: every photo runs the any-shape graph, as
     photos not fed at the training frames' shape do in the app."""
     import importlib.metadata
 
-    return LiteRTForward(model, canonical_shape=None, quantize=False), \
+    return LiteRTForward(ConvertedGraphs(keras_model_of(network), quantize=False), canonical_shape=None), \
         f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; demo.runtimes.LiteRTForward"
 
 
-def onnx_file(model, network_input, folder) -> tuple[Path, str]:
+def onnx_file(network, network_input, folder) -> tuple[Path, str]:
     """Keras' ONNX export (tf2onnx underneath), once."""
     import tensorflow as tf
 
+    model = keras_model_of(network)
     path = Path(folder) / "model.onnx"
     if path.exists():
         return path, "the same .onnx file as above"
@@ -124,11 +145,11 @@ def onnx_file(model, network_input, folder) -> tuple[Path, str]:
     return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
 
 
-def onnxruntime_forward(model, network_input, folder, spinning: bool = True):
+def onnxruntime_forward(network, network_input, folder, spinning: bool = True):
     """ONNX Runtime on the CPU; by default its worker threads spin while waiting for work."""
     import onnxruntime
 
-    path, notes = onnx_file(model, network_input, folder)
+    path, notes = onnx_file(network, network_input, folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = usable_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
@@ -138,15 +159,19 @@ def onnxruntime_forward(model, network_input, folder, spinning: bool = True):
         f"onnxruntime {onnxruntime.__version__}; {notes}"
 
 
-def onnxruntime_without_spinning_forward(model, network_input, folder):
+def onnxruntime_without_spinning_forward(network, network_input, folder):
     # Spinning threads compete for the cores with everything else the app runs (the web server).
-    return onnxruntime_forward(model, network_input, folder, spinning=False)
+    return onnxruntime_forward(network, network_input, folder, spinning=False)
 
 
-# name -> builder(model, network_input, scratch folder) -> (a forward pass, or an engine runtime name; notes)
+# name -> builder(the bundle's network, network_input, scratch folder) -> (a forward pass, or an engine
+# runtime name; notes)
 RUNTIMES = {
     REFERENCE: tensorflow_forward,
     SERVED: app_litert_forward,
+    CONVERTED_AT_START: converted_litert_forward,
+    "LiteRT, int8 weights, the carried any-shape graph alone (what photos of other shapes run)":
+        carried_any_shape_forward,
     "LiteRT, float32 (MODEL_RUNTIME=litert-float32)": app_litert_float32_forward,
     "LiteRT float32, dynamic height and width (what any other photo shape runs)": litert_dynamic_forward,
     "XLA (tf.function, jit_compile=True)": xla_forward,

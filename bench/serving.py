@@ -1,8 +1,11 @@
 """The app as a Space runs it: `python app.py` in its own process, asked over HTTP by gradio_client.
 
-Cold start is process start to the first successful /segment answer; memory is the peak
-resident set of the app's process and its children; load is N parallel callers for a
-fixed time on loopback.
+Cold start is process start to the first successful /segment answer; then the first photo of
+each shape class (4:3, 3:4, 16:9, 9:16) and warm photos of each. Memory is the resident set of
+the app's process and its children: the peak through all of that, and the steady level once
+it is done. Each launch serves the bundle two ways, side by side: with the graphs it carries,
+and with those graphs removed (the app converts model.keras at start, as every bundle was
+served before). Load is N parallel callers for a fixed time on loopback.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from bench.timing import percentile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,10 +30,68 @@ MEMORY_SAMPLE_INTERVAL_S = 0.05
 RETRY_INTERVAL_S = 0.1
 
 
-@dataclass(frozen=True)
-class ColdStart:
-    seconds: list[float]  # one per launch
-    peak_rss_mib: float  # the largest over the launches, up to the first answer
+# Photo shapes phones and cameras send, made from the benchmark photo (4:3) by turning and cropping it.
+SHAPE_CLASSES = ("4:3", "3:4", "16:9", "9:16")
+CARRIED = "graphs the bundle carries"
+CONVERTED = "converted at start (the bundle without its graphs)"
+SETTLE_S = 1.0  # idle time before the steady memory is read
+
+
+@dataclass
+class StartUp:
+    """One way of serving the bundle, over several launches."""
+
+    variant: str
+    seconds: list[float] = field(default_factory=list)  # process start to the first answer, one per launch
+    peak_rss_mib: float = 0.0  # the largest over the launches, from start to the last photo
+    steady_rss_mib: float = 0.0  # after the photos of every shape, idle (last launch)
+    first_ms: dict[str, float] = field(default_factory=dict)  # shape class -> its first photo (last launch)
+    warm_ms: dict[str, float] = field(default_factory=dict)  # shape class -> median of warm photos
+    loaded_tensorflow: bool = False  # TensorFlow's libraries mapped into the app's process
+
+
+def shape_class_photos(photo_path: Path, folder: Path) -> dict[str, Path]:
+    """The benchmark photo (4:3) as each shape class: turned for 3:4, cropped to 16:9 (centre) and turned."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(photo_path).convert("RGB"))
+    height, width = rgb.shape[:2]
+    wide = rgb[(height - width * 9 // 16) // 2:][:width * 9 // 16]
+    shapes = {"4:3": rgb, "3:4": np.rot90(rgb), "16:9": wide, "9:16": np.rot90(wide)}
+    paths = {}
+    for name, pixels in shapes.items():
+        paths[name] = folder / f"photo_{name.replace(':', 'x')}.png"
+        Image.fromarray(np.ascontiguousarray(pixels)).save(paths[name])
+    return paths
+
+
+def without_graphs(bundle_dir: Path, folder: Path) -> Path:
+    """A copy of the bundle as it was before it carried graphs: the app converts its model.keras."""
+    import json
+    import shutil
+
+    from demo.bundle import CONFIG_FILE, GRAPHS_KEY
+
+    copy = Path(shutil.copytree(bundle_dir, folder / "bundle_without_graphs",
+                                ignore=shutil.ignore_patterns("*.tflite", ".*")))
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    config.pop(GRAPHS_KEY, None)
+    (copy / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return copy
+
+
+def family_rss_mib(pid: int) -> float:
+    import psutil
+
+    process = psutil.Process(pid)
+    return sum(member.memory_info().rss for member in [process, *process.children(recursive=True)]) / 2**20
+
+
+def loaded_tensorflow(pid: int) -> bool:
+    """Whether TensorFlow's shared libraries are mapped into the process (imported at any point)."""
+    import psutil
+
+    return any(f"{os.sep}tensorflow{os.sep}" in region.path for region in psutil.Process(pid).memory_maps())
 
 
 @dataclass
@@ -126,8 +189,9 @@ def segment(client, photo_path: Path, threshold: float):
     return client.predict(handle_file(str(photo_path)), threshold, api_name="/segment")
 
 
-def first_answer(process, url: str, photo_path: Path, downloads: Path, log_path: Path) -> None:
-    """Wait until the app answers /segment once; raise with its log if it dies or never does."""
+def first_answer(process, url: str, photo_path: Path, downloads: Path, log_path: Path) -> float:
+    """Wait until the app answers /segment once; return that request's milliseconds (the first photo
+    it served). Raise with its log if it dies or never does."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     last_error = "no attempt"
     while time.monotonic() < deadline:
@@ -140,8 +204,9 @@ def first_answer(process, url: str, photo_path: Path, downloads: Path, log_path:
             time.sleep(RETRY_INTERVAL_S)
             continue
         try:
+            asked = time.perf_counter()
             segment(client, photo_path, 0.5)
-            return
+            return 1000 * (time.perf_counter() - asked)
         finally:
             client.close()
     raise RuntimeError(f"app.py gave no answer in {STARTUP_TIMEOUT_S} s ({last_error}):\n"
@@ -184,25 +249,57 @@ def measure_load(url: str, photo_path: Path, load_levels: tuple[int, ...], load_
             client.close()
 
 
-def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, load_levels: tuple[int, ...],
-                    load_seconds: float, scratch: Path) -> tuple[ColdStart, list[LoadLevel]]:
-    """Cold-start the app `launches` times; put the last one under each load level."""
+def time_shape_classes(url: str, photos: dict[str, Path], first_4x3_ms: float, repeats: int, downloads: Path,
+                       start_up: StartUp) -> None:
+    """The first photo of each shape class after start (4:3's was the first answer), then warm ones."""
+    client = client_for(url, downloads)
+    try:
+        start_up.first_ms = {"4:3": first_4x3_ms}
+        for name in SHAPE_CLASSES[1:]:
+            asked = time.perf_counter()
+            segment(client, photos[name], 0.5)
+            start_up.first_ms[name] = 1000 * (time.perf_counter() - asked)
+        durations = {name: [] for name in SHAPE_CLASSES}
+        for _ in range(repeats):  # interleaved, so a slow spell falls on every class alike
+            for name in SHAPE_CLASSES:
+                asked = time.perf_counter()
+                segment(client, photos[name], 0.5)
+                durations[name].append(1000 * (time.perf_counter() - asked))
+        start_up.warm_ms = {name: percentile(values, 0.5) for name, values in durations.items()}
+    finally:
+        client.close()
+
+
+def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, repeats: int, load_levels: tuple[int, ...],
+                    load_seconds: float, scratch: Path) -> tuple[list[StartUp], list[LoadLevel]]:
+    """Launch the app `launches` times each way (carried graphs, converted at start), alternating; time
+    the start, the shape classes and the memory; put the last launch with carried graphs under load."""
     downloads = scratch / "client_downloads"
     downloads.mkdir(parents=True, exist_ok=True)
+    photos = shape_class_photos(photo_path, scratch)
+    bundles = {CARRIED: bundle_dir, CONVERTED: without_graphs(bundle_dir, scratch)}
+    start_ups = {variant: StartUp(variant) for variant in bundles}
     # gradio_client 2.7 downloads each answer into a new folder of the system temp dir and leaves
     # it there, empty, once the file is moved to `downloads`: keep those folders in the scratch dir.
     previous_temp_dir, tempfile.tempdir = tempfile.tempdir, str(scratch)
     try:
-        seconds, peak_mib, levels = [], 0.0, []
+        levels = []
         for launch in range(launches):
-            log_path = scratch / f"app_{launch}.log"
-            with running_app(bundle_dir, log_path) as (process, url, started):
-                with PeakMemory(process.pid) as memory:
-                    first_answer(process, url, photo_path, downloads, log_path)
-                    seconds.append(time.perf_counter() - started)
-                    peak_mib = max(peak_mib, memory.peak_mib)
-                    if launch == launches - 1:
-                        levels = measure_load(url, photo_path, load_levels, load_seconds, downloads, memory)
+            for variant, served in bundles.items():
+                start_up = start_ups[variant]
+                log_path = scratch / f"app_{launch}_{'carried' if variant == CARRIED else 'converted'}.log"
+                with running_app(served, log_path) as (process, url, started):
+                    with PeakMemory(process.pid) as memory:
+                        first_ms = first_answer(process, url, photos["4:3"], downloads, log_path)
+                        start_up.seconds.append(time.perf_counter() - started)
+                        time_shape_classes(url, photos, first_ms, repeats, downloads, start_up)
+                        start_up.peak_rss_mib = max(start_up.peak_rss_mib, memory.peak_mib)
+                    time.sleep(SETTLE_S)
+                    start_up.steady_rss_mib = family_rss_mib(process.pid)
+                    start_up.loaded_tensorflow = loaded_tensorflow(process.pid)
+                    if launch == launches - 1 and variant == CARRIED:
+                        with PeakMemory(process.pid) as memory:
+                            levels = measure_load(url, photo_path, load_levels, load_seconds, downloads, memory)
     finally:
         tempfile.tempdir = previous_temp_dir
-    return ColdStart(seconds, peak_mib), levels
+    return list(start_ups.values()), levels
