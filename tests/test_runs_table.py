@@ -34,3 +34,15 @@ def test_held_out_drive_figures_get_their_own_column():
     assert held_out_text(holdout_run) == "0006R0 0.8000 (its val)"
     same_drive = {"metrics": {"val": {"iou": 0.8}}, "dataset": {"train_drives": ["0016E5"], "val_drives": ["0016E5"]}}
     assert held_out_text(same_drive) == "-" and held_out_text({"metrics": {"val": {"iou": 0.8}}}) == "-"
+
+
+def test_encoder_costs_prints_a_row_per_architecture(capsys):
+    from training.encoder_costs import main as encoder_costs
+
+    encoder_costs(["--input-size", "64x96", "--architectures", "unet", "efficientnet-lite0-unet", "--repeats", "1"])
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [row[0] for row in cells] == ["unet", "efficientnet-lite0-unet"]
+    assert cells[0][3] == "64x96" and cells[1][3] == "64x96"  # both strides divide 64x96
+    assert float(cells[1][1].rstrip(" M")) > float(cells[0][1].rstrip(" M"))  # the encoder costs parameters
+    assert all(float(row[4].rstrip(" ms")) > 0 for row in cells)
