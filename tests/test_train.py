@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.bundle import load_bundle, verify_bundle
+from demo.bundle import load_bundle, load_keras_model, verify_bundle
 from demo.engine import SegmentationEngine
 from training import train
 
@@ -201,7 +201,7 @@ def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epo
     assert config["frozen_epochs"] == 1 and config["photometric"] == "strong" and config["keep"] == "last"
     assert config["kept_epoch"] == 2 and config["epochs_run"] == 2
     # The bundle holds the last epoch's weights, whichever epoch validated best.
-    bundled = load_bundle(tmp_path / "bundle").model
+    bundled = load_keras_model(tmp_path / "bundle")  # load_bundle serves its graphs, not the Keras model
     for kept, shipped in zip(last.get_weights(), bundled.get_weights()):
         np.testing.assert_array_equal(kept, shipped)
 
