@@ -158,10 +158,9 @@ def read_upload(upload: dict | None) -> np.ndarray:
 
 def example_label(example: Example, bundle: Bundle) -> str:
     """The example's scene and whether the served model was trained on it, as far as its bundle says
-    (the drives it held out of training, or the drives its training split held)."""
-    held_out = bundle.config.get("metrics", {}).get("held_out_drives", {})
+    (the drives its training split held; `held_out_drives` describe the recipe's other runs, not this model)."""
     train_drives = bundle.config.get("dataset", {}).get("train_drives")
-    if example.drive in held_out or (train_drives is not None and example.drive not in train_drives):
+    if train_drives is not None and example.drive not in train_drives:
         seen = "new to this model"
     elif example.split == "val":
         seen = "validation, not trained on"
@@ -219,7 +218,8 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     scores = [f"- validation frames: **{val['iou']:.2f}**" + (f" ({val['images']} frames)" if val.get("images") else "")
               if val.get("iou") is not None else "- validation frames: not measured"]
     held_out = metrics.get("held_out_drives") or {}
-    scores += [f"- drive {drive}, held out of training: **{score['iou']:.2f}**"
+    # Held-out figures come from the same recipe trained without that drive: what to expect on a new street.
+    scores += [f"- drive {drive}, by the same recipe trained without it: **{score['iou']:.2f}**"
                + (f" ({score['images']} frames)" if score.get("images") else "") for drive, score in held_out.items()]
     dataset = config.get("dataset", {})
     val_drives, train_drives = dataset.get("val_drives"), dataset.get("train_drives")
