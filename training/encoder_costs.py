@@ -19,7 +19,7 @@ ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1
 
 def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeats: int) -> str:
     from demo.bundle import load_bundle
-    from demo.engine import SegmentationEngine
+    from demo.engine import SegmentationEngine, canonical_input_shape
     from training.bundle import write_bundle
     from training.models import ARCHITECTURES, build_model, count_flops
     from training.runs_table import inference_ms
@@ -31,7 +31,7 @@ def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeat
               "stride": architecture.stride, "target_class": {"id": 8, "name": "car"}, "threshold": 0.5,
               "dataset": {"name": "none: random weights, for timing"}}
     bundle = load_bundle(write_bundle(folder / name, model, config))
-    padded = tuple(-(-side // architecture.stride) * architecture.stride for side in input_size)
+    padded = canonical_input_shape(config)[1:3]  # what the engine feeds a 4:3 photo
     gflops = count_flops(model, padded) / 1e9
     milliseconds = inference_ms(SegmentationEngine(bundle.model, bundle.config), image, repeats)
     return (f"| {name} | {model.count_params() / 1e6:.2f} M | {gflops:.2f} | {padded[0]}x{padded[1]} | "

@@ -166,10 +166,10 @@ def read_torch_checkpoint(path: Path) -> dict[str, np.ndarray]:
             raise EncoderWeightsError(f"{path} is not a legacy torch checkpoint")
         tensors = StateDictUnpickler(file).load()
         storage_keys = pickle.load(file)
+        storage_types = {key: storage_type for (key, storage_type), *_ in tensors.values()}
         storages = {}
         for key in storage_keys:
-            dtype = next(dtypes[storage_type] for storage_key, storage_type in
-                         (tensor[0] for tensor in tensors.values()) if storage_key == key)
+            dtype = dtypes[storage_types[key]]
             count = int(np.frombuffer(file.read(8), "<i8")[0])
             storages[key] = np.frombuffer(file.read(count * np.dtype(dtype).itemsize), dtype)
     state = {}

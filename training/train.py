@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no epoch completed, so there is no model to bundle.", file=sys.stderr)
         return 1
     print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}")
-    kept = tracker.best_checkpoint if args.keep == "best" else run_dir / "last.keras"
+    kept = tracker.best_checkpoint if args.keep == "best" else tracker.state.last_checkpoint
     best = keras.saving.load_model(kept, compile=False)
     print(f"writing the bundle from the {args.keep} epoch's weights ({kept.name})")
     bundle_dir = finish_bundle(args, best, tracker, crop_size)
