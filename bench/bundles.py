@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.slider import untrained_bundle
-from demo.bundle import DEFAULT_BUNDLE_DIR, Bundle, load_bundle
+from demo.bundle import DEFAULT_BUNDLE_DIR, Bundle, BundleConfig, TargetClass, load_bundle
 from demo.engine import feed_size
 
 TINY_UNET = {"base_filters": 4, "input_size": (180, 240)}  # quick mode: seconds, not minutes
@@ -26,9 +26,9 @@ def size_text(size) -> str:
     return "x".join(map(str, size))
 
 
-def network_input_size(config: dict, height: int, width: int) -> tuple[int, int]:
+def network_input_size(config: BundleConfig, height: int, width: int) -> tuple[int, int]:
     """The (height, width) the engine feeds the network for a `height` x `width` photo (padding included)."""
-    stride = config.get("stride", 1)
+    stride = config.stride
     return tuple(-(-side // stride) * stride for side in feed_size(height, width, config))
 
 
@@ -41,11 +41,11 @@ def default_model(bundle_dir: Path | None, quick: bool):
     if bundle_dir is not None:
         bundle = load_bundle(bundle_dir)
         config = bundle.config
-        description = (f"{config['architecture']} from `{bundle_dir}` (model.keras SHA-256 "
-                       f"{config['model_sha256'][:12]}..., trained at {size_text(config['input_size'])}")
+        description = (f"{config.architecture} from `{bundle_dir}` (model.keras SHA-256 "
+                       f"{config.model_sha256[:12]}..., trained at {size_text(config.input_size)}")
         if bundle.val_iou is not None:
-            description += f", val IoU {bundle.val_iou:.4f} at threshold {config['threshold']}"
-        if config.get("test_time_flip"):
+            description += f", val IoU {bundle.val_iou:.4f} at threshold {config.threshold}"
+        if config.test_time_flip:
             description += "; served averaged with its mirror image: two network passes a photo"
         yield ServedModel("default", bundle, description + ")", trained=bundle.val_iou is not None)
         return
@@ -55,7 +55,7 @@ def default_model(bundle_dir: Path | None, quick: bool):
         kind = "tiny (4 base filters)" if quick else "training-default (16 base filters)"
         missing = "" if quick else " (demo/default_model is not there yet)"
         yield ServedModel("default", bundle, f"untrained {kind} compact U-Net fed at "
-                                             f"{size_text(bundle.config['input_size'])}{missing}", trained=False)
+                                             f"{size_text(bundle.config.input_size)}{missing}", trained=False)
 
 
 def vgg16_unet(folder: Path, input_size: tuple[int, int]) -> ServedModel:
@@ -63,8 +63,8 @@ def vgg16_unet(folder: Path, input_size: tuple[int, int]) -> ServedModel:
     from training.bundle import write_bundle
     from training.models import build_model
 
-    config = {"architecture": "vgg16-unet", "input_size": list(input_size), "resize": "stretch", "stride": 16,
-              "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
+    config = BundleConfig(architecture="vgg16-unet", input_size=input_size, resize="stretch", stride=16,
+                          target_class=TargetClass(8, "car"), threshold=0.5)
     model = build_model("vgg16-unet", input_size, encoder_weights=None)
     bundle = load_bundle(write_bundle(Path(folder) / "vgg16-unet", model, config))
     return ServedModel("vgg16-unet", bundle, f"vgg16-unet, untrained weights, fed at {size_text(input_size)} "

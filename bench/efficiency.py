@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.timing import durations_ms
+from demo.bundle import BundleConfig
 from demo.engine import canonical_input_shape
 from demo.runtimes import LITERT, keras_model_of, make_forward
 
@@ -96,7 +97,7 @@ def matmul_rates(size: int, repeats: int, warmup: int) -> dict[str, float]:
     return {"tensorflow": flops / tensorflow_ms / 1e6, "numpy": flops / numpy_ms / 1e6}
 
 
-def measure_forward(name: str, network, config: dict, network_input: tuple[int, int], repeats: int,
+def measure_forward(name: str, network, config: BundleConfig, network_input: tuple[int, int], repeats: int,
                     warmup: int, profiled_passes: int) -> ForwardEfficiency:
     """Time the bare forward pass (batch 1) in TensorFlow (a tf.function) and in LiteRT (the app's
     runtime: the bundle's carried graphs, if `network` is them), then profile TensorFlow's."""
@@ -111,7 +112,7 @@ def measure_forward(name: str, network, config: dict, network_input: tuple[int, 
     forward_ms = statistics.median(durations_ms(lambda: forward(batch).numpy(), repeats, warmup))
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
     served_forward, runtime = make_forward(network, LITERT, canonical_input_shape(config),
-                                           any_shape=config["resize"] != "stretch")
+                                           any_shape=not config.fixed_input)
     if runtime == LITERT:
         result.served_forward_ms = statistics.median(durations_ms(lambda: served_forward(pixels), repeats, warmup))
     else:

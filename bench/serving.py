@@ -67,16 +67,15 @@ def shape_class_photos(photo_path: Path, folder: Path) -> dict[str, Path]:
 
 def without_graphs(bundle_dir: Path, folder: Path) -> Path:
     """A copy of the bundle as it was before it carried graphs: the app converts its model.keras."""
-    import json
     import shutil
 
-    from demo.bundle import CONFIG_FILE, GRAPHS_KEY
+    from demo.bundle import read_config, write_config
 
     copy = Path(shutil.copytree(bundle_dir, folder / "bundle_without_graphs",
                                 ignore=shutil.ignore_patterns("*.tflite", ".*")))
-    config = json.loads((copy / CONFIG_FILE).read_text())
-    config.pop(GRAPHS_KEY, None)
-    (copy / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    config = read_config(copy)
+    config.serving_graphs = None
+    write_config(copy, config)
     return copy
 
 

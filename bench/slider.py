@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.timing import median_ms  # noqa: E402
-from demo.bundle import DEFAULT_BUNDLE_DIR, BundleError, load_bundle  # noqa: E402
+from demo.bundle import DEFAULT_BUNDLE_DIR, BundleConfig, BundleError, TargetClass, load_bundle  # noqa: E402
 from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities  # noqa: E402
 from demo.imaging import load_rgb  # noqa: E402
 
@@ -51,8 +51,8 @@ def untrained_bundle(base_filters: int = 16, input_size: tuple[int, int] = (360,
     from training.models import build_model
 
     keras.utils.set_random_seed(0)  # the same untrained weights every run
-    config = {"architecture": "unet", "input_size": list(input_size), "resize": "keep_aspect", "stride": 16,
-              "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
+    config = BundleConfig(architecture="unet", input_size=input_size, resize="keep_aspect", stride=16,
+                          target_class=TargetClass(8, "car"), threshold=0.5)
     with tempfile.TemporaryDirectory() as folder:
         yield write_bundle(Path(folder) / "untrained", build_model("unet", base_filters=base_filters), config)
 
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         timing = measure_slider(engine, photo, args.repeats)
 
     height, width = photo.shape[:2]
-    fed_height, fed_width = bundle.config["input_size"]
-    print(f"bundle: {description} ({bundle.config['architecture']}, fed at {fed_height}x{fed_width})")
+    fed_height, fed_width = bundle.config.input_size
+    print(f"bundle: {description} ({bundle.config.architecture}, fed at {fed_height}x{fed_width})")
     print(f"photo: {PHOTO.name}, {width}x{height}; medians of {args.repeats} runs after {WARMUP_RUNS} warm-ups")
     print(f"full inference (network + threshold + overlay): {timing.full_inference_ms:9.2f} ms")
     print(f"slider move (threshold + overlay):              {timing.slider_ms:9.2f} ms")

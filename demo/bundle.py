@@ -2,7 +2,10 @@
 
 A bundle is a folder with `model.keras`, `config.json` (which carries the SHA-256
 of model.keras), a model card and plots, and usually the serving graphs converted from
-model.keras (`config["serving_graphs"]`, written by `training.export_graphs`). This module
+model.keras (`serving_graphs` in config.json, written by `training.export_graphs`).
+This module owns the contract: `BundleConfig` is config.json, typed, which every writer
+builds and every reader gets; it reads, writes and verifies bundles, and publishes a new
+one in one rename (`staged_bundle`; `training.bundle` saves the Keras model into it). It
 finds one (a local folder, a Hugging Face Hub repo at a pinned revision, or the default
 shipped with the app) and checks its hashes. It serves the carried graphs, which needs
 neither TensorFlow nor Keras; a bundle without them, or whose graphs fail a check, is served
@@ -14,8 +17,12 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +50,116 @@ class GraphError(BundleError):
 
 
 @dataclass
+class TargetClass:
+    """The class the model segments: its id in the dataset's label maps, and its name."""
+
+    id: int
+    name: str
+
+
+@dataclass
+class DatasetInfo:
+    """What the model learnt from. Every field is optional: older bundles record less."""
+
+    name: str | None = None
+    train_split: str | None = None
+    selection_split: str | None = None  # where the threshold (and, with --keep best, the epoch) was chosen
+    train_drives: list[str] | None = None  # the CamVid drives each split's frames come from
+    val_drives: list[str] | None = None
+    extra: dict = field(default_factory=dict)  # keys this version does not know, kept as they were
+
+
+@dataclass
+class BundleConfig:
+    """config.json, typed: every writer builds one and every reader gets one (`read_config`).
+
+    Serving needs the first block (what `REQUIRED_CONFIG_KEYS` names); the rest describes the
+    model. Free-form records (`metrics` by split, `training`, `versions`, `serving_graphs`, whose
+    JSON shape `training.export_graphs` owns) stay dicts. Keys this version does not know are kept
+    in `extra` and written back unchanged, so a newer tool's additions survive an update.
+    """
+
+    architecture: str
+    input_size: tuple[int, int]  # (height, width) the model was trained at and is fed at
+    resize: str  # "stretch" (exactly input_size) or "keep_aspect" (as many pixels, padded to the stride)
+    stride: int  # height and width fed to the network are multiples of this
+    target_class: TargetClass
+    threshold: float  # the default threshold: car where the probability reaches it
+    test_time_flip: bool = False  # average each photo's answer with its mirror image's
+    dataset: DatasetInfo = field(default_factory=DatasetInfo)
+    parameters: int | None = None
+    gflops_per_image: float | None = None
+    training: dict = field(default_factory=dict)  # the training arguments and what the run measured
+    versions: dict = field(default_factory=dict)
+    created: str | None = None
+    model_sha256: str = ""  # of model.keras; `training.bundle.write_model_files` fills it in
+    threshold_selected_on: str | None = None  # "val", or "held-out drives ..."
+    metrics: dict = field(default_factory=dict)  # split (and "held_out_drives") -> figures
+    serving_graphs: dict | None = None  # the carried graphs' record (see GRAPHS_KEY)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BundleConfig:
+        """The config of a parsed config.json; BundleError naming the required keys it lacks."""
+        missing = [key for key in REQUIRED_CONFIG_KEYS if key not in data]
+        if missing:
+            raise BundleError(f"lacks {', '.join(missing)}")
+        known = {item.name for item in fields(cls)} - {"extra", "dataset", "target_class", "input_size"}
+        dataset = dict(data.get("dataset") or {})
+        dataset_known = {item.name for item in fields(DatasetInfo)} - {"extra"}
+        return cls(
+            **{key: value for key, value in data.items() if key in known},
+            input_size=tuple(data["input_size"]),
+            target_class=TargetClass(**data["target_class"]),
+            dataset=DatasetInfo(**{key: dataset.pop(key) for key in dataset_known & set(dataset)}, extra=dataset),
+            extra={key: value for key, value in data.items()
+                   if key not in known | {"dataset", "target_class", "input_size"}},
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BundleConfig:
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict:
+        """config.json's content: unset optional fields left out, unknown keys kept."""
+        data = {"schema_version": self.schema_version}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in ("schema_version", "extra") or value is None:
+                continue
+            if item.name == "input_size":
+                value = list(value)
+            elif item.name == "target_class":
+                value = asdict(value)
+            elif item.name == "dataset":
+                value = {key: entry for key, entry in asdict(value).items()
+                         if key != "extra" and entry is not None} | value.extra
+            data[item.name] = value
+        return data | self.extra
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @property
+    def fixed_input(self) -> bool:
+        """Whether the network takes only its input size (every photo stretched to it)."""
+        return self.resize == "stretch"
+
+    @property
+    def val_iou(self) -> float | None:
+        return self.metrics.get("val", {}).get("iou")
+
+    @property
+    def held_out_drives(self) -> dict:
+        """Drive -> figures of the same recipe trained without that drive (`training.holdout`)."""
+        return self.metrics.get("held_out_drives") or {}
+
+
+@dataclass
 class Bundle:
     path: Path
-    config: dict
+    config: BundleConfig
     model: object  # the network: a Keras model, or the carried graphs (demo.runtimes.CarriedGraphs)
     source: str  # for people: where it came from ("local folder ...", "hub org/name@rev")
     notice: str = ""  # set when this is a fallback the user should know about
@@ -54,7 +168,7 @@ class Bundle:
 
     @property
     def val_iou(self) -> float | None:
-        return self.config.get("metrics", {}).get("val", {}).get("iou")
+        return self.config.val_iou
 
 
 def sha256_of(path: Path) -> str:
@@ -65,40 +179,90 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_config(bundle_dir: Path) -> dict:
+def read_config(bundle_dir: Path) -> BundleConfig:
     """Parse and check config.json; raise BundleError naming what is missing."""
     bundle_dir = Path(bundle_dir)
     config_path = bundle_dir / CONFIG_FILE
     if not config_path.is_file():
         raise BundleError(f"{bundle_dir} is not a model bundle: {CONFIG_FILE} is missing.")
     try:
-        config = json.loads(config_path.read_text())
+        config = BundleConfig.from_json(config_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{config_path} is not valid JSON: {error}") from error
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
-    if missing:
-        raise BundleError(f"{config_path} lacks {', '.join(missing)}.")
-    if config["schema_version"] > SCHEMA_VERSION:
+    except BundleError as error:
+        raise BundleError(f"{config_path} {error}.") from None
+    if config.schema_version > SCHEMA_VERSION:
         raise BundleError(
-            f"{config_path} has schema version {config['schema_version']}; "
+            f"{config_path} has schema version {config.schema_version}; "
             f"this app reads up to {SCHEMA_VERSION}. Update the app."
         )
     return config
 
 
-def verify_bundle(bundle_dir: Path) -> dict:
+def verify_bundle(bundle_dir: Path) -> BundleConfig:
     """Check that the bundle is complete and model.keras matches its recorded SHA-256."""
     config = read_config(bundle_dir)
     model_path = Path(bundle_dir) / MODEL_FILE
     if not model_path.is_file():
         raise BundleError(f"{bundle_dir} is not a complete bundle: {MODEL_FILE} is missing.")
     actual = sha256_of(model_path)
-    if actual != config["model_sha256"]:
+    if actual != config.model_sha256:
         raise BundleError(
             f"{model_path} does not match its config.json (SHA-256 {actual[:12]}..., expected "
-            f"{config['model_sha256'][:12]}...): the file is corrupted or was replaced."
+            f"{config.model_sha256[:12]}...): the file is corrupted or was replaced."
         )
     return config
+
+
+def write_config(bundle_dir: Path, config: BundleConfig) -> None:
+    """Write config.json (to a temporary name, then renamed: readers never see half of it)."""
+    atomic_write_text(Path(bundle_dir) / CONFIG_FILE, config.to_json())
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temporary)` a file beside `path`, then rename it to `path`: `path` is whole or as it was.
+
+    The temporary name keeps the suffix, for writers that choose the format by it (plots).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Put the finished folder `new` where `old` is (or is not yet): old stays whole until new is in place."""
+    if not old.exists():
+        os.replace(new, old)
+        return
+    retired = old.with_name(f".{old.name}.old-{os.getpid()}")
+    os.replace(old, retired)
+    os.replace(new, old)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextmanager
+def staged_bundle(bundle_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `bundle_dir` to fill with a complete bundle, which replaces
+    `bundle_dir` in one rename once it verifies; on any error it is deleted and `bundle_dir`
+    stays as it was, so no half-written or half-updated bundle is ever in place."""
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.tmp-", dir=bundle_dir.parent))
+    try:
+        yield staging
+        verify_bundle(staging)
+        replace_folder(staging, bundle_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def load_bundle(bundle_dir: Path, source: str | None = None, runtime: str | None = None) -> Bundle:
@@ -116,10 +280,10 @@ def load_bundle(bundle_dir: Path, source: str | None = None, runtime: str | None
                   source=source or f"local folder {bundle_dir}")
 
 
-def carried_graphs(bundle_dir: Path, config: dict):
+def carried_graphs(bundle_dir: Path, config: BundleConfig):
     """The bundle's graphs, loaded (`load_graphs`), or None with the reason in the log: the caller
     then loads model.keras with Keras and converts it, as for a bundle without graphs."""
-    if GRAPHS_KEY not in config:
+    if config.serving_graphs is None:
         logger.warning("%s carries no serving graphs (an older bundle, or one made elsewhere): loading its "
                        "model.keras with Keras and converting it (seconds, and TensorFlow's memory). "
                        "`python -m training.export_graphs %s` adds them.", bundle_dir, bundle_dir)
@@ -150,15 +314,15 @@ def load_keras_model(bundle_dir: Path):
         raise BundleError(f"Keras could not load {model_path}: {error}") from error
 
 
-def graph_shapes(config: dict) -> list[tuple | None]:
+def graph_shapes(config: BundleConfig) -> list[tuple | None]:
     """The input shapes a bundle's graphs must cover: the canonical one (the training frames'),
     and None (any height and width) unless the model takes only that one."""
     from demo.engine import canonical_input_shape
 
-    return [canonical_input_shape(config)] + ([] if config["resize"] == "stretch" else [None])
+    return [canonical_input_shape(config)] + ([] if config.fixed_input else [None])
 
 
-def verify_graphs(bundle_dir: Path, config: dict) -> dict[tuple | None, bytes]:
+def verify_graphs(bundle_dir: Path, config: BundleConfig) -> dict[tuple | None, bytes]:
     """The carried graphs' bytes by input shape, once each matches config.json; GraphError saying what does not.
 
     Checked: the record names this very model.keras, every shape the engine needs has a file, each
@@ -168,12 +332,12 @@ def verify_graphs(bundle_dir: Path, config: dict) -> dict[tuple | None, bytes]:
     """
     from demo.runtimes import graph_source
 
-    record = config.get(GRAPHS_KEY)
+    record = config.serving_graphs
     if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
         raise GraphError(f"{CONFIG_FILE} has no readable `{GRAPHS_KEY}` record.")
-    if record.get("model_sha256") != config["model_sha256"]:
+    if record.get("model_sha256") != config.model_sha256:
         raise GraphError(f"they were converted from another model.keras (SHA-256 "
-                         f"{str(record.get('model_sha256'))[:12]}..., this one is {config['model_sha256'][:12]}...).")
+                         f"{str(record.get('model_sha256'))[:12]}..., this one is {config.model_sha256[:12]}...).")
     by_shape = {}
     for name, entry in record["files"].items():
         path = Path(bundle_dir) / name
@@ -188,7 +352,7 @@ def verify_graphs(bundle_dir: Path, config: dict) -> dict[tuple | None, bytes]:
             origin = graph_source(data)
         except Exception as error:  # truncated or not a flatbuffer at all
             raise GraphError(f"{name} is not a readable LiteRT graph ({error}).") from error
-        expected = {"model_sha256": config["model_sha256"], "input_shape": entry.get("input_shape")}
+        expected = {"model_sha256": config.model_sha256, "input_shape": entry.get("input_shape")}
         if origin != expected:
             raise GraphError(f"{name} was converted from another model or for another input: it records "
                              f"{origin}, not {expected}.")
@@ -199,7 +363,7 @@ def verify_graphs(bundle_dir: Path, config: dict) -> dict[tuple | None, bytes]:
     return by_shape
 
 
-def load_graphs(bundle_dir: Path, config: dict):
+def load_graphs(bundle_dir: Path, config: BundleConfig):
     """The carried graphs, verified, loaded into LiteRT and each run once (demo.runtimes.CarriedGraphs).
 
     The run proves a graph loads and answers with probabilities, and packs its weights now rather
@@ -227,7 +391,7 @@ def load_graphs(bundle_dir: Path, config: dict):
                              f"probabilities of its size (shape {answer.shape}, values {answer.min()}..{answer.max()}).")
         interpreters[shape] = interpreter
     logger.info("Serving the LiteRT graphs %s carries (int8 weights; SHA-256 checked): %s.", bundle_dir,
-                ", ".join(sorted(config[GRAPHS_KEY]["files"])))
+                ", ".join(sorted(config.serving_graphs["files"])))
     return CarriedGraphs(interpreters, keras_model=lambda: load_keras_model(bundle_dir))
 
 

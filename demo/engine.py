@@ -18,28 +18,29 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from demo.bundle import BundleConfig
 from demo.runtimes import make_forward
 
 DEFAULT_OVERLAY_COLOUR = (255, 40, 40)
 
 
-def feed_size(height: int, width: int, config: dict) -> tuple[int, int]:
+def feed_size(height: int, width: int, config: BundleConfig) -> tuple[int, int]:
     """The (height, width) a `height` x `width` photo is resized to before the network."""
-    input_height, input_width = config["input_size"]
-    if config["resize"] == "stretch":
+    input_height, input_width = config.input_size
+    if config.fixed_input:
         return input_height, input_width
     scale = math.sqrt(input_height * input_width / (height * width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def canonical_input_shape(config: dict) -> tuple[int, int, int, int]:
+def canonical_input_shape(config: BundleConfig) -> tuple[int, int, int, int]:
     """The (1, H, W, 3) network input of a photo shaped like the training frames.
 
     A fixed-size ("stretch") model takes only this; a fully convolutional one takes any size,
     but 4:3 street photos all come to this one.
     """
-    stride = config.get("stride", 1)
-    height, width = config["input_size"]
+    stride = config.stride
+    height, width = config.input_size
     return 1, height + -height % stride, width + -width % stride, 3
 
 
@@ -81,27 +82,27 @@ class SegmentationEngine:
     """
 
     model: object
-    config: dict
+    config: BundleConfig
     runtime: str | None = None
 
     def __post_init__(self):
         self._forward, self.runtime = make_forward(self.model, self.runtime, canonical_input_shape(self.config),
-                                                   any_shape=self.config["resize"] != "stretch")
+                                                   any_shape=not self.config.fixed_input)
 
     @property
     def default_threshold(self) -> float:
-        return float(self.config.get("threshold", 0.5))
+        return float(self.config.threshold)
 
     def warm_up(self) -> None:
         """Run the network once on a blank photo, so the first user need not wait for set-up.
 
         The photo has the training frames' size: the shape most photos (4:3 street scenes) are fed at.
         """
-        self.predict_probabilities(np.zeros((*self.config["input_size"], 3), np.uint8))
+        self.predict_probabilities(np.zeros((*self.config.input_size, 3), np.uint8))
 
     @property
     def test_time_flip(self) -> bool:
-        return bool(self.config.get("test_time_flip", False))
+        return self.config.test_time_flip
 
     def predict_probabilities(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W) float32 car probabilities aligned with the pixels of `rgb` (H, W, 3 uint8).
@@ -127,7 +128,7 @@ class SegmentationEngine:
     def _network(self, resized: np.ndarray) -> np.ndarray:
         """Probabilities for an already resized photo: padded to the stride, run, cropped back."""
         fed_height, fed_width = resized.shape[:2]
-        model_input = pad_to_multiple(resized, self.config.get("stride", 1))
+        model_input = pad_to_multiple(resized, self.config.stride)
         output = self._forward(model_input[np.newaxis].astype(np.float32))
         return output[0, :fed_height, :fed_width, 0]
 

@@ -35,7 +35,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demo.bundle import Bundle
+from demo.bundle import Bundle, BundleConfig
 from demo.engine import (
     SegmentationEngine,
     mask_stats,
@@ -159,7 +159,7 @@ def read_upload(upload: dict | None) -> np.ndarray:
 def example_label(example: Example, bundle: Bundle) -> str:
     """The example's scene and whether the served model was trained on it, as far as its bundle says
     (the drives its training split held; `held_out_drives` describe the recipe's other runs, not this model)."""
-    train_drives = bundle.config.get("dataset", {}).get("train_drives")
+    train_drives = bundle.config.dataset.train_drives
     if train_drives is not None and example.drive not in train_drives:
         seen = "new to this model"
     elif example.split == "val":
@@ -169,9 +169,9 @@ def example_label(example: Example, bundle: Bundle) -> str:
     return f"{example.scene} (drive {example.drive}: {seen})"
 
 
-def describe_architecture(config: dict) -> str:
+def describe_architecture(config: BundleConfig) -> str:
     """The bundle's architecture in words ("a U-Net (1.9 million weights)")."""
-    architecture = config.get("architecture", "unknown")
+    architecture = config.architecture
     encoder = re.fullmatch(r"efficientnet-lite(\d)-unet", architecture)
     if encoder:
         what = f"a U-Net on an EfficientNet-Lite{encoder[1]} encoder"
@@ -179,9 +179,9 @@ def describe_architecture(config: dict) -> str:
         what = "a U-Net"
     else:
         what = f"a `{architecture}` network"
-    if config.get("parameters"):
-        what += f" ({config['parameters'] / 1e6:.1f} million weights)"
-    if config.get("training", {}).get("imagenet_weights_used"):
+    if config.parameters:
+        what += f" ({config.parameters / 1e6:.1f} million weights)"
+    if config.training.get("imagenet_weights_used"):
         what += ", starting from weights learnt on ImageNet photos"
     return what
 
@@ -194,9 +194,9 @@ RUNTIME_IN_WORDS = {
 }
 
 
-def threshold_chosen_on(config: dict) -> str:
+def threshold_chosen_on(config: BundleConfig) -> str:
     """Where the bundle's threshold was chosen, in words ("the validation frames")."""
-    split = config.get("threshold_selected_on") or config.get("dataset", {}).get("selection_split") or "val"
+    split = config.threshold_selected_on or config.dataset.selection_split or "val"
     return SPLIT_NAMES.get(split, split)
 
 
@@ -204,25 +204,23 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     """The "About the model" text: what the model is, what it learnt from, how well it does on frames
     it was not trained on (the drives held out of training as well, when the bundle has them), what runs it."""
     config = bundle.config
-    metrics = config.get("metrics", {})
     architecture = describe_architecture(config)
     what = (f"**What it is.** {architecture[0].upper()}{architecture[1:]}: a network that gives every pixel "
             "a probability of being car; the pixels at or above the threshold are marked.")
-    if config.get("test_time_flip"):
+    if config.test_time_flip:
         what += " Each photo is also run mirrored, and the two answers averaged."
-    data = (f"**What it learnt from.** {config.get('dataset', {}).get('name', 'An unnamed dataset')}: frames of "
+    data = (f"**What it learnt from.** {config.dataset.name or 'An unnamed dataset'}: frames of "
             "videos filmed from a car driving through Cambridge (UK), every pixel labelled by people. The "
-            f"default threshold, {float(config.get('threshold', 0.5)):.2f}, is the best on "
+            f"default threshold, {float(config.threshold):.2f}, is the best on "
             f"{threshold_chosen_on(config)}.")
-    val = metrics.get("val", {})
+    val = config.metrics.get("val", {})
     scores = [f"- validation frames: **{val['iou']:.2f}**" + (f" ({val['images']} frames)" if val.get("images") else "")
               if val.get("iou") is not None else "- validation frames: not measured"]
-    held_out = metrics.get("held_out_drives") or {}
+    held_out = config.held_out_drives
     # Held-out figures come from the same recipe trained without that drive: what to expect on a new street.
     scores += [f"- drive {drive}, by the same recipe trained without it: **{score['iou']:.2f}**"
                + (f" ({score['images']} frames)" if score.get("images") else "") for drive, score in held_out.items()]
-    dataset = config.get("dataset", {})
-    val_drives, train_drives = dataset.get("val_drives"), dataset.get("train_drives")
+    val_drives, train_drives = config.dataset.val_drives, config.dataset.train_drives
     if val_drives is not None and train_drives is not None and not set(val_drives) & set(train_drives):
         scores.append(f"- the validation frames come from drives training never saw ({', '.join(val_drives)}).")
     elif not held_out:
@@ -233,8 +231,8 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     served = f"**Which model.** Served from: {bundle.source}"
     if bundle.revision:
         served += f", revision `{bundle.revision[:12]}`"
-    if config.get("model_sha256"):  # names the very weights, wherever they came from
-        served += f"; model file SHA-256 `{config['model_sha256'][:12]}`"
+    if config.model_sha256:  # names the very weights, wherever they came from
+        served += f"; model file SHA-256 `{config.model_sha256[:12]}`"
     paragraphs = [what, data, quality]
     if runtime:
         paragraphs.append(f"**What runs it.** {RUNTIME_IN_WORDS.get(runtime, RUNTIME_NAMES.get(runtime, runtime))}, "

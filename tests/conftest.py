@@ -40,16 +40,15 @@ def make_tiny_bundle(bundle_dir: Path, threshold: float = 0.5, seed: int = 0) ->
     """A real, untrained compact U-Net written as a bundle by the training code."""
     import keras
 
+    from demo.bundle import BundleConfig, DatasetInfo, TargetClass
     from training.bundle import write_bundle
     from training.models import build_unet
 
     keras.utils.set_random_seed(seed)
     model = build_unet(base_filters=4)
-    config = {
-        "architecture": "unet", "input_size": [180, 240], "resize": "keep_aspect", "stride": 16,
-        "target_class": {"id": 8, "name": "car"}, "threshold": threshold,
-        "dataset": {"name": "CamVid (SegNet layout)"}, "metrics": {"val": {"iou": 0.5}},
-    }
+    config = BundleConfig(architecture="unet", input_size=(180, 240), resize="keep_aspect", stride=16,
+                          target_class=TargetClass(8, "car"), threshold=threshold,
+                          dataset=DatasetInfo(name="CamVid (SegNet layout)"), metrics={"val": {"iou": 0.5}})
     return write_bundle(bundle_dir, model, config)
 
 

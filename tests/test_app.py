@@ -1,6 +1,7 @@
 """The Gradio app over HTTP, as its users and API clients reach it (no browser here)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import httpx
@@ -125,25 +126,24 @@ def test_page_opens_on_a_worked_example_and_says_what_the_model_is_in_about_the_
 
 def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny_bundle):
     config = tiny_bundle.config
-    saved = dict(config), dict(config["metrics"])
-    config["metrics"]["held_out_drives"] = {"0006R0": {"iou": 0.6512, "images": 101},
-                                            "0001TP": {"iou": 0.5873, "images": 62}}
-    config["threshold_selected_on"] = "train"
+    tiny_bundle.config = copy.deepcopy(config)
+    tiny_bundle.config.metrics["held_out_drives"] = {"0006R0": {"iou": 0.6512, "images": 101},
+                                                     "0001TP": {"iou": 0.5873, "images": 62}}
+    tiny_bundle.config.threshold_selected_on = "train"
     tiny_bundle.revision = "0123456789abcdef0123"
     try:
         about = describe_model(tiny_bundle, "tensorflow")
         labels = [example_label(example, tiny_bundle) for example in EXAMPLES]
     finally:
         tiny_bundle.revision = None
-        config.clear(), config.update(saved[0])
-        config["metrics"] = saved[1]
+        tiny_bundle.config = config
     assert "- validation frames: **0.50**" in about
     assert "- drive 0006R0, by the same recipe trained without it: **0.65** (101 frames)" in about
     assert "- drive 0001TP, by the same recipe trained without it: **0.59** (62 frames)" in about
     assert "no drive held out" not in about
     assert "is the best on the training frames" in about
     assert "revision `0123456789ab`" in about and "TensorFlow" in about
-    assert f"SHA-256 `{config['model_sha256'][:12]}`" in about
+    assert f"SHA-256 `{config.model_sha256[:12]}`" in about
     # Held-out figures describe the recipe's other runs: the served model may well have trained on those drives.
     assert labels == ["Supermarket car park (drive 0006R0: trained on)",
                       "Shopping street (drive 0001TP: trained on)",
@@ -152,13 +152,13 @@ def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny
 
 
 def test_a_bundle_that_records_its_splits_drives_says_which_examples_and_val_drives_are_new(tiny_bundle):
-    dataset = tiny_bundle.config["dataset"]
-    dataset.update(train_drives=["0006R0", "0016E5"], val_drives=["0001TP"])
+    dataset = tiny_bundle.config.dataset
+    dataset.train_drives, dataset.val_drives = ["0006R0", "0016E5"], ["0001TP"]
     try:
         about = describe_model(tiny_bundle)
         labels = [example_label(example, tiny_bundle) for example in EXAMPLES]
     finally:
-        del dataset["train_drives"], dataset["val_drives"]
+        dataset.train_drives = dataset.val_drives = None
     assert "- the validation frames come from drives training never saw (0001TP)." in about
     assert "no drive held out" not in about
     assert [label.split(": ")[-1] for label in labels] == ["trained on)", "new to this model)", "trained on)",
@@ -166,11 +166,11 @@ def test_a_bundle_that_records_its_splits_drives_says_which_examples_and_val_dri
 
 
 def test_about_the_model_without_metrics(tiny_bundle):
-    metrics = tiny_bundle.config.pop("metrics")
+    metrics, tiny_bundle.config.metrics = tiny_bundle.config.metrics, {}
     try:
         about = describe_model(tiny_bundle)
     finally:
-        tiny_bundle.config["metrics"] = metrics
+        tiny_bundle.config.metrics = metrics
     assert "validation frames: not measured" in about and "no drive held out of training was measured" in about
 
 

@@ -16,7 +16,9 @@ import pytest
 from PIL import Image
 
 from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities
+from demo.bundle import BundleConfig
 from demo.imaging import ImageError, load_rgb
+from helpers import serving_config
 
 STRIDE = 16
 
@@ -43,10 +45,9 @@ def image_encoding(mask: np.ndarray, seed: int = 0) -> np.ndarray:
     return rgb
 
 
-def keep_aspect_config(height: int, width: int, test_time_flip: bool = False) -> dict:
+def keep_aspect_config(height: int, width: int, test_time_flip: bool = False) -> BundleConfig:
     # Trained at the photo's own pixel count: no resizing, only padding to the stride and cropping back.
-    return {"input_size": [height, width], "resize": "keep_aspect", "stride": STRIDE, "threshold": 0.5,
-            "test_time_flip": test_time_flip}
+    return serving_config((height, width), "keep_aspect", STRIDE, test_time_flip=test_time_flip)
 
 
 @pytest.mark.parametrize("test_time_flip", [False, True])
@@ -67,7 +68,7 @@ def test_block_mask_survives_downscaling_and_upscaling_to_the_pixel(mask_model, 
     # upscaling keeps every pixel on its own block's side of 0.5.
     blocks = np.random.default_rng(1).random((90, 120)) < 0.4
     mask = np.kron(blocks, np.ones((4, 4), bool))  # 360x480, like a CamVid frame
-    engine = SegmentationEngine(mask_model, {"input_size": [180, 240], "resize": resize, "stride": STRIDE})
+    engine = SegmentationEngine(mask_model, serving_config((180, 240), resize, STRIDE))
 
     probabilities = engine.predict_probabilities(image_encoding(mask))
 
@@ -107,7 +108,7 @@ def test_odd_sized_photo_is_fed_at_training_scale_and_answered_at_its_own_size(m
     # where it was, up to the blur of resizing at its edge.
     rows, columns = np.mgrid[:359, :481]
     mask = (rows - 150) ** 2 + (columns - 300) ** 2 < 90**2
-    engine = SegmentationEngine(mask_model, {"input_size": [180, 240], "resize": "keep_aspect", "stride": STRIDE})
+    engine = SegmentationEngine(mask_model, serving_config((180, 240), "keep_aspect", STRIDE))
 
     predicted = threshold_probabilities(engine.predict_probabilities(image_encoding(mask)), 0.5)
 
@@ -202,7 +203,7 @@ def test_every_image_kind_decodes_to_rgb_and_segments(tmp_path, mask_model, make
 
     assert rgb.dtype == np.uint8 and rgb.shape == (height, width, 3)
     np.testing.assert_allclose(rgb[0, 0], corner_colour, atol=3)  # JPEG's rounding
-    engine = SegmentationEngine(mask_model, {"input_size": [180, 240], "resize": "keep_aspect", "stride": STRIDE})
+    engine = SegmentationEngine(mask_model, serving_config((180, 240), "keep_aspect", STRIDE))
     probabilities = engine.predict_probabilities(rgb)
     assert probabilities.shape == (height, width)
     assert np.isfinite(probabilities).all() and probabilities.min() >= 0 and probabilities.max() <= 1

@@ -68,18 +68,18 @@ def test_update_bundle_records_what_was_measured_with_mirror_averaging(bundle_co
 
     bundle = load_bundle(bundle_copy)  # still verifies: model.keras is untouched
     config = bundle.config
-    assert config["test_time_flip"] is True and config["threshold"] == printed["best_threshold"]
-    assert config["metrics"]["val"]["iou"] == printed["metrics_at_best_threshold"]["iou"]
+    assert config.test_time_flip is True and config.threshold == printed["best_threshold"]
+    assert config.metrics["val"]["iou"] == printed["metrics_at_best_threshold"]["iou"]
     engine = SegmentationEngine(bundle.model, config, runtime="tensorflow")
     assert engine.test_time_flip
-    assert config["metrics"]["val"]["iou"] == pytest.approx(direct_iou(engine, config["threshold"]), abs=1e-4)
+    assert config.metrics["val"]["iou"] == pytest.approx(direct_iou(engine, config.threshold), abs=1e-4)
     assert "mirror image" in (bundle_copy / "README.md").read_text()
     assert cv2.imread(str(bundle_copy / "threshold_sweep.png")) is not None
 
     # And back: the setting is recorded either way, the card no longer mentions it.
     assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--test-time-flip", "off", "--update-bundle",
                  "--no-plots"]) == 0
-    assert load_bundle(bundle_copy).config["test_time_flip"] is False
+    assert load_bundle(bundle_copy).config.test_time_flip is False
     assert "mirror image" not in (bundle_copy / "README.md").read_text()
 
 
@@ -100,7 +100,7 @@ def test_what_if_settings_print_a_report_and_leave_the_bundle_as_it_was(bundle_c
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
     config = load_bundle(bundle_copy).config
-    config.update(input_size=[48, 64], test_time_flip=True)
+    config.input_size, config.test_time_flip = (48, 64), True
     engine = SegmentationEngine(load_bundle(bundle_copy).model, config, runtime="tensorflow")
     assert printed["metrics"]["iou"] == pytest.approx(direct_iou(engine, printed["threshold"]), abs=1e-4)
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from demo.bundle import resolve_bundle
 bundle = resolve_bundle(default_dir=Path(sys.argv[1]))
 print(json.dumps({"path": str(bundle.path), "source": bundle.source, "revision": bundle.revision,
-                  "notice": bundle.notice, "threshold": bundle.config["threshold"]}))
+                  "notice": bundle.notice, "threshold": bundle.config.threshold}))
 """
 
 

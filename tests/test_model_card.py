@@ -5,7 +5,7 @@ import json
 
 from huggingface_hub import ModelCard
 
-from demo.bundle import CARD_FILE, CONFIG_FILE
+from demo.bundle import CARD_FILE, CONFIG_FILE, BundleConfig
 from training.model_card import build_model_card, write_model_card
 
 CONFIG = {
@@ -45,7 +45,7 @@ def test_card_metadata_parses_back_to_the_config(tmp_path):
 
 
 def test_card_text_says_how_it_was_trained_how_to_load_it_and_its_limits():
-    text = build_model_card(CONFIG).text
+    text = build_model_card(BundleConfig.from_dict(CONFIG)).text
     assert "1,944,049 parameters, 18.1 GFLOPs per 352x480 image" in text
     assert "Adam at 0.002 (cosine schedule), batch 8, 40 epochs (best val IoU at epoch 33)" in text
     assert 'keras.saving.load_model("model.keras", safe_mode=True)' in text
@@ -54,13 +54,13 @@ def test_card_text_says_how_it_was_trained_how_to_load_it_and_its_limits():
 
 
 def test_card_for_a_hub_repo_shows_how_to_download_it():
-    text = build_model_card(CONFIG, repo_id="someone/car-unet").text
+    text = build_model_card(BundleConfig.from_dict(CONFIG), repo_id="someone/car-unet").text
     assert 'huggingface_hub.snapshot_download("someone/car-unet")' in text
     assert 'keras.saving.load_model(f"{folder}/model.keras", safe_mode=True)' in text
 
 
 def test_card_states_no_facts_the_config_lacks():
     sparse = {key: value for key, value in CONFIG.items() if key not in ("parameters", "gflops_per_image", "training")}
-    text = build_model_card(sparse).text
+    text = build_model_card(BundleConfig.from_dict(sparse)).text
     assert "parameters" not in text and "GFLOPs" not in text
     assert "records no training details" in text

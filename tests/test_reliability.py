@@ -28,6 +28,7 @@ from demo.bundle import CONFIG_FILE, MODEL_FILE, BundleError, load_bundle, resol
 from demo.engine import SegmentationEngine, threshold_probabilities
 from demo.imaging import MAX_ASPECT_RATIO, load_rgb
 from demo.ui import EXAMPLES_DIR, build_demo
+from helpers import serving_config
 from test_app import segment
 from test_engine import (  # noqa: F401  (mask_model is a fixture)
     animated_gif,
@@ -43,7 +44,7 @@ from test_engine import (  # noqa: F401  (mask_model is a fixture)
 )
 
 # How the tiny test bundle is fed: photos scaled to 180x240's pixel count, padded to a multiple of 16.
-TINY_FEED = {"input_size": [180, 240], "resize": "keep_aspect", "stride": 16}
+TINY_FEED = serving_config((180, 240), "keep_aspect", 16, threshold=0.5)
 # JPEG (the overlay's format) moves a flat colour by a few levels.
 JPEG_TOLERANCE = 8
 
@@ -110,7 +111,7 @@ def test_a_single_pixel_and_long_strips_segment_at_their_own_size(tmp_path, mask
     path = tmp_path / "strip.png"
     Image.fromarray(rgb).save(path)
 
-    engine = SegmentationEngine(mask_model, {**TINY_FEED, "threshold": 0.5})
+    engine = SegmentationEngine(mask_model, TINY_FEED)
     mask = threshold_probabilities(engine.predict_probabilities(load_rgb(path)), 0.5)
 
     assert mask.shape == (height, width)

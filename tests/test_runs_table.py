@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import shutil
 
+from demo.bundle import DatasetInfo
+from helpers import serving_config
 from training.runs_table import main
 
 
@@ -27,13 +29,15 @@ def test_a_row_reports_the_bundles_recorded_metrics_and_serving_settings(tiny_bu
 def test_held_out_drive_figures_get_their_own_column():
     from training.runs_table import held_out_text
 
-    recorded = {"metrics": {"val": {"iou": 0.9}, "held_out_drives": {"0006R0": {"iou": 0.81}, "0001TP": {"iou": 0.7}}}}
+    recorded = serving_config(metrics={"val": {"iou": 0.9},
+                                       "held_out_drives": {"0006R0": {"iou": 0.81}, "0001TP": {"iou": 0.7}}})
     assert held_out_text(recorded) == "0001TP 0.7000, 0006R0 0.8100"
-    holdout_run = {"metrics": {"val": {"iou": 0.8}},
-                   "dataset": {"train_drives": ["0001TP", "0016E5"], "val_drives": ["0006R0"]}}
+    holdout_run = serving_config(metrics={"val": {"iou": 0.8}},
+                                 dataset=DatasetInfo(train_drives=["0001TP", "0016E5"], val_drives=["0006R0"]))
     assert held_out_text(holdout_run) == "0006R0 0.8000 (its val)"
-    same_drive = {"metrics": {"val": {"iou": 0.8}}, "dataset": {"train_drives": ["0016E5"], "val_drives": ["0016E5"]}}
-    assert held_out_text(same_drive) == "-" and held_out_text({"metrics": {"val": {"iou": 0.8}}}) == "-"
+    same_drive = serving_config(metrics={"val": {"iou": 0.8}},
+                                dataset=DatasetInfo(train_drives=["0016E5"], val_drives=["0016E5"]))
+    assert held_out_text(same_drive) == "-" and held_out_text(serving_config(metrics={"val": {"iou": 0.8}})) == "-"
 
 
 def test_encoder_costs_prints_a_row_per_architecture(capsys):

@@ -15,6 +15,7 @@ import pytest
 from demo.bundle import load_keras_model
 from demo.engine import SegmentationEngine
 from demo.runtimes import LITERT, LITERT_FLOAT32, TENSORFLOW, make_forward
+from helpers import serving_config
 
 # Photo shapes that feed the tiny bundle (180x240, stride 16) at different padded sizes, odd ones included;
 # the first is fed at the training frames' shape, which LiteRT is converted for up front.
@@ -113,7 +114,7 @@ def vgg16_unet():
 
 def test_a_fixed_size_model_is_served_by_litert_at_its_one_input_shape(vgg16_unet):
     """The vgg16-unet's upsampling does not convert with dynamic height and width; fed one shape, it does."""
-    config = {"input_size": [64, 64], "resize": "stretch", "stride": 16, "threshold": 0.5}
+    config = serving_config((64, 64), "stretch", 16)
     served = SegmentationEngine(vgg16_unet, config, runtime=LITERT_FLOAT32)
     reference = SegmentationEngine(vgg16_unet, config, runtime=TENSORFLOW)
 
@@ -126,7 +127,7 @@ def test_a_fixed_size_model_is_served_by_litert_at_its_one_input_shape(vgg16_une
 
 def test_a_shape_litert_cannot_convert_is_run_by_tensorflow(vgg16_unet, caplog):
     # The same network declared any-size: the any-shape conversion fails, and TensorFlow takes those photos.
-    config = {"input_size": [64, 64], "resize": "keep_aspect", "stride": 32, "threshold": 0.5}
+    config = serving_config((64, 64), "keep_aspect", 32)
     served = SegmentationEngine(vgg16_unet, config, runtime=LITERT_FLOAT32)
     reference = SegmentationEngine(vgg16_unet, config, runtime=TENSORFLOW)
 

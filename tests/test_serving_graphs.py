@@ -19,6 +19,8 @@ import pytest
 from conftest import REPO_ROOT, make_tiny_bundle
 from demo.bundle import (
     CONFIG_FILE,
+    BundleConfig,
+    TargetClass,
     DEFAULT_BUNDLE_DIR,
     GRAPHS_KEY,
     HUB_PATTERNS,
@@ -53,7 +55,8 @@ def bundle_copy(tiny_bundle_dir, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def keras_reference(tiny_bundle_dir):
-    return SegmentationEngine(load_keras_model(tiny_bundle_dir), read_config(tiny_bundle_dir), runtime=TENSORFLOW)
+    return SegmentationEngine(load_keras_model(tiny_bundle_dir), BundleConfig.from_dict(read_config(tiny_bundle_dir)),
+                              runtime=TENSORFLOW)
 
 
 def test_a_new_bundle_carries_graphs_converted_from_its_own_model(tiny_bundle_dir):
@@ -61,7 +64,7 @@ def test_a_new_bundle_carries_graphs_converted_from_its_own_model(tiny_bundle_di
     record = config[GRAPHS_KEY]
     assert record["model_sha256"] == config["model_sha256"] == sha256_of(tiny_bundle_dir / "model.keras")
     shapes = [tuple(entry["input_shape"]) if entry["input_shape"] else None for entry in record["files"].values()]
-    assert shapes == graph_shapes(config) == [(1, 192, 240, 3), None]  # 180x240 padded to stride 16; any shape
+    assert shapes == graph_shapes(BundleConfig.from_dict(config)) == [(1, 192, 240, 3), None]  # 180x240 padded to stride 16; any shape
     for name, entry in record["files"].items():
         data = (tiny_bundle_dir / name).read_bytes()
         assert sha256_of(tiny_bundle_dir / name) == entry["sha256"] and len(data) == entry["bytes"]
@@ -241,12 +244,12 @@ def test_every_architecture_gets_graphs_that_answer_as_its_model(architecture, i
 
     options = {"encoder_weights": None} if ARCHITECTURES[architecture].pretrained_encoder else {}
     model = build_model(architecture, input_size=input_size, **options)
-    config = {"architecture": architecture, "input_size": list(input_size), "resize": resize,
-              "stride": ARCHITECTURES[architecture].stride, "target_class": {"id": 8, "name": "car"}, "threshold": 0.5}
+    config = BundleConfig(architecture=architecture, input_size=input_size, resize=resize,
+                          stride=ARCHITECTURES[architecture].stride, target_class=TargetClass(8, "car"), threshold=0.5)
     bundle = load_bundle(write_bundle(tmp_path / architecture, model, config))
 
     assert isinstance(bundle.model, CarriedGraphs)
-    assert len(bundle.config[GRAPHS_KEY]["files"]) == (1 if resize == "stretch" else 2)
+    assert len(bundle.config.serving_graphs["files"]) == (1 if resize == "stretch" else 2)
     served = SegmentationEngine(bundle.model, bundle.config)
     reference = SegmentationEngine(model, bundle.config, runtime=TENSORFLOW)
     for shape in [(360, 480), (1080, 1920), (1920, 1080)]:
@@ -259,7 +262,7 @@ def test_the_graphs_travel_with_the_bundle_everywhere(tiny_bundle_dir):
     from training.model_card import build_model_card
 
     config = read_config(tiny_bundle_dir)
-    card = str(build_model_card(config))
+    card = str(build_model_card(BundleConfig.from_dict(config)))
     for name, entry in config[GRAPHS_KEY]["files"].items():
         assert f"`{name}`" in card and entry["sha256"][:16] in card
     assert "*.tflite" in HUB_PATTERNS  # downloaded from the Hub, and preloaded by a Space's build

@@ -38,10 +38,10 @@ def test_one_epoch_writes_a_bundle_that_reloads_in_safe_mode(camvid_dir, tmp_pat
     assert {"model.keras", "config.json", "README.md", "training_curves.png", "threshold_sweep.png",
             "evaluation_val.json", "gallery_val.png"} <= {path.name for path in bundle_dir.iterdir()}
     assert not [path for path in tmp_path.iterdir() if ".tmp-" in path.name]
-    assert config["input_size"] == [96, 128] and config["resize"] == "keep_aspect"
-    assert config["metrics"]["val"]["images"] == 2
-    assert 0.0 <= config["metrics"]["val"]["iou"] <= 1.0
-    assert "data_dir" not in config["training"]  # no local paths in what gets published
+    assert config.input_size == (96, 128) and config.resize == "keep_aspect"
+    assert config.metrics["val"]["images"] == 2
+    assert 0.0 <= config.metrics["val"]["iou"] <= 1.0
+    assert "data_dir" not in config.training  # no local paths in what gets published
     bundle = load_bundle(bundle_dir)
     probabilities = SegmentationEngine(bundle.model, bundle.config).predict_probabilities(
         np.zeros((359, 481, 3), np.uint8))

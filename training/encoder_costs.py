@@ -18,7 +18,7 @@ ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1
 
 
 def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeats: int) -> str:
-    from demo.bundle import load_bundle
+    from demo.bundle import BundleConfig, DatasetInfo, TargetClass, load_bundle
     from demo.engine import SegmentationEngine, canonical_input_shape
     from training.bundle import write_bundle
     from training.models import ARCHITECTURES, build_model, count_flops
@@ -27,9 +27,9 @@ def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeat
     architecture = ARCHITECTURES[name]
     options = {"encoder_weights": None} if architecture.pretrained_encoder else {}
     model = build_model(name, **options)
-    config = {"architecture": name, "input_size": list(input_size), "resize": "keep_aspect",
-              "stride": architecture.stride, "target_class": {"id": 8, "name": "car"}, "threshold": 0.5,
-              "dataset": {"name": "none: random weights, for timing"}}
+    config = BundleConfig(architecture=name, input_size=input_size, resize="keep_aspect", stride=architecture.stride,
+                          target_class=TargetClass(8, "car"), threshold=0.5,
+                          dataset=DatasetInfo(name="none: random weights, for timing"))
     bundle = load_bundle(write_bundle(folder / name, model, config))
     padded = canonical_input_shape(config)[1:3]  # what the engine feeds a 4:3 photo
     gflops = count_flops(model, padded) / 1e9

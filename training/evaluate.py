@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.bundle import BundleError, load_bundle
+from demo.bundle import BundleError, atomic_write, atomic_write_text, load_bundle, read_config, write_config
 from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
-from training.bundle import atomic_write_text
-from training.data import CAR_CLASS_ID, DataError, binarize, find_pairs, read_pair
+from training.data import DataError, binarize, find_pairs, read_pair
 from training.losses import pixel_counts, scores_from_counts
 from training.train import parse_size
 
@@ -29,7 +28,7 @@ SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limit: int | None = None,
                     gallery_size: int = 3) -> dict:
     """Metrics of `engine` on a split: at the bundle's threshold, over a sweep, and per image."""
-    target = engine.config["target_class"]["id"] if "target_class" in engine.config else CAR_CLASS_ID
+    target = engine.config.target_class.id
     pairs = find_pairs(data_dir, split)[:limit]
     thresholds = np.union1d(SWEEP_THRESHOLDS, [engine.default_threshold])
     totals = np.zeros((3, thresholds.size), np.int64)
@@ -148,23 +147,23 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
     of some drives (`held_out`), the best over those unseen drives, with their figures recorded
     (`metrics.held_out_drives`) and val's at that threshold: nothing is then selected on val.
     """
-    from training.bundle import update_bundle
     from training.model_card import write_model_card
     from training.plots import plot_threshold_sweep
 
     served = held_out_threshold(held_out) if held_out else report["best_threshold"]
     if served != report["threshold"] and held_out:
         raise ValueError("evaluate the bundle at the held-out threshold before recording it")
-    engine.config["threshold"] = served
-    metrics = {"val": val_metrics_entry(report, at_best=not held_out)}
+    engine.config.threshold = served
+    config = read_config(bundle_dir)
+    config.threshold, config.test_time_flip = served, engine.test_time_flip
+    config.threshold_selected_on = f"held-out drives {', '.join(sorted(held_out))}" if held_out else "val"
+    config.metrics.setdefault("val", {}).update(val_metrics_entry(report, at_best=not held_out))
     if held_out:
-        metrics["held_out_drives"] = {drive: held_out_entry(drive_report, served)
-                                      for drive, drive_report in sorted(held_out.items())}
-    update_bundle(bundle_dir, {"threshold": served, "test_time_flip": engine.test_time_flip,
-                               "threshold_selected_on": f"held-out drives {', '.join(sorted(held_out))}"
-                               if held_out else "val", "metrics": metrics}, {
-        # The sweep the model card shows is the one that chose the threshold now recorded.
-        "threshold_sweep.png": lambda path: plot_threshold_sweep(report["sweep"], served, path)})
+        config.metrics.setdefault("held_out_drives", {}).update(
+            {drive: held_out_entry(drive_report, served) for drive, drive_report in sorted(held_out.items())})
+    write_config(bundle_dir, config)
+    # The sweep the model card shows is the one that chose the threshold now recorded.
+    atomic_write(bundle_dir / "threshold_sweep.png", lambda path: plot_threshold_sweep(report["sweep"], served, path))
     write_model_card(bundle_dir)
 
 
@@ -213,19 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = load_bundle(args.bundle)
         if args.test_time_flip:
-            bundle.config["test_time_flip"] = args.test_time_flip == "on"
+            bundle.config.test_time_flip = args.test_time_flip == "on"
         if args.input_size:
-            if bundle.config["resize"] == "stretch":
+            if bundle.config.fixed_input:
                 raise BundleError(f"{args.bundle} holds a fixed-size model: it takes only "
-                                  f"{bundle.config['input_size'][0]}x{bundle.config['input_size'][1]}.")
-            bundle.config["input_size"] = list(args.input_size)
+                                  f"{bundle.config.input_size[0]}x{bundle.config.input_size[1]}.")
+            bundle.config.input_size = args.input_size
         held_out = held_out_reports(args.held_out) if args.held_out else None
         if held_out:
-            bundle.config["threshold"] = held_out_threshold(held_out)
+            bundle.config.threshold = held_out_threshold(held_out)
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
         report.update(bundle=str(args.bundle), test_time_flip=engine.test_time_flip,
-                      input_size=engine.config["input_size"])
+                      input_size=list(engine.config.input_size))
         if args.update_bundle:
             record_serving_settings(args.bundle, engine, report, held_out)
         # Files in the bundle describe the bundle as it serves; a what-if run only prints.

@@ -26,14 +26,15 @@ import numpy as np
 
 from demo.bundle import (
     CARD_FILE,
-    CONFIG_FILE,
-    GRAPHS_KEY,
+    BundleConfig,
     BundleError,
     graph_shapes,
     load_graphs,
     load_keras_model,
+    replace_folder,
     sha256_of,
     verify_bundle,
+    write_config,
 )
 from demo.runtimes import (
     GRAPH_SOURCE_METADATA,
@@ -66,7 +67,7 @@ def with_source(flatbuffer: bytes, source: dict) -> bytes:
     return bytes(builder.Output())
 
 
-def write_graphs(folder: Path, config: dict) -> dict:
+def write_graphs(folder: Path, config: BundleConfig) -> dict:
     """Convert `folder`/model.keras into the graphs the app needs, written into `folder`; return
     config.json's record of them. The Keras model is read back from the file, in safe mode, so
     the graphs are what that file computes; each graph's largest difference from it on a probe
@@ -87,7 +88,7 @@ def write_graphs(folder: Path, config: dict) -> dict:
         except Exception as error:  # an op the converter lacks, say
             raise BundleError(f"the LiteRT converter failed for input {shape or 'of any shape'}: "
                               f"{first_line(error)}") from error
-        flatbuffer = with_source(flatbuffer, {"model_sha256": config["model_sha256"], "input_shape": input_shape})
+        flatbuffer = with_source(flatbuffer, {"model_sha256": config.model_sha256, "input_shape": input_shape})
         release_freed_memory()
         interpreter = Interpreter(model_content=flatbuffer)
         interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], probe_shape, strict=False)
@@ -97,13 +98,12 @@ def write_graphs(folder: Path, config: dict) -> dict:
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
-    return {"runtime": GRAPH_RUNTIME, "model_sha256": config["model_sha256"], "files": files,
+    return {"runtime": GRAPH_RUNTIME, "model_sha256": config.model_sha256, "files": files,
             "converted_with": library_versions()}
 
 
 def export_graphs(bundle_dir: Path) -> dict:
     """Give the bundle at `bundle_dir` fresh graphs (replacing any it has); return their record."""
-    from training.bundle import replace_folder
     from training.model_card import write_model_card
 
     bundle_dir = Path(bundle_dir)
@@ -114,8 +114,8 @@ def export_graphs(bundle_dir: Path) -> dict:
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
                         ignore=lambda folder, names: [name for name in names
                                                       if name.startswith(".") or name.endswith(".tflite")])
-        config[GRAPHS_KEY] = write_graphs(staging, config)
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        config.serving_graphs = write_graphs(staging, config)
+        write_config(staging, config)
         load_graphs(staging, config)  # the app's own checks, before anything is replaced
         if (staging / CARD_FILE).is_file():
             write_model_card(staging)  # the card lists the graphs
@@ -123,7 +123,7 @@ def export_graphs(bundle_dir: Path) -> dict:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return config[GRAPHS_KEY]
+    return config.serving_graphs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from training.bundle import replace_folder
+from demo.bundle import replace_folder
 from training.data import DataError, find_pairs
 
 

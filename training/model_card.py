@@ -1,12 +1,11 @@
 """The model card (the bundle's README.md), generated from its config.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from demo.bundle import CARD_FILE, CONFIG_FILE, GRAPHS_KEY
+from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, read_config
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -98,45 +97,44 @@ research use (CC BY-NC 4.0 as stated by its distributors).
 """
 
 
-def measured_splits(metrics: dict) -> list[tuple[str, dict]]:
+def measured_splits(config: BundleConfig) -> list[tuple[str, dict]]:
     """(split name, metrics) for val and for each held-out drive (a recipe trained without it)."""
-    held_out = metrics.get("held_out_drives", {})
-    return [(split, values) for split, values in metrics.items() if split != "held_out_drives"] + [
-        (f"{drive} (drive held out of training)", values) for drive, values in sorted(held_out.items())]
+    return [(split, values) for split, values in config.metrics.items() if split != "held_out_drives"] + [
+        (f"{drive} (drive held out of training)", values) for drive, values in sorted(config.held_out_drives.items())]
 
 
-def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
+def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelCard:
     """A ModelCard with Hub metadata (model-index from the recorded metrics) and prose.
 
     With `repo_id`, the usage snippet downloads the bundle from that Hub repo first.
     """
-    class_name = config["target_class"]["name"]
-    val = config.get("metrics", {}).get("val", {})
+    class_name = config.target_class.name
+    val = config.metrics.get("val", {})
     eval_results = [
         EvalResult(task_type="image-segmentation", task_name=f"{class_name} segmentation", dataset_type="camvid",
                    dataset_name="CamVid (SegNet layout)", dataset_split=split, metric_type=metric,
                    metric_name=f"{class_name} {metric}", metric_value=float(metrics[metric]))
-        for split, metrics in measured_splits(config.get("metrics", {}))
+        for split, metrics in measured_splits(config)
         for metric in ("iou", "dice", "precision", "recall") if metric in metrics
     ]
     card_data = ModelCardData(
         library_name="keras", pipeline_tag="image-segmentation", license="cc-by-nc-4.0", datasets=["camvid"],
         tags=["image-segmentation", "unet", "camvid", "car", "keras"], metrics=["iou", "dice", "precision", "recall"],
-        model_name=f"{config['architecture']} {class_name} segmentation (CamVid)",
+        model_name=f"{config.architecture} {class_name} segmentation (CamVid)",
         eval_results=eval_results or None,
     )
-    input_h, input_w = config["input_size"]
+    input_h, input_w = config.input_size
     size_facts = []
-    if "parameters" in config:
-        size_facts.append(f"{config['parameters']:,} parameters")
-    if "gflops_per_image" in config:
-        size_facts.append(f"{config['gflops_per_image']} GFLOPs per {input_h}x{input_w} image")
+    if config.parameters is not None:
+        size_facts.append(f"{config.parameters:,} parameters")
+    if config.gflops_per_image is not None:
+        size_facts.append(f"{config.gflops_per_image} GFLOPs per {input_h}x{input_w} image")
     size_text = f" ({', '.join(size_facts)})" if size_facts else ""
-    training = config.get("training", {})
+    training = config.training
     imagenet = training.get("imagenet_weights_used")
     training_text = "config.json records no training details for this model." if not training else (
-        f"`python -m training.train` with architecture `{config['architecture']}`, frames resized to "
-        f"{config['input_size'][0]}x{config['input_size'][1]}"
+        f"`python -m training.train` with architecture `{config.architecture}`, frames resized to "
+        f"{input_h}x{input_w}"
         + (f", random {training['crop_size'][0]}x{training['crop_size'][1]} crops" if training.get("augment") else "")
         + f"; loss `{training.get('loss', '?')}`, Adam at {training.get('learning_rate', '?')}"
         + f" ({training.get('schedule', '?')} schedule), batch {training.get('batch_size', '?')}, "
@@ -148,31 +146,30 @@ def build_model_card(config: dict, repo_id: str | None = None) -> ModelCard:
         + ("Encoder initialised from ImageNet." if imagenet else "No pretrained (ImageNet) weights.")
         + (" The last epoch was kept (a schedule fixed in advance, not picked on val)"
            if training.get("keep") == "last" else " The checkpoint with the best val IoU was kept")
-        + (f"; its threshold was chosen on {config['threshold_selected_on']}."
-           if config.get("threshold_selected_on", "val") != "val" else "; its threshold is the best one on val.")
+        + (f"; its threshold was chosen on {config.threshold_selected_on}."
+           if (config.threshold_selected_on or "val") != "val" else "; its threshold is the best one on val.")
     )
     feeding_text = (
-        f"Feed it images resized to exactly {config['input_size'][0]}x{config['input_size'][1]}."
-        if config["resize"] == "stretch" else
+        f"Feed it images resized to exactly {input_h}x{input_w}."
+        if config.fixed_input else
         f"It is fully convolutional: resize a photo (aspect kept) to about as many pixels as "
-        f"{config['input_size'][0]}x{config['input_size'][1]} and pad height and width to multiples of "
-        f"{config['stride']}."
+        f"{input_h}x{input_w} and pad height and width to multiples of {config.stride}."
     ) + (" The metrics above average each photo's answer with its mirror image's (mirrored back), as the app "
-         "does when config.json says `\"test_time_flip\": true`." if config.get("test_time_flip") else "")
+         "does when config.json says `\"test_time_flip\": true`." if config.test_time_flip else "")
     metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,
-        architecture=config["architecture"], size_text=size_text, val_images=val.get("images", "?"),
+        architecture=config.architecture, size_text=size_text, val_images=val.get("images", "?"),
         metrics=metric_rows, training_text=training_text, feeding_text=feeding_text,
-        threshold=config["threshold"], repo_id=repo_id, graphs=graph_rows(config),
-        held_out=sorted(config.get("metrics", {}).get("held_out_drives", {}).items()),
+        threshold=config.threshold, repo_id=repo_id, graphs=graph_rows(config),
+        held_out=sorted(config.held_out_drives.items()),
     )
 
 
-def graph_rows(config: dict) -> list[tuple[str, dict]]:
+def graph_rows(config: BundleConfig) -> list[tuple[str, dict]]:
     """(file name, its record with `input_text` and `size_text`) for each serving graph config.json lists."""
     rows = []
-    for name, entry in sorted(config.get(GRAPHS_KEY, {}).get("files", {}).items()):
+    for name, entry in sorted((config.serving_graphs or {}).get("files", {}).items()):
         shape = entry["input_shape"]
         rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
                             "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
@@ -180,7 +177,4 @@ def graph_rows(config: dict) -> list[tuple[str, dict]]:
 
 
 def write_model_card(bundle_dir: Path, repo_id: str | None = None) -> None:
-    config = json.loads((Path(bundle_dir) / CONFIG_FILE).read_text())
-    from training.bundle import atomic_write_text
-
-    atomic_write_text(Path(bundle_dir) / CARD_FILE, str(build_model_card(config, repo_id)))
+    atomic_write_text(Path(bundle_dir) / CARD_FILE, str(build_model_card(read_config(bundle_dir), repo_id)))

@@ -21,7 +21,7 @@ from huggingface_hub import CommitInfo, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from demo.bundle import CARD_FILE, GRAPHS_KEY, BundleError, GraphError, verify_bundle, verify_graphs
+from demo.bundle import CARD_FILE, BundleConfig, BundleError, GraphError, verify_bundle, verify_graphs
 from training.model_card import write_model_card
 
 # Hidden files are leftovers of interrupted atomic writes, never part of a bundle.
@@ -41,12 +41,12 @@ def check_repo_id(repo_id: str, kind: str = "model") -> None:
         raise HFValidationError(f"Repo id must be OWNER/NAME (a user or organisation, then the {kind}): '{repo_id}'.")
 
 
-def prepare_bundle(bundle_dir: Path, repo_id: str) -> dict:
+def prepare_bundle(bundle_dir: Path, repo_id: str) -> BundleConfig:
     """Check that the bundle is complete and intact; write its model card if it has none."""
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir} is not a folder, so it is not a model bundle.")
     config = verify_bundle(bundle_dir)
-    if GRAPHS_KEY in config:
+    if config.serving_graphs is not None:
         try:
             verify_graphs(bundle_dir, config)
         except GraphError as error:
@@ -61,10 +61,10 @@ def prepare_bundle(bundle_dir: Path, repo_id: str) -> dict:
     return config
 
 
-def default_commit_message(config: dict) -> str:
-    iou = config.get("metrics", {}).get("val", {}).get("iou")
+def default_commit_message(config: BundleConfig) -> str:
+    iou = config.val_iou
     scores = f" (val IoU {iou:.4f})" if isinstance(iou, float) else ""
-    return f"Upload {config['architecture']} model bundle{scores}"
+    return f"Upload {config.architecture} model bundle{scores}"
 
 
 def push_bundle(bundle_dir: Path, repo_id: str, *, api: HfApi, private: bool = False,

@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from demo.bundle import load_bundle
+from demo.bundle import BundleConfig, load_bundle
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 
@@ -33,31 +33,30 @@ def inference_ms(engine: SegmentationEngine, image, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def held_out_text(config: dict) -> str:
+def held_out_text(config: BundleConfig) -> str:
     """IoU on drives the recipe never trained on, each named, or '-' when none was measured."""
-    recorded = config.get("metrics", {}).get("held_out_drives")
+    recorded = config.held_out_drives
     if recorded:
         return ", ".join(f"{drive} {values['iou']:.4f}" for drive, values in sorted(recorded.items()))
-    dataset = config.get("dataset", {})
-    val_drives, train_drives = dataset.get("val_drives"), dataset.get("train_drives", [])
+    val_drives, train_drives = config.dataset.val_drives, config.dataset.train_drives or []
     if val_drives and not set(val_drives) & set(train_drives):
-        return f"{', '.join(val_drives)} {config['metrics']['val']['iou']:.4f} (its val)"
+        return f"{', '.join(val_drives)} {config.metrics['val']['iou']:.4f} (its val)"
     return "-"
 
 
 def table_row(bundle_dir: Path, image, repeats: int) -> str:
     bundle = load_bundle(bundle_dir)
-    config, training = bundle.config, bundle.config.get("training", {})
-    val = config["metrics"]["val"]
-    size = "x".join(map(str, config["input_size"]))
-    recipe = (f"{config['architecture']} {size} {config['resize'].replace('_', '-')}, {training.get('loss')}, "
+    config, training = bundle.config, bundle.config.training
+    val = config.metrics["val"]
+    size = "x".join(map(str, config.input_size))
+    recipe = (f"{config.architecture} {size} {config.resize.replace('_', '-')}, {training.get('loss')}, "
               f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep"
               + (f", EMA {training['ema']}" if training.get("ema") else "")
-              + (", served mirror-averaged" if config.get("test_time_flip") else ""))
+              + (", served mirror-averaged" if config.test_time_flip else ""))
     scores = " | ".join(f"{val[name]:.4f}" if name in val else "-" for name in ("iou", "dice", "precision", "recall"))
-    return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {held_out_text(config)} | {val.get('threshold', config['threshold']):.2f} | "
-            f"{config.get('parameters', 0) / 1e6:.2f} M | "
-            f"{config.get('gflops_per_image', float('nan')):.1f} | {training.get('epoch_time_s_median')} s | "
+    return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {held_out_text(config)} | {val.get('threshold', config.threshold):.2f} | "
+            f"{(config.parameters or 0) / 1e6:.2f} M | "
+            f"{config.gflops_per_image or float('nan'):.1f} | {training.get('epoch_time_s_median')} s | "
             f"{inference_ms(SegmentationEngine(bundle.model, config), image, repeats):.0f} ms |")
 
 

@@ -213,29 +213,30 @@ def run(args: argparse.Namespace) -> int:
 
 def finish_bundle(args, model, tracker, crop_size) -> Path:
     """Evaluate the best checkpoint through the serving engine and write the bundle."""
-    from demo.bundle import sha256_of
+    from demo.bundle import BundleConfig, DatasetInfo, TargetClass, atomic_write, atomic_write_text, sha256_of
     from demo.engine import SegmentationEngine
-    from training.bundle import library_versions, update_bundle, write_bundle
+    from training.bundle import library_versions, write_bundle
     from training.data import CAMVID_CLASSES
     from training.evaluate import evaluate_engine, record_serving_settings, write_gallery
     from training.models import ARCHITECTURES, count_flops
     from training.plots import plot_training_curves
 
     architecture = ARCHITECTURES[args.architecture]
-    config = {
-        "architecture": args.architecture,
-        "input_size": list(args.input_size),
-        "resize": args.resize,
-        "stride": architecture.stride,
-        "target_class": {"id": args.target_class, "name": CAMVID_CLASSES[args.target_class]},
-        "threshold": 0.5,
-        "test_time_flip": args.test_time_flip,
-        "dataset": {"name": "CamVid (SegNet layout)", "train_split": "train", "selection_split": "val",
-                    # Which drives each split holds: val on a drive training never saw is a held-out figure.
-                    **{f"{split}_drives": split_drives(args.data_dir, split) for split in ("train", "val")}},
-        "parameters": model.count_params(),
-        "gflops_per_image": round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
-        "training": {
+    config = BundleConfig(
+        architecture=args.architecture,
+        input_size=args.input_size,
+        resize=args.resize,
+        stride=architecture.stride,
+        target_class=TargetClass(args.target_class, CAMVID_CLASSES[args.target_class]),
+        threshold=0.5,
+        test_time_flip=args.test_time_flip,
+        # Which drives each split holds: val on a drive training never saw is a held-out figure.
+        dataset=DatasetInfo(name="CamVid (SegNet layout)", train_split="train", selection_split="val",
+                            train_drives=split_drives(args.data_dir, "train"),
+                            val_drives=split_drives(args.data_dir, "val")),
+        parameters=model.count_params(),
+        gflops_per_image=round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
+        training={
             # Local paths stay out: the config is published with the model.
             **{key: (str(value.name) if isinstance(value, Path) else value) for key, value in vars(args).items()
                if key not in NOT_RECORDED
@@ -250,9 +251,9 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
             # The name alone cannot tell which of several cycles a run started from; the hash can.
             **({"init_from_sha256": sha256_of(initial_weights_file(args.init_from))} if args.init_from else {}),
         },
-        "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+        versions=library_versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
     bundle_dir = args.output_dir / "bundle"
     log_csv = args.output_dir / "run" / "log.csv"
     write_bundle(bundle_dir, model, config, {"training_curves.png": lambda path: plot_training_curves(log_csv, path)})
@@ -262,10 +263,8 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     bundle = load_bundle(bundle_dir)
     engine = SegmentationEngine(bundle.model, bundle.config)
     report = evaluate_engine(engine, args.data_dir, "val", args.limit)
-    update_bundle(bundle_dir, {}, {
-        "evaluation_val.json": lambda path: path.write_text(json.dumps(report, indent=2) + "\n"),
-        "gallery_val.png": lambda path: write_gallery(engine, report, args.data_dir, path),
-    })
+    atomic_write_text(bundle_dir / "evaluation_val.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(bundle_dir / "gallery_val.png", lambda path: write_gallery(engine, report, args.data_dir, path))
     record_serving_settings(bundle_dir, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
 
