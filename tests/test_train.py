@@ -121,6 +121,22 @@ def test_training_killed_mid_epoch_resumes_and_finishes(camvid_dir, tmp_path):
     verify_bundle(tmp_path / "bundle")
 
 
+def test_a_crash_before_the_threshold_is_recorded_publishes_no_bundle(camvid_dir, tmp_path, monkeypatch):
+    """The bundle appears once, complete: model.keras is saved and verifies long before the evaluation
+    chooses its threshold, and a crash in between must not leave it at OUTPUT_DIR/bundle serving 0.5."""
+    import training.evaluate
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while recording the threshold")
+
+    monkeypatch.setattr(training.evaluate, "record_serving_settings", crash)
+    with pytest.raises(RuntimeError, match="killed while recording"):
+        run_training(camvid_dir, tmp_path, "--epochs", "1")
+    assert not (tmp_path / "bundle").exists()
+    assert not [path for path in tmp_path.iterdir() if ".tmp-" in path.name]  # the staging folder is gone too
+    assert (tmp_path / "run" / "best.keras").is_file()  # --resume writes the bundle from here
+
+
 def test_disk_full_is_a_clear_error_and_keeps_earlier_checkpoints(camvid_dir, tmp_path, monkeypatch, capsys):
     import keras
 

@@ -212,10 +212,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def finish_bundle(args, model, tracker, crop_size) -> Path:
-    """Evaluate the best checkpoint through the serving engine and write the bundle."""
-    from demo.bundle import BundleConfig, DatasetInfo, TargetClass, atomic_write, atomic_write_text, sha256_of
+    """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
+
+    Everything (model, graphs, evaluation, the threshold it chose, card and plots) is written into a
+    staging folder beside OUTPUT_DIR/bundle, which replaces it in one rename once it verifies: a crash
+    before then leaves the previous bundle, or none, never one serving a threshold not yet chosen.
+    """
+    from demo.bundle import BundleConfig, DatasetInfo, TargetClass, load_bundle, sha256_of, staged_bundle
     from demo.engine import SegmentationEngine
-    from training.bundle import library_versions, write_bundle
+    from training.bundle import library_versions, write_model_files
     from training.data import CAMVID_CLASSES
     from training.evaluate import evaluate_engine, record_serving_settings, write_gallery
     from training.models import ARCHITECTURES, count_flops
@@ -255,17 +260,16 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     bundle_dir = args.output_dir / "bundle"
-    log_csv = args.output_dir / "run" / "log.csv"
-    write_bundle(bundle_dir, model, config, {"training_curves.png": lambda path: plot_training_curves(log_csv, path)})
-    # The default threshold is the best one on val, measured through the serving engine.
-    from demo.bundle import load_bundle
-
-    bundle = load_bundle(bundle_dir)
-    engine = SegmentationEngine(bundle.model, bundle.config)
-    report = evaluate_engine(engine, args.data_dir, "val", args.limit)
-    atomic_write_text(bundle_dir / "evaluation_val.json", json.dumps(report, indent=2) + "\n")
-    atomic_write(bundle_dir / "gallery_val.png", lambda path: write_gallery(engine, report, args.data_dir, path))
-    record_serving_settings(bundle_dir, engine, report)  # threshold, metrics, threshold_sweep.png, model card
+    with staged_bundle(bundle_dir) as staging:
+        write_model_files(staging, model, config)
+        plot_training_curves(args.output_dir / "run" / "log.csv", staging / "training_curves.png")
+        # The default threshold is the best one on val, measured through the serving engine.
+        bundle = load_bundle(staging)
+        engine = SegmentationEngine(bundle.model, bundle.config)
+        report = evaluate_engine(engine, args.data_dir, "val", args.limit)
+        (staging / "evaluation_val.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_gallery(engine, report, args.data_dir, staging / "gallery_val.png")
+        record_serving_settings(staging, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
 
 
