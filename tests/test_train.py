@@ -170,14 +170,11 @@ def test_bad_data_stops_before_training_and_names_the_file(tmp_path, capsys):
 
 
 def test_seed_recipe_is_the_reference_setup():
-    args = train.resolve_args(train.build_parser().parse_args(["--output-dir", "x", "--recipe", "seed"]),
-                              ["--output-dir", "x", "--recipe", "seed"])
+    args = train.parse_args(["--output-dir", "x", "--recipe", "seed"])
     assert (args.architecture, args.input_size, args.loss, args.learning_rate, args.batch_size, args.epochs,
             args.schedule, args.augment, args.freeze_encoder) == (
         "vgg16-unet", (224, 224), "bce", 1e-3, 2, 20, "constant", False, True)
-    explicit = train.resolve_args(train.build_parser().parse_args(["--output-dir", "x", "--recipe", "seed",
-                                                                   "--epochs", "3", "--encoder-weights", "none"]),
-                                  ["--output-dir", "x", "--recipe", "seed", "--epochs", "3", "--encoder-weights", "none"])
+    explicit = train.parse_args(["--output-dir", "x", "--recipe", "seed", "--epochs", "3", "--encoder-weights", "none"])
     assert explicit.epochs == 3 and not explicit.freeze_encoder
 
 

@@ -11,6 +11,7 @@ that names the file. Images are decoded by the same function the app uses
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,15 @@ CAR_CLASS_ID = 8
 MIN_SCALE, MAX_SCALE = 0.75, 1.25  # random scale augmentation range
 STRONG_MAX_SCALE = 1.5  # --photometric strong also zooms further in: distant cars seen larger
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """A HEIGHTxWIDTH command-line value (frame, crop or feed size) as (height, width)."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 360x480, got '{text}'") from None
+    return height, width
 
 
 class DataError(ValueError):

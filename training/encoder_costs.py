@@ -12,7 +12,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from training.train import parse_size
+from training.data import parse_size
 
 ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1-unet", "efficientnet-lite2-unet")
 

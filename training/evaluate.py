@@ -18,9 +18,8 @@ import numpy as np
 
 from demo.bundle import BundleError, atomic_write, atomic_write_text, load_bundle, read_config, write_config
 from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
-from training.data import DataError, binarize, find_pairs, read_pair
+from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
-from training.train import parse_size
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 

@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 
-from training.train import build_parser, build_training_model, resolve_args
+from training.train import build_parser, build_training_model, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [*(sys.argv[1:] if argv is None else argv), "--output-dir", "."]  # nothing is written
     parser = build_parser()
     parser.add_argument("--steps", type=int, default=10, help="steps to time after two warm-up steps")
-    args = resolve_args(parser.parse_args(argv), argv)
+    args = parse_args(argv, parser)
     architecture = ARCHITECTURES[args.architecture]
     images, masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
     crop = args.input_size if architecture.fixed_input or not args.augment else (

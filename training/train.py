@@ -18,21 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-# The seed's recipe, for comparison: what the original notebook did, with car = 1.
+from training.data import parse_size
+
+# The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
+# these are the parser's defaults, so a flag given on the command line still wins.
 SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "bce", "learning_rate": 1e-3,
                "batch_size": 2, "epochs": 20, "schedule": "constant", "augment": False}
 
 
 NOT_RECORDED = {"verbose", "resume", "data_dir", "output_dir"}
 ENCODER_ONLY = {"encoder_weights", "freeze_encoder", "frozen_epochs", "fine_tune_learning_rate"}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 360x480, got '{text}'") from None
-    return height, width
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,17 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_args(args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
-    """Apply --recipe seed and per-architecture defaults (explicit flags still win)."""
+def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The training arguments of `argv` (parsed by `parser`, default `build_parser()`), resolved."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    if args.recipe == "seed":
+        parser.set_defaults(**SEED_RECIPE)
+        args = parser.parse_args(argv)
+    return resolve_args(args)
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply per-architecture defaults and check the combination (explicit flags win)."""
     from training.models import ARCHITECTURES
 
-    if args.recipe == "seed":
-        given = {arg.split("=")[0].lstrip("-").replace("-", "_") for arg in argv if arg.startswith("--")}
-        for key, value in SEED_RECIPE.items():
-            if key not in given and not (key == "augment" and "no_augment" in given):
-                setattr(args, key, value)
-        if args.encoder_weights not in (None, "none"):
-            args.freeze_encoder = True  # the seed trained the decoder on a frozen ImageNet encoder
+    if args.recipe == "seed" and args.encoder_weights not in (None, "none"):
+        args.freeze_encoder = True  # the seed trained the decoder on a frozen ImageNet encoder
     architecture = ARCHITECTURES[args.architecture]
     args.input_size = args.input_size or architecture.default_input_size
     if architecture.fixed_input:
@@ -121,8 +121,7 @@ def resolve_args(args: argparse.Namespace, argv: list[str]) -> argparse.Namespac
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = resolve_args(build_parser().parse_args(argv), argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     from training.data import DataError
 
     try:
