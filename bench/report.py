@@ -176,7 +176,7 @@ def efficiency_section(results: Results) -> str:
         # The target is judged on the pass the app runs (LiteRT), or TensorFlow's if LiteRT failed.
         served_rate = entry.served_gflop_per_s
         for runtime, forward_ms, rate in (("TensorFlow", entry.forward_ms, entry.gflop_per_s),
-                                          ("LiteRT int8 (the app's)", entry.served_forward_ms, served_rate)):
+                                          ("LiteRT (the app's)", entry.served_forward_ms, served_rate)):
             if rate is None:
                 rows.append([entry.model, runtime, size_text(entry.network_input), number(entry.gflops_per_image, 2),
                              "failed", "", "", "", entry.served_error])
@@ -199,10 +199,8 @@ def efficiency_section(results: Results) -> str:
         "A model's forward FLOPs per image come from `training.models.count_flops` at the network input the "
         "engine feeds a 480x360 photo; the time is the bare forward pass (batch 1), in TensorFlow (a "
         "`tf.function`) and in LiteRT as the app runs it (`demo/runtimes.py`). The target is judged on the "
-        "app's runtime; the TensorFlow row's verdict is in brackets. The app's graph carries int8 weights "
-        "(dynamic-range quantisation), whose XNNPACK kernels may multiply in int8: there a fraction above 1 "
-        "means int8 arithmetic, not a float32 kernel outrunning the float32 matmul (LiteRT float32's "
-        "end-to-end latency is in section 4).",
+        "app's runtime; the TensorFlow row's verdict is in brackets. The app's graph stores float16 weights "
+        "and computes in float32 (every runtime's end-to-end latency is in section 4).",
         table(["model", "runtime", "network input", "GFLOPs / image", "forward (ms)", "GFLOP/s",
                "fraction of TF matmul", "fraction of numpy matmul",
                f"target >= {TARGET_FRACTION_OF_MATMUL:g}"], rows),

@@ -17,12 +17,14 @@ from demo.imaging import load_rgb
 from demo.runtimes import (
     LITERT,
     LITERT_FLOAT32,
+    LITERT_INT8,
     TENSORFLOW,
     CarriedGraphs,
     ConvertedGraphs,
     LiteRTForward,
     first_line,
     keras_model_of,
+    make_forward,
     run_interpreter,
     tflite_flatbuffer,
     usable_cores,
@@ -30,8 +32,8 @@ from demo.runtimes import (
 
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
-SERVED = "LiteRT, int8 weights (the app's runtime, MODEL_RUNTIME=litert)"
-CONVERTED_AT_START = "LiteRT, int8 weights, converted from model.keras at start (a bundle without graphs)"
+SERVED = "LiteRT, float16 weights (the app's runtime, MODEL_RUNTIME=litert)"
+CONVERTED_AT_START = "LiteRT, float16 weights, converted from model.keras at start (a bundle without graphs)"
 
 
 @dataclass
@@ -63,16 +65,19 @@ def app_litert_forward(network, network_input, folder):
 
 
 def converted_litert_forward(network, network_input, folder):
-    """The app's runtime as it was before bundles carried graphs: converted from model.keras at start."""
-    graphs = ConvertedGraphs(keras_model_of(network), quantize=True)
-    return LiteRTForward(graphs, (1, *network_input, 3)), "demo.runtimes.ConvertedGraphs, as for a bundle without graphs"
+    """The app's runtime for a bundle without graphs: converted from model.keras at start."""
+    forward, _ = make_forward(keras_model_of(network), LITERT, (1, *network_input, 3))
+    return forward, "demo.runtimes.ConvertedGraphs, as for a bundle without graphs"
 
 
-def carried_any_shape_forward(network, network_input, folder):
-    """The carried graph with dynamic height and width alone: what photos of other shapes than 4:3 run."""
-    if not isinstance(network, CarriedGraphs) or network.ready_any_shape() is None:
-        raise RuntimeError("the bundle carries no any-shape graph")
-    return LiteRTForward(network, canonical_shape=None), "graph_any_shape.tflite, the bundle's own"
+def app_litert_int8_forward(network, network_input, folder):
+    return LITERT_INT8, "the engine with MODEL_RUNTIME=litert-int8: a graph fixed to 4:3 photos' shape"
+
+
+def int8_any_shape_forward(network, network_input, folder):
+    """Int8 weights with dynamic height and width: what photos of other shapes than 4:3 run in litert-int8."""
+    return LiteRTForward(ConvertedGraphs(keras_model_of(network), weights="int8"), canonical_shape=None), \
+        "demo.runtimes.ConvertedGraphs"
 
 
 def app_litert_float32_forward(network, network_input, folder):
@@ -93,7 +98,8 @@ def tflite_file(network, network_input, folder, quantize: bool) -> tuple[Path, s
     if path.exists():
         return path, "the same .tflite file as above"
     started = time.perf_counter()
-    path.write_bytes(tflite_flatbuffer(keras_model_of(network), (1, *network_input, 3), quantize=quantize))
+    path.write_bytes(tflite_flatbuffer(keras_model_of(network), (1, *network_input, 3),
+                                       weights="int8" if quantize else "float32"))
     return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
 
 
@@ -125,7 +131,7 @@ def litert_dynamic_forward(network, network_input, folder):
     photos not fed at the training frames' shape do in the app."""
     import importlib.metadata
 
-    return LiteRTForward(ConvertedGraphs(keras_model_of(network), quantize=False), canonical_shape=None), \
+    return LiteRTForward(ConvertedGraphs(keras_model_of(network), weights="float32"), canonical_shape=None), \
         f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}; demo.runtimes.LiteRTForward"
 
 
@@ -170,10 +176,11 @@ RUNTIMES = {
     REFERENCE: tensorflow_forward,
     SERVED: app_litert_forward,
     CONVERTED_AT_START: converted_litert_forward,
-    "LiteRT, int8 weights, the carried any-shape graph alone (what photos of other shapes run)":
-        carried_any_shape_forward,
     "LiteRT, float32 (MODEL_RUNTIME=litert-float32)": app_litert_float32_forward,
-    "LiteRT float32, dynamic height and width (what any other photo shape runs)": litert_dynamic_forward,
+    "LiteRT float32, dynamic height and width": litert_dynamic_forward,
+    "LiteRT, int8 weights, fixed shape (MODEL_RUNTIME=litert-int8)": app_litert_int8_forward,
+    "LiteRT, int8 weights, dynamic height and width (what litert-int8 runs for other shapes)":
+        int8_any_shape_forward,
     "XLA (tf.function, jit_compile=True)": xla_forward,
     "TFLite float32 (tf.lite.Interpreter, XNNPACK)": tflite_forward,
     "TFLite dynamic-range int8 (tf.lite.Interpreter)": tflite_int8_forward,

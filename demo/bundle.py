@@ -266,9 +266,9 @@ def staged_bundle(bundle_dir: Path) -> Iterator[Path]:
 
 
 def load_bundle(bundle_dir: Path, source: str | None = None, runtime: str | None = None) -> Bundle:
-    """Verify the bundle, then load its network for `runtime` (default: MODEL_RUNTIME, else LiteRT int8).
+    """Verify the bundle, then load its network for `runtime` (default: MODEL_RUNTIME, else LiteRT).
 
-    LiteRT int8 serves the graphs the bundle carries; without them (or when they fail a check) and
+    LiteRT serves the graphs the bundle carries; without them (or when they fail a check) and
     for the other runtimes, model.keras is loaded with Keras' safe mode (no arbitrary code from the file).
     """
     from demo.runtimes import LITERT, chosen_runtime
@@ -315,11 +315,12 @@ def load_keras_model(bundle_dir: Path):
 
 
 def graph_shapes(config: BundleConfig) -> list[tuple | None]:
-    """The input shapes a bundle's graphs must cover: the canonical one (the training frames'),
-    and None (any height and width) unless the model takes only that one."""
+    """The input shapes a bundle's graphs must cover: None (any height and width: a float graph
+    runs as fast so as one fixed to a shape, demo/runtimes.py), or for a model that takes only
+    one input, that one."""
     from demo.engine import canonical_input_shape
 
-    return [canonical_input_shape(config)] + ([] if config.fixed_input else [None])
+    return [canonical_input_shape(config)] if config.fixed_input else [None]
 
 
 def verify_graphs(bundle_dir: Path, config: BundleConfig) -> dict[tuple | None, bytes]:
@@ -330,11 +331,15 @@ def verify_graphs(bundle_dir: Path, config: BundleConfig) -> dict[tuple | None, 
     converted from this model.keras for that shape (so a graph of another model is refused even
     when its record was edited to match).
     """
-    from demo.runtimes import graph_source
+    from demo.runtimes import GRAPH_WEIGHTS, LITERT, graph_source
 
     record = config.serving_graphs
     if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
         raise GraphError(f"{CONFIG_FILE} has no readable `{GRAPHS_KEY}` record.")
+    if record.get("weights") != GRAPH_WEIGHTS[LITERT]:
+        raise GraphError(f"they store {record.get('weights', 'int8')} weights, not the {GRAPH_WEIGHTS[LITERT]} "
+                         f"ones the app serves (an export by an older version): "
+                         f"`python -m training.export_graphs {bundle_dir}` refreshes them.")
     if record.get("model_sha256") != config.model_sha256:
         raise GraphError(f"they were converted from another model.keras (SHA-256 "
                          f"{str(record.get('model_sha256'))[:12]}..., this one is {config.model_sha256[:12]}...).")
@@ -373,12 +378,13 @@ def load_graphs(bundle_dir: Path, config: BundleConfig):
 
     from ai_edge_litert.interpreter import Interpreter
 
+    from demo.engine import canonical_input_shape
     from demo.runtimes import CarriedGraphs, run_interpreter, usable_cores
 
     interpreters = {}
     for shape, data in verify_graphs(bundle_dir, config).items():
-        # Planned at its shape; the any-shape graph at the canonical shape turned on its side.
-        planned = shape or (1, *graph_shapes(config)[0][2:0:-1], 3)
+        # Planned at its shape; the any-shape graph at the shape most photos (4:3) are fed at.
+        planned = shape or canonical_input_shape(config)
         try:
             interpreter = Interpreter(model_content=data, num_threads=usable_cores())
             interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], planned, strict=False)
@@ -390,7 +396,7 @@ def load_graphs(bundle_dir: Path, config: BundleConfig):
             raise GraphError(f"the graph for {shape or 'any shape'} did not answer a {planned} input with "
                              f"probabilities of its size (shape {answer.shape}, values {answer.min()}..{answer.max()}).")
         interpreters[shape] = interpreter
-    logger.info("Serving the LiteRT graphs %s carries (int8 weights; SHA-256 checked): %s.", bundle_dir,
+    logger.info("Serving the LiteRT graphs %s carries (float16 weights; SHA-256 checked): %s.", bundle_dir,
                 ", ".join(sorted(config.serving_graphs["files"])))
     return CarriedGraphs(interpreters, keras_model=lambda: load_keras_model(bundle_dir))
 

@@ -1,9 +1,14 @@
-"""The network's forward pass on the CPU: LiteRT graphs with int8 weights, or TensorFlow.
+"""The network's forward pass on the CPU: LiteRT graphs, or TensorFlow.
 
-BENCHMARKS.md (section 4) measures every runtime on the default model through the engine:
-LiteRT with int8 weights (dynamic-range quantisation: activations stay float32; XNNPACK
-kernels, batch norm folded into the convolutions) keeps TensorFlow's validation IoU within
-0.0001 and is the fastest that does, so the app serves it.
+BENCHMARKS.md (section 4) measures every runtime on the default model through the engine. The
+app serves LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
+convolutions) from a graph that stores its weights as float16 (half the file; XNNPACK widens
+them once at load). Int8 weights (dynamic-range quantisation) looked cheaper but measured
+slower on the EfficientNet-Lite models (XNNPACK has no fast int8-weight depthwise kernels):
+on 2 cores, 114 ms against 79 ms at 288x384 with a fixed shape, and 300 ms with dynamic
+height and width against 82 ms for float, which also cost 0.007 val IoU. A float graph with
+dynamic height and width runs as fast as one fixed to a shape, so a fully convolutional
+model needs just that one graph for photos of every shape.
 
 Where the LiteRT graphs come from:
 - `CarriedGraphs`: the graphs a bundle carries (written by `training.export_graphs` from its
@@ -12,8 +17,8 @@ Where the LiteRT graphs come from:
 - `ConvertedGraphs`: converted from the Keras model by TensorFlow, the path for bundles that
   carry no graphs (older ones, a user's own) or whose graphs fail their checks.
 
-MODEL_RUNTIME chooses ("litert", "litert-float32" or "tensorflow"); the last two always run the
-Keras model. If LiteRT cannot be used, the engine says why in the log and serves TensorFlow.
+MODEL_RUNTIME chooses ("litert", "litert-float32", "litert-int8" or "tensorflow"); all but the
+first always run the Keras model. If LiteRT cannot be used, the engine says why in the log and serves TensorFlow.
 """
 from __future__ import annotations
 
@@ -27,13 +32,16 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TENSORFLOW = "tensorflow"
-LITERT = "litert"  # int8 weights (dynamic-range quantisation), float32 activations
+LITERT = "litert"  # float16 weights in the file, float32 arithmetic: what bundles carry
 LITERT_FLOAT32 = "litert-float32"
-RUNTIMES = (LITERT, LITERT_FLOAT32, TENSORFLOW)
+LITERT_INT8 = "litert-int8"  # int8 weights (dynamic-range quantisation), float32 activations
+RUNTIMES = (LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW)
 DEFAULT_RUNTIME = LITERT
 # Human names, for the page and the benchmark.
-RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", LITERT: "LiteRT (XNNPACK, int8 weights)",
-                 LITERT_FLOAT32: "LiteRT (XNNPACK, float32)"}
+RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", LITERT: "LiteRT (XNNPACK, float16 weights)",
+                 LITERT_FLOAT32: "LiteRT (XNNPACK, float32)", LITERT_INT8: "LiteRT (XNNPACK, int8 weights)"}
+# How each LiteRT runtime stores the graph's weights (`tflite_flatbuffer`'s `weights`).
+GRAPH_WEIGHTS = {LITERT: "float16", LITERT_FLOAT32: "float32", LITERT_INT8: "int8"}
 
 Forward = Callable[[np.ndarray], np.ndarray]  # (1, H, W, 3) float32 -> (1, H, W, 1) probabilities
 
@@ -59,12 +67,13 @@ class TensorFlowForward:
         return self.graph(batch).numpy()
 
 
-def tflite_flatbuffer(model, input_shape=(1, None, None, 3), quantize: bool = False) -> bytes:
+def tflite_flatbuffer(model, input_shape=(1, None, None, 3), weights: str = "float32") -> bytes:
     """The model's inference graph as a LiteRT (.tflite) flatbuffer; None dims stay dynamic.
 
     The graph is frozen first: fed the live concrete function, the converter keeps
     READ_VARIABLE ops, which XNNPACK then runs to all-NaN output without a word.
-    `quantize`: dynamic-range int8 weights (activations stay float).
+    `weights`: how the file stores them: "float32"; "float16" (widened at load, float32
+    arithmetic); "int8" (dynamic-range quantisation, activations stay float).
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -72,34 +81,43 @@ def tflite_flatbuffer(model, input_shape=(1, None, None, 3), quantize: bool = Fa
     graph = tf.function(lambda batch: model(batch, training=False)).get_concrete_function(
         tf.TensorSpec(input_shape, tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(graph)], model)
-    if quantize:
+    if weights not in ("float32", "float16", "int8"):
+        raise ValueError(f"weights must be float32, float16 or int8, not {weights!r}")
+    if weights != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights == "float16":
+        converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
 
 
 class LiteRTForward:
     """The network in LiteRT, for photos of every shape.
 
-    Most photos (4:3 street scenes) reach the network at one shape, the training frames': a graph
-    fixed to that shape runs fastest in XNNPACK (BENCHMARKS.md, section 4: dynamic dims cost about
-    12%). Photos of other shapes take a graph with dynamic height and width, whose tensors are
-    re-planned (milliseconds) when the shape changes. `graphs` supplies both (`CarriedGraphs` or
-    `ConvertedGraphs`); a shape no graph can take is run by TensorFlow. One pass at a time per
-    `graphs` (its lock), however many engines share them.
+    Float graphs with dynamic height and width run as fast as fixed ones in XNNPACK, so with
+    `single_graph` every photo takes the any-shape graph, ready before the first photo (tensors
+    re-planned, in milliseconds, when the shape changes). Otherwise (int8 weights, whose dynamic
+    graph is 3x slower, or a model that takes one shape) photos fed at `canonical_shape` take a
+    graph fixed to it and the others an any-shape graph made at the first that needs it. `graphs`
+    supplies the graphs (`CarriedGraphs` or `ConvertedGraphs`); a shape no graph can take is run
+    by TensorFlow. One pass at a time per `graphs` (its lock), however many engines share them.
     """
 
-    def __init__(self, graphs, canonical_shape: tuple | None, any_shape: bool = True):
+    def __init__(self, graphs, canonical_shape: tuple | None, any_shape: bool = True, single_graph: bool = False):
         self._graphs, self._any_shape = graphs, any_shape
         self._canonical_shape = tuple(canonical_shape) if canonical_shape else None
-        self._canonical = graphs.interpreter(self._canonical_shape) if canonical_shape else None
-        self._dynamic, self._fallback = graphs.ready_any_shape(), None
+        self._canonical = self._fallback = None
+        self._dynamic = graphs.ready_any_shape()
+        if single_graph and any_shape and self._dynamic is None:
+            self._prepare_any_shape(None)
+        if self._dynamic is None and self._canonical_shape:
+            self._canonical = graphs.interpreter(self._canonical_shape)
         self._lock = graphs.lock
-        self.plans = 1 if canonical_shape else 0  # tensor plans made for photos so far
+        self.plans = 1 if self._canonical is not None else 0  # tensor plans made for photos so far
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)
         with self._lock:
-            if batch.shape == self._canonical_shape:
+            if self._canonical is not None and batch.shape == self._canonical_shape:
                 return run_interpreter(self._canonical, batch)
             if self._dynamic is None and self._fallback is None:
                 self._prepare_any_shape(batch.shape)
@@ -112,33 +130,38 @@ class LiteRTForward:
                 self.plans += 1
             return run_interpreter(self._dynamic, batch)
 
-    def _prepare_any_shape(self, shape: tuple) -> None:
-        """At the first photo not fed at the canonical shape: the any-shape graph, else TensorFlow."""
+    def _prepare_any_shape(self, shape: tuple | None) -> None:
+        """The any-shape graph, else TensorFlow for the shapes the fixed graph does not take: at
+        start (`shape` None), or at the first photo fed at another shape than the canonical one."""
         if self._any_shape:
             try:
-                logger.info("First photo fed at %s: converting the network for any shape.", shape[1:3])
+                logger.info("Converting the network for photos of any shape%s.",
+                            f" (first photo fed at {shape[1:3]})" if shape else "")
                 self._dynamic = self._graphs.interpreter(None)
                 return
             except Exception as error:
                 reason = first_line(error)
         else:
             reason = f"this model takes only {self._canonical_shape}"
-        logger.warning("LiteRT cannot run shape %s (%s); TensorFlow runs photos of that shape.", shape, reason)
+        which = f"shape {shape}" if shape else "photos of any shape"
+        others = f"other shapes than {self._canonical_shape}" if self._canonical_shape else "every shape"
+        logger.warning("LiteRT cannot run %s (%s); TensorFlow runs photos of %s.", which, reason,
+                       "that shape" if shape else others)
         self._fallback = TensorFlowForward(self._graphs.keras_model())
 
 
 class ConvertedGraphs:
     """LiteRT graphs converted from a Keras model by TensorFlow (a second or two each), when asked for."""
 
-    def __init__(self, model, quantize: bool, threads: int | None = None):
-        self._model, self._quantize, self._threads = model, quantize, threads or usable_cores()
+    def __init__(self, model, weights: str, threads: int | None = None):
+        self._model, self._weights, self._threads = model, weights, threads or usable_cores()
         self.lock = threading.Lock()
 
     def interpreter(self, shape: tuple | None):
         """A ready interpreter for (1, H, W, 3) `shape`, or with dynamic height and width for None."""
         from ai_edge_litert.interpreter import Interpreter
 
-        flatbuffer = tflite_flatbuffer(self._model, shape or (1, None, None, 3), quantize=self._quantize)
+        flatbuffer = tflite_flatbuffer(self._model, shape or (1, None, None, 3), weights=self._weights)
         interpreter = Interpreter(model_content=flatbuffer, num_threads=self._threads)
         if shape:
             interpreter.allocate_tensors()
@@ -153,11 +176,11 @@ class ConvertedGraphs:
 
 
 class CarriedGraphs:
-    """A bundle's own LiteRT graphs (int8 weights), checked and loaded by `demo.bundle.load_graphs`.
+    """A bundle's own LiteRT graphs (float16 weights), checked and loaded by `demo.bundle.load_graphs`.
 
     `interpreters`: (1, H, W, 3) shape -> an interpreter planned for it, and None -> the any-shape
     graph (already run once, so its weights are packed before the first photo). `keras_model`
-    loads the bundle's model.keras, for the runtimes that need it (TensorFlow, LiteRT float32);
+    loads the bundle's model.keras, for the runtimes that need it (TensorFlow, the other LiteRT ones);
     serving the graphs never calls it.
     """
 
@@ -237,7 +260,7 @@ def keras_model_of(network):
 
 
 def chosen_runtime(runtime: str | None = None) -> str:
-    """`runtime`, else MODEL_RUNTIME, else LiteRT int8; ValueError naming the choices for anything else."""
+    """`runtime`, else MODEL_RUNTIME, else LiteRT; ValueError naming the choices for anything else."""
     runtime = (runtime or os.environ.get("MODEL_RUNTIME") or DEFAULT_RUNTIME).strip().lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
@@ -246,12 +269,14 @@ def chosen_runtime(runtime: str | None = None) -> str:
 
 def make_forward(network, runtime: str | None = None, canonical_shape: tuple | None = None,
                  any_shape: bool = True) -> tuple[Forward, str]:
-    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT int8), and the runtime it really is.
+    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT), and the runtime it really is.
 
-    `network`: a Keras model, or a bundle's `CarriedGraphs` (served as they are for LiteRT int8;
+    `network`: a Keras model, or a bundle's `CarriedGraphs` (served as they are for LiteRT;
     the other runtimes load the bundle's Keras model). `canonical_shape`: the (1, H, W, 3) input
     most photos are fed at; `any_shape`: whether the model takes other shapes (fully convolutional)
-    or only that one. LiteRT that cannot be imported or converted falls back to TensorFlow,
+    or only that one. Fully convolutional models run float graphs with dynamic height and width
+    alone (as fast as a fixed one, measured); int8 keeps a fixed graph for `canonical_shape`,
+    its dynamic one being 3x slower. LiteRT that cannot be imported or converted falls back to TensorFlow,
     logged, never silently.
     """
     runtime = chosen_runtime(runtime)
@@ -262,10 +287,10 @@ def make_forward(network, runtime: str | None = None, canonical_shape: tuple | N
             return LiteRTForward(network, canonical_shape, any_shape), runtime
         logger.info("MODEL_RUNTIME=%s runs the Keras model: loading model.keras.", runtime)
         network = keras_model_of(network)
-    if runtime in (LITERT, LITERT_FLOAT32):
+    if runtime in GRAPH_WEIGHTS:
         try:
-            graphs = ConvertedGraphs(network, quantize=runtime == LITERT)
-            return LiteRTForward(graphs, canonical_shape, any_shape=any_shape), runtime
+            graphs = ConvertedGraphs(network, weights=GRAPH_WEIGHTS[runtime])
+            return LiteRTForward(graphs, canonical_shape, any_shape, single_graph=runtime != LITERT_INT8), runtime
         except Exception as error:  # a missing package, an op the converter lacks, ...
             logger.warning("LiteRT is not available (%s); serving with TensorFlow instead.", first_line(error))
     return TensorFlowForward(network), TENSORFLOW

@@ -98,7 +98,7 @@ def test_push_creates_repo_and_branch_then_uploads_the_bundle_in_one_commit(bund
     assert upload["revision"] == "experiment"
     assert upload["commit_message"] == "Try a wider U-Net"
     # The card was missing, so it was generated before the upload and went into the same commit.
-    assert api.uploaded_files == [CARD_FILE, CONFIG_FILE, "graph_192x240.tflite", "graph_any_shape.tflite", MODEL_FILE]
+    assert api.uploaded_files == [CARD_FILE, CONFIG_FILE, "graph_any_shape.tflite", MODEL_FILE]
     assert ModelCard.load(bundle / CARD_FILE).data.library_name == "keras"
 
     out, err = assert_secret_not_shown(capsys, caplog)

@@ -14,7 +14,7 @@ import pytest
 
 from demo.bundle import load_keras_model
 from demo.engine import SegmentationEngine
-from demo.runtimes import LITERT, LITERT_FLOAT32, TENSORFLOW, make_forward
+from demo.runtimes import LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW, make_forward
 from helpers import serving_config
 
 # Photo shapes that feed the tiny bundle (180x240, stride 16) at different padded sizes, odd ones included;
@@ -34,12 +34,12 @@ def keras_model(tiny_bundle_dir):
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
     return {runtime: SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=runtime)
-            for runtime in (TENSORFLOW, LITERT, LITERT_FLOAT32)}
+            for runtime in (TENSORFLOW, LITERT, LITERT_FLOAT32, LITERT_INT8)}
 
 
 def test_each_runtime_is_what_it_says(engines):
     assert {name: engine.runtime for name, engine in engines.items()} == {
-        TENSORFLOW: TENSORFLOW, LITERT: LITERT, LITERT_FLOAT32: LITERT_FLOAT32}
+        TENSORFLOW: TENSORFLOW, LITERT: LITERT, LITERT_FLOAT32: LITERT_FLOAT32, LITERT_INT8: LITERT_INT8}
 
 
 def test_litert_gives_tensorflows_probabilities_at_every_photo_size(engines):
@@ -48,15 +48,25 @@ def test_litert_gives_tensorflows_probabilities_at_every_photo_size(engines):
         rgb = photo(shape, seed)
         reference = engines[TENSORFLOW].predict_probabilities(rgb)
         float32 = engines[LITERT_FLOAT32].predict_probabilities(rgb)
-        int8_weights = engines[LITERT].predict_probabilities(rgb)
-        assert float32.shape == int8_weights.shape == reference.shape == shape
+        float16_weights = engines[LITERT].predict_probabilities(rgb)
+        int8_weights = engines[LITERT_INT8].predict_probabilities(rgb)
+        assert float32.shape == float16_weights.shape == int8_weights.shape == reference.shape == shape
         np.testing.assert_allclose(float32, reference, atol=1e-5)
+        np.testing.assert_allclose(float16_weights, reference, atol=0.01)
         # int8 weights move probabilities a little (BENCHMARKS.md: 0.04 at most on a real photo).
         np.testing.assert_allclose(int8_weights, reference, atol=0.05)
 
 
-def test_the_any_shape_graph_is_converted_only_when_a_photo_needs_it(keras_model, tiny_bundle):
+def test_float_litert_runs_one_any_shape_graph_made_at_start(keras_model, tiny_bundle):
     engine = SegmentationEngine(keras_model, tiny_bundle.config, runtime=LITERT)
+    assert engine._forward._canonical is None and engine._forward._dynamic is not None
+    for shape in [(720, 960), (480, 360), (360, 640)]:
+        engine.predict_probabilities(photo(shape, 0))
+    assert engine._forward._fallback is None and engine._forward.plans == 3
+
+
+def test_the_int8_any_shape_graph_is_converted_only_when_a_photo_needs_it(keras_model, tiny_bundle):
+    engine = SegmentationEngine(keras_model, tiny_bundle.config, runtime=LITERT_INT8)
     engine.warm_up()
     engine.predict_probabilities(photo((720, 960), 0))  # 4:3: the canonical shape
     assert engine._forward._dynamic is None and engine._forward.plans == 1
@@ -84,7 +94,7 @@ def test_model_runtime_environment_variable_chooses(tiny_bundle, monkeypatch):
     assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == LITERT  # the default
 
     monkeypatch.setenv("MODEL_RUNTIME", "onnx")
-    with pytest.raises(ValueError, match="Unknown runtime 'onnx': choose one of litert, litert-float32, tensorflow"):
+    with pytest.raises(ValueError, match="Unknown runtime 'onnx': choose one of litert, litert-float32, litert-int8, tensorflow"):
         make_forward(tiny_bundle.model)
 
 
@@ -126,13 +136,16 @@ def test_a_fixed_size_model_is_served_by_litert_at_its_one_input_shape(vgg16_une
 
 
 def test_a_shape_litert_cannot_convert_is_run_by_tensorflow(vgg16_unet, caplog):
-    # The same network declared any-size: the any-shape conversion fails, and TensorFlow takes those photos.
+    # The same network declared any-size: the any-shape conversion fails at start, a graph fixed to
+    # the canonical shape serves those photos and TensorFlow the others.
     config = serving_config((64, 64), "keep_aspect", 32)
-    served = SegmentationEngine(vgg16_unet, config, runtime=LITERT_FLOAT32)
+    with caplog.at_level(logging.WARNING, logger="demo.runtimes"):
+        served = SegmentationEngine(vgg16_unet, config, runtime=LITERT_FLOAT32)
     reference = SegmentationEngine(vgg16_unet, config, runtime=TENSORFLOW)
 
-    with caplog.at_level(logging.WARNING, logger="demo.runtimes"):
-        rgb = photo((64, 128), 4)
+    assert "LiteRT cannot run photos of any shape" in caplog.text and (
+        "TensorFlow runs photos of other shapes than (1, 64, 64, 3)") in caplog.text
+    assert served._forward._canonical is not None and served._forward._fallback is not None
+    for shape in [(64, 64), (64, 128)]:
+        rgb = photo(shape, 4)
         np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=1e-4)
-    assert "LiteRT cannot run shape (1, 64, 96, 3)" in caplog.text and "TensorFlow runs photos of that shape" in (
-        caplog.text)

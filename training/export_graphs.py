@@ -1,10 +1,11 @@
-"""Add or refresh a bundle's serving graphs: LiteRT graphs with int8 weights, converted from its model.keras.
+"""Add or refresh a bundle's serving graphs: LiteRT graphs with float16 weights, converted from its model.keras.
 
     python -m training.export_graphs BUNDLE_DIR
 
-The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): one graph
-fixed to the shape 4:3 photos are fed at (the training frames'), which XNNPACK runs fastest, and,
-for fully convolutional models, one with dynamic height and width for every other photo. Each
+The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): for fully
+convolutional models one graph with dynamic height and width, which XNNPACK runs as fast as one
+fixed to a shape (measured); for a model with one input size, a graph for that size. Weights are
+stored as float16 (half the file), arithmetic is float32. Each
 graph records inside itself the SHA-256 of the model.keras it was converted from and its input
 shape; config.json records each file's SHA-256 (`serving_graphs`), and the model card lists them.
 model.keras stays the source of truth: run this again whenever it changes (training.train and
@@ -36,8 +37,11 @@ from demo.bundle import (
     verify_bundle,
     write_config,
 )
+from demo.engine import canonical_input_shape
 from demo.runtimes import (
     GRAPH_SOURCE_METADATA,
+    GRAPH_WEIGHTS,
+    LITERT,
     first_line,
     release_freed_memory,
     run_interpreter,
@@ -45,7 +49,7 @@ from demo.runtimes import (
 )
 
 # What the app's default runtime serves, and so what the carried graphs are.
-GRAPH_RUNTIME = "LiteRT (XNNPACK), int8 weights (dynamic-range quantisation), float32 activations"
+GRAPH_RUNTIME = "LiteRT (XNNPACK), float16 weights, float32 arithmetic"
 
 
 def graph_file_name(shape: tuple | None) -> str:
@@ -77,14 +81,14 @@ def write_graphs(folder: Path, config: BundleConfig) -> dict:
     from training.bundle import library_versions
 
     model = load_keras_model(folder)
-    probe_shape = graph_shapes(config)[0]
+    probe_shape = canonical_input_shape(config)
     probe = np.random.default_rng(0).uniform(0, 255, probe_shape).astype(np.float32)
     expected = model(probe, training=False).numpy()
     files = {}
     for shape in graph_shapes(config):
         input_shape = list(shape) if shape else None
         try:
-            flatbuffer = tflite_flatbuffer(model, shape or (1, None, None, 3), quantize=True)
+            flatbuffer = tflite_flatbuffer(model, shape or (1, None, None, 3), weights=GRAPH_WEIGHTS[LITERT])
         except Exception as error:  # an op the converter lacks, say
             raise BundleError(f"the LiteRT converter failed for input {shape or 'of any shape'}: "
                               f"{first_line(error)}") from error
@@ -98,7 +102,8 @@ def write_graphs(folder: Path, config: BundleConfig) -> dict:
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
-    return {"runtime": GRAPH_RUNTIME, "model_sha256": config.model_sha256, "files": files,
+    return {"runtime": GRAPH_RUNTIME, "weights": GRAPH_WEIGHTS[LITERT], "model_sha256": config.model_sha256,
+            "files": files,
             "converted_with": library_versions()}
 
 

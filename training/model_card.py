@@ -58,8 +58,8 @@ config = json.load(open("config.json"))                           # input size, 
 {% if graphs %}
 ## Serving graphs
 
-What the app runs: LiteRT graphs converted from `model.keras` with int8 weights (dynamic-range
-quantisation, float32 activations), so serving needs neither TensorFlow nor Keras. Each records the
+What the app runs: LiteRT graphs converted from `model.keras`, weights stored as float16 and
+arithmetic in float32, so serving needs neither TensorFlow nor Keras. Each records the
 SHA-256 of the `model.keras` it came from; `config.json` (`serving_graphs`) records each file's.
 
 | file | input | size | SHA-256 | largest difference from model.keras (probe image) |
