@@ -6,11 +6,17 @@ the app's process and its children: the peak through all of that, and the steady
 it is done. Each launch serves the bundle two ways, side by side: with the graphs it carries,
 and with those graphs removed (the app converts model.keras at start, as every bundle was
 served before). Load is N parallel callers for a fixed time on loopback.
+
+The full benchmark runs the app with the packages a Space installs (`space_interpreter`:
+requirements.txt alone), not this .venv: the dev extras change what a request costs (Gradio
+imports matplotlib at every request when it is installed: 0.35-0.45 s the first time, here).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -154,8 +160,23 @@ class PeakMemory:
         return self.peak_bytes / 2**20
 
 
+def space_interpreter(folder: Path) -> str:
+    """The Python of a venv with requirements.txt alone installed, as on the Space, built in
+    `folder` once per content of requirements.txt (about 70 s with pip's cache warm)."""
+    requirements = REPO_ROOT / "requirements.txt"
+    venv = Path(folder) / f"space-venv-{hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]}"
+    python, complete = venv / "bin" / "python", venv / ".installed"
+    if not complete.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "-r", str(requirements)], check=True)
+        complete.touch()
+    return str(python)
+
+
 @contextlib.contextmanager
-def running_app(bundle_dir: Path, log_path: Path):
+def running_app(bundle_dir: Path, log_path: Path, python: str = sys.executable):
     """`python app.py` serving `bundle_dir` on a free loopback port; yields (process, url, start time)."""
     port = free_port()
     environment = {**os.environ, "MODEL_DIR": str(bundle_dir), "GRADIO_SERVER_PORT": str(port),
@@ -163,7 +184,7 @@ def running_app(bundle_dir: Path, log_path: Path):
                    "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log_path, "w") as log:
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=environment,
+        process = subprocess.Popen([python, "app.py"], cwd=REPO_ROOT, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process, f"http://127.0.0.1:{port}/", started
@@ -270,9 +291,11 @@ def time_shape_classes(url: str, photos: dict[str, Path], first_4x3_ms: float, r
 
 
 def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, repeats: int, load_levels: tuple[int, ...],
-                    load_seconds: float, scratch: Path) -> tuple[list[StartUp], list[LoadLevel]]:
-    """Launch the app `launches` times each way (carried graphs, converted at start), alternating; time
-    the start, the shape classes and the memory; put the last launch with carried graphs under load."""
+                    load_seconds: float, scratch: Path, python: str = sys.executable
+                    ) -> tuple[list[StartUp], list[LoadLevel]]:
+    """Launch the app (`python app.py`) `launches` times each way (carried graphs, converted at start),
+    alternating; time the start, the shape classes and the memory; put the last launch with carried
+    graphs under load."""
     downloads = scratch / "client_downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     photos = shape_class_photos(photo_path, scratch)
@@ -287,7 +310,7 @@ def measure_serving(bundle_dir: Path, photo_path: Path, launches: int, repeats: 
             for variant, served in bundles.items():
                 start_up = start_ups[variant]
                 log_path = scratch / f"app_{launch}_{'carried' if variant == CARRIED else 'converted'}.log"
-                with running_app(served, log_path) as (process, url, started):
+                with running_app(served, log_path, python) as (process, url, started):
                     with PeakMemory(process.pid) as memory:
                         first_ms = first_answer(process, url, photos["4:3"], downloads, log_path)
                         start_up.seconds.append(time.perf_counter() - started)
