@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make BUNDLE the model the app serves with no configuration: verify it, then copy it to
-# demo/default_model/ (staged beside it, then renamed into place). At most 30 MB, to keep the repo small (an ImageNet-encoder U-Net with its two int8 serving graphs is about 25 MB).
+# demo/default_model/ (staged beside it, then renamed into place). At most 30 MB, to keep the repo small (an ImageNet-encoder U-Net with its float16 serving graph is about 24 MB).
 # Usage: bash scripts/ship_default_model.sh runs/NAME/bundle
 set -euo pipefail
 cd "$(dirname "$0")/.."
