@@ -182,13 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (QUICK_OUTPUT if args.quick else FULL_OUTPUT)
 
     from bench.report import render
+    from demo.bundle import atomic_write_text
 
     progress = Progress()
     results = run(settings, args.bundle, command_line(argv), progress)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    temporary.write_text(render(results))
-    os.replace(temporary, output)
+    atomic_write_text(output, render(results))
     progress(f"wrote {output}")
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.slider import untrained_bundle
 from demo.bundle import DEFAULT_BUNDLE_DIR, Bundle, BundleConfig, TargetClass, load_bundle
-from demo.engine import feed_size
+from demo.engine import feed_size, round_up_to_stride
 
 TINY_UNET = {"base_filters": 4, "input_size": (180, 240)}  # quick mode: seconds, not minutes
 
@@ -28,8 +28,7 @@ def size_text(size) -> str:
 
 def network_input_size(config: BundleConfig, height: int, width: int) -> tuple[int, int]:
     """The (height, width) the engine feeds the network for a `height` x `width` photo (padding included)."""
-    stride = config.stride
-    return tuple(-(-side // stride) * stride for side in feed_size(height, width, config))
+    return round_up_to_stride(feed_size(height, width, config), config.stride)
 
 
 @contextlib.contextmanager

@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
+
+from demo.engine import timed
 
 
 def durations_ms(action, repeats: int, warmup: int = 2) -> list[float]:
     """Milliseconds of `repeats` calls of `action`, after `warmup` untimed ones."""
     for _ in range(warmup):  # graph tracing and first-touch allocations are not what a user waits for
         action()
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        durations.append(1000 * (time.perf_counter() - start))
-    return durations
+    return [1000 * timed(action)[1] for _ in range(repeats)]
 
 
 def interleaved_durations_ms(actions: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -27,9 +23,7 @@ def interleaved_durations_ms(actions: dict, repeats: int, warmup: int = 2) -> di
     durations = {name: [] for name in actions}
     for _ in range(repeats):
         for name, action in actions.items():
-            start = time.perf_counter()
-            action()
-            durations[name].append(1000 * (time.perf_counter() - start))
+            durations[name].append(1000 * timed(action)[1])
     return durations
 
 

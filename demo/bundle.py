@@ -111,7 +111,7 @@ class BundleConfig:
         return cls(
             **{key: value for key, value in data.items() if key in known},
             input_size=tuple(data["input_size"]),
-            target_class=TargetClass(**data["target_class"]),
+            target_class=TargetClass(data["target_class"]["id"], data["target_class"]["name"]),
             dataset=DatasetInfo(**{key: dataset.pop(key) for key in dataset_known & set(dataset)}, extra=dataset),
             extra={key: value for key, value in data.items()
                    if key not in known | {"dataset", "target_class", "input_size"}},
@@ -122,11 +122,11 @@ class BundleConfig:
         return cls.from_dict(json.loads(text))
 
     def to_dict(self) -> dict:
-        """config.json's content: unset optional fields left out, unknown keys kept."""
+        """config.json's content: unset and empty optional fields left out, unknown keys kept."""
         data = {"schema_version": self.schema_version}
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("schema_version", "extra") or value is None:
+            if item.name in ("schema_version", "extra") or value is None or value == {}:
                 continue
             if item.name == "input_size":
                 value = list(value)
@@ -135,6 +135,8 @@ class BundleConfig:
             elif item.name == "dataset":
                 value = {key: entry for key, entry in asdict(value).items()
                          if key != "extra" and entry is not None} | value.extra
+                if not value:
+                    continue
             data[item.name] = value
         return data | self.extra
 
@@ -186,17 +188,20 @@ def read_config(bundle_dir: Path) -> BundleConfig:
     if not config_path.is_file():
         raise BundleError(f"{bundle_dir} is not a model bundle: {CONFIG_FILE} is missing.")
     try:
-        config = BundleConfig.from_json(config_path.read_text())
+        data = json.loads(config_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{config_path} is not valid JSON: {error}") from error
-    except BundleError as error:
-        raise BundleError(f"{config_path} {error}.") from None
-    if config.schema_version > SCHEMA_VERSION:
+    if not isinstance(data, dict):
+        raise BundleError(f"{config_path} is not a JSON object.")
+    if isinstance(data.get("schema_version"), int) and data["schema_version"] > SCHEMA_VERSION:
         raise BundleError(
-            f"{config_path} has schema version {config.schema_version}; "
+            f"{config_path} has schema version {data['schema_version']}; "
             f"this app reads up to {SCHEMA_VERSION}. Update the app."
         )
-    return config
+    try:
+        return BundleConfig.from_dict(data)
+    except BundleError as error:
+        raise BundleError(f"{config_path} {error}.") from None
 
 
 def verify_bundle(bundle_dir: Path) -> BundleConfig:
@@ -222,15 +227,17 @@ def write_config(bundle_dir: Path, config: BundleConfig) -> None:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """`write(temporary)` a file beside `path`, then rename it to `path`: `path` is whole or as it was.
 
-    The temporary name keeps the suffix, for writers that choose the format by it (plots).
+    The temporary name is hidden, unique (threads and processes may write the same `path` at once)
+    and keeps the suffix, for writers that choose the format by it (plots, Keras checkpoints).
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(descriptor)
     try:
-        write(temporary)
+        write(Path(temporary))
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        Path(temporary).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -461,14 +468,13 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
         raise BundleError(hide_token(f"Could not download {where}: {error}")) from error
 
 
-def hide_token(text: str) -> str:
-    """`text` with the Hub token masked, should a server ever echo it back in an error.
+def hide_token(text: str, token: str | None = None) -> str:
+    """`text` with the Hub token (default: the user's own) masked, should a server ever echo it back
+    in an error. Such a message is logged, and shown on the page as the fallback notice, to anyone."""
+    if token is None:
+        from huggingface_hub import get_token
 
-    Such a message is logged and shown on the page as the fallback notice, to anyone.
-    """
-    from huggingface_hub import get_token
-
-    token = get_token()
+        token = get_token()
     return text.replace(token, "hf_***") if token else text
 
 

@@ -13,7 +13,9 @@ aspect kept, padded to a multiple of the network's stride.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -22,6 +24,20 @@ from demo.bundle import BundleConfig
 from demo.runtimes import make_forward
 
 DEFAULT_OVERLAY_COLOUR = (255, 40, 40)
+Result = TypeVar("Result")
+
+
+def timed(action: Callable[[], Result]) -> tuple[Result, float]:
+    """What `action()` returns and the seconds it took: how the app, the evaluation and the
+    benchmarks time one inference (or one training step)."""
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
+
+
+def round_up_to_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """(height, width) rounded up to multiples of the network's stride: the size it is fed once padded."""
+    return tuple(side + -side % stride for side in size)
 
 
 def feed_size(height: int, width: int, config: BundleConfig) -> tuple[int, int]:
@@ -39,9 +55,7 @@ def canonical_input_shape(config: BundleConfig) -> tuple[int, int, int, int]:
     A fixed-size ("stretch") model takes only this; a fully convolutional one takes any size,
     but 4:3 street photos all come to this one.
     """
-    stride = config.stride
-    height, width = config.input_size
-    return 1, height + -height % stride, width + -width % stride, 3
+    return 1, *round_up_to_stride(config.input_size, config.stride), 3
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -63,7 +77,8 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
     """Pad bottom and right by reflection up to a multiple of the network's stride."""
     height, width = rgb.shape[:2]
-    pad_bottom, pad_right = -height % multiple, -width % multiple
+    padded_height, padded_width = round_up_to_stride((height, width), multiple)
+    pad_bottom, pad_right = padded_height - height, padded_width - width
     if not (pad_bottom or pad_right):
         return rgb
     # Reflection needs the image to be larger than the pad; tiny images replicate edges.

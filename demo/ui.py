@@ -23,9 +23,7 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demo.bundle import Bundle, BundleConfig
+from demo.bundle import Bundle, BundleConfig, atomic_write
 from demo.engine import (
     SegmentationEngine,
     mask_stats,
@@ -43,6 +41,7 @@ from demo.engine import (
     overlay_mask,
     scale_probabilities,
     threshold_probabilities,
+    timed,
 )
 from demo.imaging import ImageError, load_rgb
 from demo.runtimes import RUNTIME_NAMES, release_freed_memory
@@ -277,14 +276,7 @@ def save_picture(pixels: np.ndarray, file_name: str) -> str:
     except FileNotFoundError:
         pass
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor, staging = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as staging_file:
-            staging_file.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda staging: staging.write_bytes(data))
     return str(path)
 
 
@@ -333,9 +325,8 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     example_lock = threading.Lock()
 
     def segment_rgb(rgb: np.ndarray, caption: str = "") -> Segmentation:
-        started = time.perf_counter()
-        probabilities = engine.network_probabilities(rgb)
-        return Segmentation(rgb, probabilities, time.perf_counter() - started, caption)
+        probabilities, seconds = timed(lambda: engine.network_probabilities(rgb))
+        return Segmentation(rgb, probabilities, seconds, caption)
 
     def example_result(key: str) -> Segmentation:
         with example_lock:  # two first clicks on one example run the network once

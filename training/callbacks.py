@@ -8,13 +8,14 @@ leaves the previous epoch's files whole, and `--resume` continues from them.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
+
+from demo.bundle import atomic_write, atomic_write_text
 
 STATE_FILE = "state.json"
 
@@ -89,12 +90,7 @@ class TrainingState(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _save_model(self, path: Path):
-        temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-        self.model.save(temporary)
-        os.replace(temporary, path)
+        atomic_write(path, self.model.save)
 
     def _write_state(self):
-        path = self.run_dir / STATE_FILE
-        temporary = path.with_name(f".{STATE_FILE}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(asdict(self.state), indent=2))
-        os.replace(temporary, path)
+        atomic_write_text(self.run_dir / STATE_FILE, json.dumps(asdict(self.state), indent=2))

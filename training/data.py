@@ -181,10 +181,11 @@ def default_crop_size(frame_size: tuple[int, int], stride: int) -> tuple[int, in
 
 
 def _pad_example(image, mask, weight, stride):
-    from demo.engine import pad_to_multiple
+    from demo.engine import pad_to_multiple, round_up_to_stride
 
-    pad_bottom, pad_right = -image.shape[0] % stride, -image.shape[1] % stride
-    padding = ((0, pad_bottom), (0, pad_right))
+    height, width = image.shape[:2]
+    padded_height, padded_width = round_up_to_stride((height, width), stride)
+    padding = ((0, padded_height - height), (0, padded_width - width))
     return pad_to_multiple(image, stride), np.pad(mask, padding), np.pad(weight, padding)
 
 

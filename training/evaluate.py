@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from demo.bundle import BundleError, atomic_write, atomic_write_text, load_bundle, read_config, write_config
-from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities
+from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities, timed
 from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
 
@@ -35,9 +34,8 @@ def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limi
     for pair in pairs:
         image, labels = read_pair(pair)
         truth = binarize(labels, target)
-        start = time.perf_counter()
-        probabilities = engine.predict_probabilities(image)
-        seconds.append(time.perf_counter() - start)
+        probabilities, image_seconds = timed(lambda: engine.predict_probabilities(image))
+        seconds.append(image_seconds)
         counts = np.stack(pixel_counts(truth, probabilities, thresholds))
         totals += counts
         per_image.append((pair.stem, counts))

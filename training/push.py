@@ -21,7 +21,7 @@ from huggingface_hub import CommitInfo, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from demo.bundle import CARD_FILE, BundleConfig, BundleError, GraphError, verify_bundle, verify_graphs
+from demo.bundle import CARD_FILE, BundleConfig, BundleError, GraphError, hide_token, verify_bundle, verify_graphs
 from training.model_card import write_model_card
 
 # Hidden files are leftovers of interrupted atomic writes, never part of a bundle.
@@ -86,9 +86,8 @@ def push_bundle(bundle_dir: Path, repo_id: str, *, api: HfApi, private: bool = F
 
 
 def scrub(text: str, token: str | None) -> str:
-    """The text on one line, with the token (should a server ever echo it) masked."""
-    text = " ".join(str(text).split())
-    return text.replace(token, "hf_***") if token else text
+    """The text on one line, with the token (should a server ever echo it) masked; no token, nothing to mask."""
+    return hide_token(" ".join(str(text).split()), token or "")
 
 
 def explain_http_error(error: HfHubHTTPError, repo_id: str, action: str = "push") -> str:

@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 from demo.bundle import BundleConfig, load_bundle
-from demo.engine import SegmentationEngine
+from demo.engine import SegmentationEngine, timed
 from demo.imaging import load_rgb
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / "demo" / "examples" / "0016E5_08017.png"
 
 
 def inference_ms(engine: SegmentationEngine, image, repeats: int) -> float:
-    engine.predict_probabilities(image)  # compile once
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        engine.predict_probabilities(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    """The median milliseconds of one photo through the engine, after one untimed run (set-up)."""
+    engine.predict_probabilities(image)
+    return 1000 * statistics.median(timed(lambda: engine.predict_probabilities(image))[1] for _ in range(repeats))
 
 
 def held_out_text(config: BundleConfig) -> str:

@@ -11,35 +11,27 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
-from training.train import build_parser, build_training_model, parse_args
+from training.train import build_parser, build_training_model, parse_args, training_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.data import default_crop_size, load_split, make_dataset
-    from training.models import ARCHITECTURES
+    from demo.engine import timed
 
     argv = [*(sys.argv[1:] if argv is None else argv), "--output-dir", "."]  # nothing is written
     parser = build_parser()
     parser.add_argument("--steps", type=int, default=10, help="steps to time after two warm-up steps")
     args = parse_args(argv, parser)
-    architecture = ARCHITECTURES[args.architecture]
-    images, masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
-    crop = args.input_size if architecture.fixed_input or not args.augment else (
-        args.crop_size or default_crop_size(args.input_size, architecture.stride))
-    batches = iter(make_dataset(images, masks, args.batch_size, stride=architecture.stride, training=True,
-                                augment=args.augment, crop_size=crop, seed=args.seed,
-                                photometric=args.photometric).repeat())
-    steps_per_epoch = len(images) // args.batch_size
+    dataset, crop, frames = training_pipeline(args)
+    batches = iter(dataset.repeat())
+    steps_per_epoch = frames // args.batch_size
     model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
     seconds = []
     for step in range(args.steps + 2):
         batch_images, batch_masks, batch_weights = next(batches)
-        start = time.perf_counter()
-        model.train_on_batch(batch_images, batch_masks, sample_weight=batch_weights)
-        if step >= 2:
-            seconds.append(time.perf_counter() - start)
+        _, taken = timed(lambda: model.train_on_batch(batch_images, batch_masks, sample_weight=batch_weights))
+        if step >= 2:  # the first two trace the graph
+            seconds.append(taken)
     step_s = statistics.median(seconds)
     print(f"{args.architecture} at {args.input_size[0]}x{args.input_size[1]} (crops {crop[0]}x{crop[1]}), batch "
           f"{args.batch_size}: median step {step_s:.2f} s over {len(seconds)} steps; one epoch of {steps_per_epoch} "

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from training.callbacks import TrainingState, load_state
-    from training.data import default_crop_size, load_split, make_dataset
+    from training.data import load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     from training.models import ARCHITECTURES
 
@@ -155,16 +155,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"No checkpoint in {run_dir} yet: starting from the beginning.")
 
     started = time.perf_counter()
-    train_images, train_masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
+    train_data, crop_size, train_frames = training_pipeline(args)
     val_images, val_masks, _ = load_split(args.data_dir, "val", args.input_size, args.target_class, args.limit)
-    crop_size = args.input_size if architecture.fixed_input or not args.augment else (
-        args.crop_size or default_crop_size(args.input_size, architecture.stride))
-    train_data = make_dataset(train_images, train_masks, args.batch_size, stride=architecture.stride,
-                              training=True, augment=args.augment, crop_size=crop_size, seed=args.seed,
-                              photometric=args.photometric)
     val_data = make_dataset(val_images, val_masks, args.batch_size, stride=architecture.stride)
-    steps_per_epoch = args.steps_per_epoch or len(train_images) // args.batch_size
-    print(f"data: {len(train_images)} train, {len(val_images)} val frames at {args.input_size[0]}x{args.input_size[1]}"
+    steps_per_epoch = args.steps_per_epoch or train_frames // args.batch_size
+    print(f"data: {train_frames} train, {len(val_images)} val frames at {args.input_size[0]}x{args.input_size[1]}"
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
 
     strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else tf.distribute.get_strategy()
@@ -210,6 +205,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_pipeline(args: argparse.Namespace):
+    """The training split as `args` asks for it (what `run` trains on and `time_steps` times): the
+    tf.data pipeline (shuffled, augmented, cropped, batched), the crop size and the number of frames."""
+    from training.data import default_crop_size, load_split, make_dataset
+    from training.models import ARCHITECTURES
+
+    architecture = ARCHITECTURES[args.architecture]
+    images, masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
+    crop_size = args.input_size if architecture.fixed_input or not args.augment else (
+        args.crop_size or default_crop_size(args.input_size, architecture.stride))
+    dataset = make_dataset(images, masks, args.batch_size, stride=architecture.stride, training=True,
+                           augment=args.augment, crop_size=crop_size, seed=args.seed, photometric=args.photometric)
+    return dataset, crop_size, len(images)
+
+
 def finish_bundle(args, model, tracker, crop_size) -> Path:
     """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
 
@@ -218,7 +228,7 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     before then leaves the previous bundle, or none, never one serving a threshold not yet chosen.
     """
     from demo.bundle import BundleConfig, DatasetInfo, TargetClass, load_bundle, sha256_of, staged_bundle
-    from demo.engine import SegmentationEngine
+    from demo.engine import SegmentationEngine, round_up_to_stride
     from training.bundle import library_versions, write_model_files
     from training.data import CAMVID_CLASSES
     from training.evaluate import evaluate_engine, record_serving_settings, write_gallery
@@ -239,7 +249,7 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
                             train_drives=split_drives(args.data_dir, "train"),
                             val_drives=split_drives(args.data_dir, "val")),
         parameters=model.count_params(),
-        gflops_per_image=round(count_flops(model, _stride_multiple(args.input_size, architecture.stride)) / 1e9, 2),
+        gflops_per_image=round(count_flops(model, round_up_to_stride(args.input_size, architecture.stride)) / 1e9, 2),
         training={
             # Local paths stay out: the config is published with the model.
             **{key: (str(value.name) if isinstance(value, Path) else value) for key, value in vars(args).items()
@@ -331,10 +341,6 @@ def load_initial_weights(path: Path) -> list:
     import keras
 
     return keras.saving.load_model(initial_weights_file(path), compile=False).get_weights()
-
-
-def _stride_multiple(size, stride):
-    return tuple(-(-side // stride) * stride for side in size)
 
 
 if __name__ == "__main__":
