@@ -1,0 +1,62 @@
+"""config.json as `BundleConfig`: old bundles load, unknown keys survive, nothing to read needs TensorFlow."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from demo.bundle import CONFIG_FILE, DEFAULT_BUNDLE_DIR, BundleConfig, BundleError, read_config, write_config
+
+REQUIRED_ONLY = {"schema_version": 1, "architecture": "unet", "input_size": [240, 320], "resize": "keep_aspect",
+                 "stride": 16, "target_class": {"id": 8, "name": "car"}, "threshold": 0.5, "model_sha256": "0" * 64}
+
+
+def test_the_default_models_config_round_trips_byte_for_byte():
+    text = (DEFAULT_BUNDLE_DIR / CONFIG_FILE).read_text()
+    config = BundleConfig.from_json(text)
+    assert config.to_json() == text
+    assert config.input_size == (288, 384) and config.target_class.name == "car"
+    assert config.dataset.train_drives == ["0001TP", "0006R0", "0016E5"] and config.held_out_drives
+
+
+def test_an_old_bundle_with_only_the_required_keys_loads_and_gains_no_sections(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(REQUIRED_ONLY))
+    config = read_config(tmp_path)
+    assert config.test_time_flip is False and config.val_iou is None and config.serving_graphs is None
+    write_config(tmp_path, config)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text()) == {**REQUIRED_ONLY, "test_time_flip": False}
+
+
+def test_keys_this_version_does_not_know_are_kept(tmp_path):
+    newer = {**REQUIRED_ONLY, "calibration": {"method": "temperature", "t": 1.3},
+             "dataset": {"name": "CamVid", "licence": "CC BY-NC 4.0"},
+             "serving_graphs": {"model_sha256": "0" * 64, "quantiser": "v2",
+                                "files": {"graph_any_shape.tflite": {"input_shape": None, "sha256": "1" * 64,
+                                                                     "weights": "float16"}}}}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(newer))
+    config = read_config(tmp_path)
+    assert config.dataset.name == "CamVid" and config.extra == {"calibration": newer["calibration"]}
+    config.threshold = 0.4
+    write_config(tmp_path, config)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text()) == {**newer, "threshold": 0.4, "test_time_flip": False}
+
+
+@pytest.mark.parametrize("content, message", [
+    ({key: value for key, value in REQUIRED_ONLY.items() if key not in ("stride", "threshold")}, "lacks stride, threshold"),
+    ({**REQUIRED_ONLY, "schema_version": 2}, "has schema version 2; this app reads up to 1"),
+    ([1, 2], "is not a JSON object"),
+])
+def test_a_config_that_cannot_be_served_is_refused_with_what_is_wrong(tmp_path, content, message):
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(content))
+    with pytest.raises(BundleError, match=message):
+        read_config(tmp_path)
+
+
+def test_reading_and_verifying_a_bundle_imports_neither_tensorflow_nor_keras():
+    code = ("import sys; from demo.bundle import DEFAULT_BUNDLE_DIR, verify_bundle; "
+            "verify_bundle(DEFAULT_BUNDLE_DIR); print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=DEFAULT_BUNDLE_DIR.parents[1], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"
