@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import running_app_py
 from demo.ui import (
     CAR_COLOUR,
     EXAMPLES,
@@ -22,6 +20,7 @@ from demo.ui import (
     example_label,
     parse_colour,
 )
+from helpers import running_app_py, segment
 
 CAMVID_EXAMPLE = sorted(EXAMPLES_DIR.glob("*.png"))[0]
 
@@ -29,10 +28,6 @@ CAMVID_EXAMPLE = sorted(EXAMPLES_DIR.glob("*.png"))[0]
 @pytest.fixture(scope="module")
 def client(launch_app, tiny_bundle) -> Client:
     return Client(launch_app(build_demo(tiny_bundle)), verbose=False)
-
-
-def segment(client: Client, path: Path, threshold: float = 0.5):
-    return client.predict(handle_file(str(path)), threshold, api_name="/segment")
 
 
 def test_segment_endpoint_returns_overlay_mask_and_stats(client):

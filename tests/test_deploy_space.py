@@ -18,22 +18,21 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelInfo, RepoUrl
 from huggingface_hub.errors import RevisionNotFoundError
-from test_hub import hub_unavailable_reason
-from test_push import (
-    COMMIT_SHA,
-    DEAD_ENDPOINT,
-    SECRET,
-    RecordingHubApi,
-    assert_secret_not_shown,
-    token_in_env,  # noqa: F401 (a fixture)
-    unauthorized,
-)
 
 import training.deploy_space as deploy_module
 from demo.bundle import MODEL_FILE
+from helpers import (
+    COMMIT_SHA,
+    DEAD_ENDPOINT,
+    REPO_ROOT,
+    SECRET,
+    RecordingHubApi,
+    assert_secret_not_shown,
+    hub_unavailable_reason,
+    unauthorized,
+)
 from training.deploy_space import deploy_space, main, space_files, split_front_matter, stage_space
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_SHA = "89abcdef0123456789abcdef0123456789abcdef"
 MODEL_REPO_FILES = [".gitattributes", "README.md", "config.json", "model.keras", "threshold_sweep.png",
                     "training_curves.png"]

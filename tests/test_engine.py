@@ -7,34 +7,29 @@ or off-by-one in resizing, padding or cropping shows up as wrong pixels.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities
 from demo.bundle import BundleConfig
+from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities
 from demo.imaging import ImageError, load_rgb
-from helpers import serving_config
+from helpers import (
+    animated_gif,
+    camvid_png_bytes,
+    cmyk_jpeg,
+    decompression_bomb_png,
+    grayscale_png,
+    jpeg_bytes,
+    palette_png,
+    serving_config,
+    sixteen_bit_png,
+    transparent_rgba_png,
+)
 
 STRIDE = 16
-
-
-def red_channel_model() -> keras.Model:
-    """Probability ~1 where red is 255 and ~0 where red is 0, whatever green and blue are."""
-    inputs = keras.Input((None, None, 3))
-    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
-    outputs = conv(inputs)
-    conv.set_weights([np.array([1.0, 0.0, 0.0], np.float32).reshape(1, 1, 3, 1), np.array([-127.5], np.float32)])
-    return keras.Model(inputs, outputs)
-
-
-@pytest.fixture(scope="module")
-def mask_model() -> keras.Model:
-    return red_channel_model()
 
 
 def image_encoding(mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -139,60 +134,6 @@ def test_mask_area_never_grows_as_the_threshold_rises(tiny_bundle_dir, camvid_di
 
 # --- every kind of upload, through load_rgb and the engine ---------------------------------
 
-def png_bytes(image: Image.Image, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", **options)
-    return buffer.getvalue()
-
-
-def jpeg_bytes(image: Image.Image, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=95, **options)
-    return buffer.getvalue()
-
-
-def grayscale_png(tmp_path):
-    path = tmp_path / "gray.png"
-    Image.fromarray(np.full((30, 50), 77, np.uint8)).save(path)
-    return path, (30, 50), [77, 77, 77]
-
-
-def transparent_rgba_png(tmp_path):
-    pixels = np.zeros((30, 50, 4), np.uint8)
-    pixels[..., :3] = (10, 200, 30)  # colour under fully transparent pixels must not show
-    path = tmp_path / "transparent.png"
-    Image.fromarray(pixels, "RGBA").save(path)
-    return path, (30, 50), [255, 255, 255]
-
-
-def palette_png(tmp_path):
-    image = Image.new("P", (50, 30), 1)
-    image.putpalette([0, 0, 0, 12, 34, 56] + [0] * 762)
-    path = tmp_path / "palette.png"
-    image.save(path)
-    return path, (30, 50), [12, 34, 56]
-
-
-def sixteen_bit_png(tmp_path):
-    image = Image.fromarray(np.full((30, 50), 200 * 257, np.uint16))
-    assert image.mode == "I;16"
-    path = tmp_path / "sixteen_bit.png"
-    image.save(path)
-    return path, (30, 50), [200, 200, 200]
-
-
-def cmyk_jpeg(tmp_path):
-    path = tmp_path / "cmyk.jpg"
-    path.write_bytes(jpeg_bytes(Image.new("CMYK", (50, 30), (0, 255, 255, 0))))  # pure red in print
-    return path, (30, 50), [255, 0, 0]
-
-
-def animated_gif(tmp_path):
-    frames = [Image.new("RGB", (50, 30), colour) for colour in ((255, 0, 0), (0, 0, 255))]
-    path = tmp_path / "animated.gif"
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    return path, (30, 50), [255, 0, 0]  # the first frame
-
 
 @pytest.mark.parametrize("make_image", [grayscale_png, transparent_rgba_png, palette_png, sixteen_bit_png,
                                         cmyk_jpeg, animated_gif])
@@ -229,22 +170,6 @@ def test_exif_rotated_jpeg_is_served_upright(tmp_path, mask_model):
 
 
 # --- inputs that must be refused with a message a person understands ----------------------
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def decompression_bomb_png(side: int = 30_000) -> bytes:
-    """A valid 1-bit PNG of side x side black pixels: about 100 KB on disk, 900 MP decoded."""
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, grayscale
-    compressor = zlib.compressobj(9)
-    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed pixels
-    pixels = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
-
-
-def camvid_png_bytes(camvid_dir) -> bytes:
-    return sorted((camvid_dir / "val").glob("*.png"))[0].read_bytes()
 
 
 @pytest.mark.parametrize("name, make_content, message", [

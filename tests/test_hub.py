@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tiny_bundle
 from demo.bundle import CONFIG_FILE, MODEL_FILE, sha256_of
+from helpers import DEAD_ENDPOINT, REPO_ROOT, free_port, hub_unavailable_reason, make_tiny_bundle
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 OLAH_CLI = REPO_ROOT / ".olah-venv" / "bin" / "olah-cli"
 REPO_ID = "carseg/tiny-unet"
-# Nothing listens on port 9 (discard): a Hub that cannot be reached.
-DEAD_ENDPOINT = "http://127.0.0.1:9"
 STARTUP_TIMEOUT_S = 60
 
 # The app side, run in its own process. argv: repo revision [repo revision ...] ("" = no revision).
@@ -93,12 +89,6 @@ def commit_bundles(repo: Path, bundles: list[Path]) -> list[str]:
                                        capture_output=True).stdout
             assert committed == path.read_bytes(), f"commit {number} does not hold {path.name} as written"
     return shas
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(process: subprocess.Popen, url: str, log: Path) -> None:
@@ -306,16 +296,6 @@ def test_the_app_falls_back_to_the_default_with_a_notice_when_the_hub_is_unreach
     assert f"{REPO_ID}@main is not in the local cache, and the Hub at {DEAD_ENDPOINT} could not be reached" in (
         answer["notice"])
     assert "Serving the default model instead" in stderr
-
-
-def hub_unavailable_reason() -> str | None:
-    if not os.environ.get("HF_TOKEN"):
-        return "HF_TOKEN is not set"
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=5).close()
-    except OSError as error:
-        return f"huggingface.co is not reachable ({error})"
-    return None
 
 
 @pytest.mark.live_hub

@@ -13,72 +13,27 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from huggingface_hub import CommitInfo, HfApi, ModelCard
+from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from demo.bundle import CARD_FILE, CONFIG_FILE, MODEL_FILE, BundleError
+from helpers import (
+    COMMIT_SHA,
+    DEAD_ENDPOINT,
+    REPO_ROOT,
+    SECRET,
+    RecordingHubApi,
+    assert_secret_not_shown,
+    unauthorized,
+)
 from training.model_card import write_model_card
 from training.push import main, push_bundle
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SECRET = "hf_testSECRETtoken0123456789abcdef"
-COMMIT_SHA = "0123456789abcdef0123456789abcdef01234567"
-# Any HfApi call the fake does not record would go here and fail: nothing listens on port 9.
-DEAD_ENDPOINT = "http://127.0.0.1:9"
-
-
-class RecordingHubApi(HfApi):
-    """Records what push asks the Hub for, answering like the Hub would (or failing as told)."""
-
-    def __init__(self, fail_with: Exception | None = None):
-        super().__init__(endpoint=DEAD_ENDPOINT, token=SECRET)
-        self.calls: list[tuple[str, dict]] = []
-        self.uploaded_files: list[str] = []
-        self.fail_with = fail_with
-
-    def _record(self, name: str, **arguments) -> None:
-        self.calls.append((name, arguments))
-        if self.fail_with is not None:
-            raise self.fail_with
-
-    def create_repo(self, repo_id, **kwargs):
-        self._record("create_repo", repo_id=repo_id, **kwargs)
-
-    def create_branch(self, repo_id, **kwargs):
-        self._record("create_branch", repo_id=repo_id, **kwargs)
-
-    def upload_folder(self, **kwargs):
-        self._record("upload_folder", **kwargs)
-        self.uploaded_files = sorted(path.name for path in Path(kwargs["folder_path"]).iterdir())
-        return CommitInfo(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/{COMMIT_SHA}",
-                          commit_message=kwargs["commit_message"], commit_description="", oid=COMMIT_SHA)
-
-    @property
-    def call_names(self) -> list[str]:
-        return [name for name, _ in self.calls]
 
 
 @pytest.fixture
 def bundle(tiny_bundle_dir, tmp_path) -> Path:
     """A private copy of the tiny bundle (push may add its model card), without a card."""
     return Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))
-
-
-@pytest.fixture
-def token_in_env(monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", SECRET)
-
-
-def unauthorized(message: str) -> HfHubHTTPError:
-    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
-    return HfHubHTTPError(message, response=httpx2.Response(401, request=request))
-
-
-def assert_secret_not_shown(capsys, caplog) -> tuple[str, str]:
-    out, err = capsys.readouterr()
-    assert SECRET not in out and SECRET not in err
-    assert SECRET not in caplog.text
-    return out, err
 
 
 def test_push_creates_repo_and_branch_then_uploads_the_bundle_in_one_commit(bundle, token_in_env, capsys, caplog):

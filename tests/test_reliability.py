@@ -23,22 +23,24 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import CAMVID_FIXTURE, REPO_ROOT, free_port, running_app_py
 from demo.bundle import CONFIG_FILE, MODEL_FILE, BundleError, load_bundle, resolve_bundle, sha256_of
 from demo.engine import SegmentationEngine, threshold_probabilities
 from demo.imaging import MAX_ASPECT_RATIO, load_rgb
 from demo.ui import EXAMPLES_DIR, build_demo
-from helpers import serving_config
-from test_app import segment
-from test_engine import (  # noqa: F401  (mask_model is a fixture)
+from helpers import (
+    CAMVID_FIXTURE,
+    REPO_ROOT,
     animated_gif,
     camvid_png_bytes,
     cmyk_jpeg,
     decompression_bomb_png,
+    free_port,
     grayscale_png,
     jpeg_bytes,
-    mask_model,
     palette_png,
+    running_app_py,
+    segment,
+    serving_config,
     sixteen_bit_png,
     transparent_rgba_png,
 )

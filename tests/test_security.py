@@ -17,10 +17,10 @@ import psutil
 import pytest
 from PIL import Image
 
-from conftest import CAMVID_FIXTURE, running_app_py
 from demo import ui
 from demo.safeguards import UNREADABLE_UPLOAD
 from demo.ui import EXAMPLES_DIR, MAX_KEPT_BYTES, MAX_WAITING_PER_SESSION, build_demo
+from helpers import CAMVID_FIXTURE, running_app_py
 
 SERVER_IMAGE = sorted((CAMVID_FIXTURE / "train").glob("*.png"))[0]  # on the server, never uploaded
 MEBIBYTE = 2**20

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, make_tiny_bundle
 from demo.bundle import (
     CONFIG_FILE,
     BundleConfig,
@@ -31,6 +30,7 @@ from demo.bundle import (
 )
 from demo.engine import SegmentationEngine
 from demo.runtimes import LITERT, TENSORFLOW, CarriedGraphs, graph_source
+from helpers import REPO_ROOT, make_tiny_bundle
 
 # Photo shapes fed at the canonical shape (4:3), on their side, 16:9, 9:16 and odd ones.
 PHOTO_SHAPES = [(360, 480), (480, 360), (1080, 1920), (1920, 1080), (37, 1000), (1, 1)]
