@@ -103,7 +103,7 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
     import tensorflow as tf
 
     from bench import efficiency, latency, runtimes, serving, training_speed
-    from bench.bundles import default_model, network_input_size, vgg16_unet
+    from bench.bundles import default_model, network_input_size, repo_path, vgg16_unet
     from bench.machine import describe_machine, other_busy_processes
     from bench.report import Results
     from bench.slider import PHOTO, measure_slider
@@ -141,7 +141,7 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
                 served.name, served.bundle.model, served.bundle.config, network_input, settings.repeats,
                 settings.warmup, settings.profiled_passes))
 
-        progress(f"4. serving runtimes on {settings.data_dir} val")
+        progress(f"4. serving runtimes on {repo_path(settings.data_dir)} val")
         results.runtimes = runtimes.measure_runtimes(default.bundle, PHOTO, settings.data_dir, settings.repeats,
                                                      settings.warmup)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from demo.bundle import DEFAULT_BUNDLE_DIR, Bundle, BundleConfig, TargetClass, l
 from demo.engine import feed_size, round_up_to_stride
 
 TINY_UNET = {"base_filters": 4, "input_size": (180, 240)}  # quick mode: seconds, not minutes
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -20,6 +22,12 @@ class ServedModel:
     bundle: Bundle
     description: str
     trained: bool
+
+
+def repo_path(path: Path) -> str:
+    """`path` as the report names it: relative to the repository (`../shared/...` beside it), so the
+    report reads the same from any checkout, never naming the absolute paths of the machine it ran on."""
+    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
 
 
 def size_text(size) -> str:
@@ -40,7 +48,7 @@ def default_model(bundle_dir: Path | None, quick: bool):
     if bundle_dir is not None:
         bundle = load_bundle(bundle_dir)
         config = bundle.config
-        description = (f"{config.architecture} from `{bundle_dir}` (model.keras SHA-256 "
+        description = (f"{config.architecture} from `{repo_path(bundle_dir)}` (model.keras SHA-256 "
                        f"{config.model_sha256[:12]}..., trained at {size_text(config.input_size)}")
         if bundle.val_iou is not None:
             description += f", val IoU {bundle.val_iou:.4f} at threshold {config.threshold}"

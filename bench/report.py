@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from bench.bundles import size_text
+from bench.bundles import repo_path, size_text
 from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
 from bench.latency import EndToEnd
 from bench.runtimes import CONVERTED_AT_START, IOU_TOLERANCE, REFERENCE, SERVED, RuntimeResult, recommend
@@ -355,7 +355,7 @@ def runtimes_section(results: Results) -> str:
         "## 4. CPU serving runtimes for the default model",
         "Each runtime runs the same network inside the engine's own pre- and post-processing, so only the "
         "forward pass differs. Latency: one 480x360 photo end to end (as section 1). Val IoU: car IoU at the "
-        f"bundle's threshold over the `val` split of `{results.settings.data_dir}`, through the engine "
+        f"bundle's threshold over the `val` split of `{repo_path(results.settings.data_dir)}`, through the engine "
         "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
         "on the photo. The app's LiteRT row runs the graph the bundle carries for the shape 4:3 photos (and "
         "CamVid frames) are fed at; the row after it converts that graph from model.keras at start, as the app "
@@ -395,7 +395,7 @@ def training_section(results: Results) -> str:
         "## 5. Training throughput",
         f"The same model in each row: a compact U-Net (`build_model(\"unet\", {options})`, depth 4 unless "
         f"given), BCE loss, Adam, trained on the first {settings.training_frames} "
-        f"`train` frames of `{settings.data_dir}` resized to {size_text(settings.training_frame_size)}. The project's "
+        f"`train` frames of `{repo_path(settings.data_dir)}` resized to {size_text(settings.training_frame_size)}. The project's "
         "pipeline augments (scale, crop, flip, colour) with crops as large as the frames, so every row trains "
         "on the same pixels per image. Step time: median wall time between the ends of consecutive steps "
         f"({settings.training_steps} steps, after the traced first step and 2 more).",
