@@ -224,6 +224,10 @@ def write_config(bundle_dir: Path, config: BundleConfig) -> None:
     atomic_write_text(Path(bundle_dir) / CONFIG_FILE, config.to_json())
 
 
+_UMASK = os.umask(0o022)  # read once (there is no way to read it without setting it), then restored
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """`write(temporary)` a file beside `path`, then rename it to `path`: `path` is whole or as it was.
 
@@ -233,6 +237,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(descriptor)
+    os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 would leave the file unreadable to other users
     try:
         write(Path(temporary))
         os.replace(temporary, path)
@@ -255,6 +260,14 @@ def replace_folder(new: Path, old: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def staging_folder_beside(folder: Path) -> Path:
+    """A new hidden folder beside `folder`, to be renamed into its place once complete; with the
+    permissions a plain mkdir gives (mkdtemp's 0700 would stay with the bundle)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{Path(folder).name}.tmp-", dir=Path(folder).parent))
+    os.chmod(staging, 0o777 & ~_UMASK)
+    return staging
+
+
 @contextmanager
 def staged_bundle(bundle_dir: Path) -> Iterator[Path]:
     """A temporary folder beside `bundle_dir` to fill with a complete bundle, which replaces
@@ -262,7 +275,7 @@ def staged_bundle(bundle_dir: Path) -> Iterator[Path]:
     stays as it was, so no half-written or half-updated bundle is ever in place."""
     bundle_dir = Path(bundle_dir)
     bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.tmp-", dir=bundle_dir.parent))
+    staging = staging_folder_beside(bundle_dir)
     try:
         yield staging
         verify_bundle(staging)

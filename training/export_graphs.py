@@ -20,7 +20,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from demo.bundle import (
     load_keras_model,
     replace_folder,
     sha256_of,
+    staging_folder_beside,
     verify_bundle,
     write_config,
 )
@@ -113,7 +113,7 @@ def export_graphs(bundle_dir: Path) -> dict:
 
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.tmp-", dir=bundle_dir.parent))
+    staging = staging_folder_beside(bundle_dir)
     try:
         # The old graphs and leftovers of interrupted writes stay behind.
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
