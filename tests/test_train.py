@@ -121,7 +121,8 @@ def test_training_killed_mid_epoch_resumes_and_finishes(camvid_dir, tmp_path):
     verify_bundle(tmp_path / "bundle")
 
 
-def test_a_crash_before_the_threshold_is_recorded_publishes_no_bundle(camvid_dir, tmp_path, monkeypatch):
+def test_a_crash_before_the_threshold_is_recorded_publishes_no_bundle_and_resume_finishes(camvid_dir, tmp_path,
+                                                                                         monkeypatch):
     """The bundle appears once, complete: model.keras is saved and verifies long before the evaluation
     chooses its threshold, and a crash in between must not leave it at OUTPUT_DIR/bundle serving 0.5."""
     import training.evaluate
@@ -134,7 +135,11 @@ def test_a_crash_before_the_threshold_is_recorded_publishes_no_bundle(camvid_dir
         run_training(camvid_dir, tmp_path, "--epochs", "1")
     assert not (tmp_path / "bundle").exists()
     assert not [path for path in tmp_path.iterdir() if ".tmp-" in path.name]  # the staging folder is gone too
-    assert (tmp_path / "run" / "best.keras").is_file()  # --resume writes the bundle from here
+    # The same command with --resume trains nothing more and writes the bundle from the checkpoints.
+    monkeypatch.undo()
+    assert run_training(camvid_dir, tmp_path, "--epochs", "1", "--resume") == 0
+    assert [row["epoch"] for row in log_rows(tmp_path)] == ["0"]
+    assert verify_bundle(tmp_path / "bundle").threshold_selected_on == "val"
 
 
 def test_disk_full_is_a_clear_error_and_keeps_earlier_checkpoints(camvid_dir, tmp_path, monkeypatch, capsys):
