@@ -152,9 +152,12 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
 
         progress(f"6-7. app cold start ({settings.app_launches}x each way), shape classes and load "
                  f"({', '.join(map(str, settings.load_levels))} callers, {settings.load_seconds:g} s each)")
+        # The full run serves the app with the packages the Space installs; quick, with this one.
+        app_python = sys.executable if settings.quick else serving.space_interpreter(REPO_ROOT / "runs")
+        results.app_python = "this .venv" if settings.quick else "a venv with requirements.txt alone, as the Space"
         results.start_ups, results.load = serving.measure_serving(
             default.bundle.path, PHOTO, settings.app_launches, settings.repeats, settings.load_levels,
-            settings.load_seconds, scratch)
+            settings.load_seconds, scratch, python=app_python)
     progress("done")
     results.load_after = other_busy_processes()
     results.elapsed_s = progress.elapsed_s

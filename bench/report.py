@@ -40,6 +40,7 @@ class Results:
     runtimes: list[RuntimeResult] = field(default_factory=list)
     training: list[Throughput] = field(default_factory=list)
     start_ups: list[StartUp] = field(default_factory=list)
+    app_python: str = "this .venv"  # which packages the app ran with in sections 6-7
     load: list[LoadLevel] = field(default_factory=list)
     elapsed_s: float = 0.0
     steps: list[tuple[str, float, float]] = field(default_factory=list)  # name, wall s, others' CPU share
@@ -442,7 +443,9 @@ def serving_section(results: Results) -> str:
     first_errors = sorted({error for level in results.load for error in level.errors})[:3]
     return "\n\n".join([
         "## 6. App cold start and memory",
-        "`python app.py` with `MODEL_DIR` set to the default model's bundle, on a free loopback port "
+        f"`python app.py` in {results.app_python} (Gradio imports matplotlib at the first request where it "
+        "is installed, as in this project's .venv: 0.35-0.45 s here), "
+        "with `MODEL_DIR` set to the default model's bundle, on a free loopback port "
         "(`GRADIO_SERVER_PORT`), two ways side by side, launches alternating: serving the graphs the bundle "
         "carries, and the same bundle without them, which the app serves as it served every bundle before "
         "(model.keras loaded with Keras, converted to LiteRT at start, and again at the first photo of "
