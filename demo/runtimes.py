@@ -112,7 +112,9 @@ class LiteRTForward:
         if self._dynamic is None and self._canonical_shape:
             self._canonical = graphs.interpreter(self._canonical_shape)
         self._lock = graphs.lock
-        self.plans = 1 if self._canonical is not None else 0  # tensor plans made for photos so far
+        # Tensor plans made for photos so far: a carried any-shape graph comes planned at the canonical shape.
+        planned = tuple(self._dynamic.get_input_details()[0]["shape"]) if self._dynamic is not None else None
+        self.plans = 1 if self._canonical is not None or planned == self._canonical_shape else 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)
@@ -283,7 +285,8 @@ def make_forward(network, runtime: str | None = None, canonical_shape: tuple | N
     if isinstance(network, CarriedGraphs):
         if runtime == LITERT:
             # A what-if feed size (evaluate --input-size) has no fixed graph: the any-shape one takes it.
-            canonical_shape = canonical_shape if tuple(canonical_shape or ()) in network.fixed_shapes else None
+            if network.ready_any_shape() is None and tuple(canonical_shape or ()) not in network.fixed_shapes:
+                canonical_shape = None
             return LiteRTForward(network, canonical_shape, any_shape), runtime
         logger.info("MODEL_RUNTIME=%s runs the Keras model: loading model.keras.", runtime)
         network = keras_model_of(network)
