@@ -330,7 +330,9 @@ def served_runtime_verdict(runtimes: list[RuntimeResult], reference: RuntimeResu
         return verdict + (f" **Its val IoU is not within {IOU_TOLERANCE} of TensorFlow's: the app should serve "
                           f"{chosen.name if chosen else REFERENCE} instead.**")
     if chosen is served:
-        return verdict + f" It is the fastest runtime whose val IoU stays within {IOU_TOLERANCE} of TensorFlow's."
+        return verdict + (f" It is the fastest runtime whose val IoU stays within {IOU_TOLERANCE} of TensorFlow's "
+                          "among those that serve without TensorFlow loaded (the runtimes inside TensorFlow "
+                          "are timed for comparison only).")
     if served in ties:
         return verdict + (f" The fastest runtime within {IOU_TOLERANCE} of TensorFlow's val IoU in this run is "
                           f"{chosen.name} ({chosen.latency.median:.1f} ms); their latency quartiles overlap, so "
