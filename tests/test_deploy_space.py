@@ -291,3 +291,14 @@ def test_bytecode_and_hidden_leftovers_are_not_part_of_the_space(repo_copy):
     files = space_files()
     assert not any(".default_model.tmp" in name or name.endswith(".pyc") for name in files), files
     assert "demo/ui.py" in files and f"demo/default_model/{MODEL_FILE}" in files
+
+
+def test_every_relative_link_in_the_spaces_readme_resolves_in_the_space():
+    import re
+
+    from training.deploy_space import README, REPO_ROOT
+
+    links = re.findall(r"\]\(([^)#:\s]+)", (REPO_ROOT / README).read_text(encoding="utf-8"))
+    assert links, "the README links nothing: this test would check nothing"
+    files = space_files()
+    assert [link for link in links if link not in files] == []

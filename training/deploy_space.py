@@ -31,7 +31,8 @@ from training.push import PushError, check_repo_id, run_hub_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What a Space of this app runs, and nothing else (not training/, tests/, bench/, runs/, scripts/).
-SPACE_TOP_FILES = ("app.py", "requirements.txt", "README.md", ".gitattributes")
+# The README links BENCHMARKS.md and MODEL_HISTORY.md: the Space's copy of it must not point at nothing.
+SPACE_TOP_FILES = ("app.py", "requirements.txt", "README.md", ".gitattributes", "BENCHMARKS.md", "MODEL_HISTORY.md")
 SPACE_FOLDERS = ("demo",)
 # Never shipped from those folders: bytecode, and hidden names (a half-copied default model, say).
 SKIPPED_NAMES = ("__pycache__", "*.pyc", ".*")
