@@ -187,8 +187,9 @@ def describe_architecture(config: BundleConfig) -> str:
 
 SPLIT_NAMES = {"val": "the validation frames", "train": "the training frames"}
 RUNTIME_IN_WORDS = {
-    "litert": "LiteRT, with the weights stored as 8-bit integers to run faster",
+    "litert": "LiteRT, with the weights stored at half precision (float16) and computed at full precision",
     "litert-float32": "LiteRT",
+    "litert-int8": "LiteRT, with the weights stored as 8-bit integers",
     "tensorflow": "TensorFlow",
 }
 

@@ -201,3 +201,15 @@ def test_app_py_serves_on_loopback_where_gradio_env_says(tiny_bundle_dir, tmp_pa
     with running_app_py(tiny_bundle_dir, unused_port, log) as (_, config):
         assert f"http://127.0.0.1:{unused_port}" in log.read_text()
         assert any(str(tiny_bundle_dir) in str(component["props"].get("value")) for component in config["components"])
+
+
+@pytest.mark.parametrize("runtime, words", [
+    ("litert", "weights stored at half precision (float16)"),  # what the carried graphs are
+    ("litert-int8", "8-bit integers"),
+    ("litert-float32", "LiteRT, on this server's CPU"),
+])
+def test_about_the_model_says_what_each_runtime_runs(tiny_bundle, runtime, words):
+    about = describe_model(tiny_bundle, runtime)
+    assert words in about and f"`MODEL_RUNTIME={runtime}`" in about
+    if runtime != "litert-int8":
+        assert "8-bit" not in about
