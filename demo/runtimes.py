@@ -75,14 +75,15 @@ def tflite_flatbuffer(model, input_shape=(1, None, None, 3), weights: str = "flo
     `weights`: how the file stores them: "float32"; "float16" (widened at load, float32
     arithmetic); "int8" (dynamic-range quantisation, activations stay float).
     """
+    if weights not in ("float32", "float16", "int8"):
+        raise ValueError(f"weights must be float32, float16 or int8, not {weights!r}")
+
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     graph = tf.function(lambda batch: model(batch, training=False)).get_concrete_function(
         tf.TensorSpec(input_shape, tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(graph)], model)
-    if weights not in ("float32", "float16", "int8"):
-        raise ValueError(f"weights must be float32, float16 or int8, not {weights!r}")
     if weights != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if weights == "float16":
