@@ -161,16 +161,17 @@ class PeakMemory:
 
 
 def space_interpreter(folder: Path) -> str:
-    """The Python of a venv with requirements.txt alone installed, as on the Space, built in
+    """The Python of a venv with requirements.txt alone installed on the Python the Space declares
+    (`training.deploy_space.install_space_venv`, as scripts/rehearse_space.py makes it), built in
     `folder` once per content of requirements.txt (about 70 s with pip's cache warm)."""
+    from training.deploy_space import install_space_venv, space_python
+
     requirements = REPO_ROOT / "requirements.txt"
     venv = Path(folder) / f"space-venv-{hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]}"
     python, complete = venv / "bin" / "python", venv / ".installed"
     if not complete.exists():
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "-r", str(requirements)], check=True)
+        install_space_venv(venv, requirements, space_python()[0])
         complete.touch()
     return str(python)
 

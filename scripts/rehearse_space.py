@@ -28,7 +28,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from training.deploy_space import read_front_matter, stage_space  # noqa: E402
+from training.deploy_space import install_space_venv, space_python, stage_space  # noqa: E402
+from training.push import PushError  # noqa: E402
 
 START_TIMEOUT_S = 300
 EXAMPLE_PHOTO = "demo/examples/0016E5_08017.png"
@@ -42,34 +43,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def declared_python(interpreter: str | None) -> tuple[str, str]:
-    """The interpreter to use and the version the front matter declares; RehearsalError if they differ."""
-    declared = read_front_matter()["python_version"]
-    interpreter = interpreter or f"python{'.'.join(declared.split('.')[:2])}"
-    try:
-        found = subprocess.run([interpreter, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as error:
-        raise RehearsalError(f"no {interpreter} to rehearse the Space's Python {declared} with: {error}") from error
-    if not (found + ".").startswith(declared + "."):
-        raise RehearsalError(f"{interpreter} is Python {found}; the Space declares {declared}")
-    return interpreter, found
-
-
-def run(command: list[str], **kwargs) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    if result.returncode:
-        raise RehearsalError(f"{' '.join(command)} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-4000:]}")
-
-
-def install(space: Path, venv: Path, interpreter: str) -> float:
-    start = time.monotonic()
-    run([interpreter, "-m", "venv", str(venv)])
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "-r", str(space / "requirements.txt")])
-    return time.monotonic() - start
 
 
 def app_environment(port: int) -> dict:
@@ -114,14 +87,14 @@ def first_segment(url: str, photo: Path) -> tuple[dict, str, str, float]:
 
 def rehearse(interpreter: str | None, keep: bool) -> int:
     began = time.monotonic()
-    interpreter, version = declared_python(interpreter)
+    interpreter, version = space_python(interpreter)
     scratch = Path(tempfile.mkdtemp(prefix="space-rehearsal-"))
     space, venv, log = scratch / "space", scratch / "venv", scratch / "app.log"
     server = None
     try:
         files = stage_space(space)
         print(f"rehearsal: {len(files)} files from space_files() staged in {space}")
-        seconds = install(space, venv, interpreter)
+        seconds = install_space_venv(venv, space / "requirements.txt", interpreter)
         print(f"rehearsal: fresh venv with Python {version} ({interpreter}); requirements.txt alone installed "
               f"in {seconds:.1f} s")
 
@@ -174,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return rehearse(args.python, args.keep)
-    except RehearsalError as error:
+    except (RehearsalError, PushError) as error:
         print(f"rehearsal FAILED: {error}", file=sys.stderr)
         return 1
 

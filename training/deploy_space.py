@@ -17,8 +17,10 @@ import argparse
 import fnmatch
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -72,6 +74,35 @@ def split_front_matter(text: str) -> tuple[dict, str]:
 
 def read_front_matter(root: Path | None = None) -> dict:
     return split_front_matter(((root or REPO_ROOT) / README).read_text(encoding="utf-8"))[0]
+
+
+def space_python(interpreter: str | None = None) -> tuple[str, str]:
+    """The interpreter for a venv like the Space's, and its version: `interpreter`, else pythonX.Y of
+    the README front matter's python_version; PushError if there is none or it is another version."""
+    declared = read_front_matter()["python_version"]
+    interpreter = interpreter or f"python{'.'.join(declared.split('.')[:2])}"
+    try:
+        found = subprocess.run([interpreter, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise PushError(f"no {interpreter} to make the Space's Python {declared} with: {error}") from error
+    if not (found + ".").startswith(declared + "."):
+        raise PushError(f"{interpreter} is Python {found}; the Space declares {declared}")
+    return interpreter, found
+
+
+def install_space_venv(venv: Path, requirements: Path, interpreter: str) -> float:
+    """A new venv at `venv` made by `interpreter` with `requirements` alone installed, as the Space
+    installs it (no dev extras); the seconds it took. PushError with pip's words if a step fails."""
+    start = time.monotonic()
+    python = str(Path(venv) / "bin" / "python")
+    for command in ([interpreter, "-m", "venv", str(venv)],
+                    [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(requirements)]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise PushError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                            f"{(result.stdout + result.stderr)[-4000:]}")
+    return time.monotonic() - start
 
 
 def space_readme(text: str, model_repo: str | None = None, revision: str | None = None,
