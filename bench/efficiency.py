@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import collections
 import json
-import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench.timing import durations_ms
+from bench.timing import median_ms
 from demo.bundle import BundleConfig
 from demo.engine import canonical_input_shape
 from demo.runtimes import LITERT, keras_model_of, make_forward
@@ -91,9 +90,9 @@ def matmul_rates(size: int, repeats: int, warmup: int) -> dict[str, float]:
     b = tf.random.normal((size, size), dtype=tf.float32)
     # One element is read back so the product is really computed, without timing a 16 MB copy.
     product = tf.function(lambda a, b: tf.linalg.matmul(a, b)[0, 0])
-    tensorflow_ms = statistics.median(durations_ms(lambda: product(a, b).numpy(), repeats, warmup))
+    tensorflow_ms = median_ms(lambda: product(a, b).numpy(), repeats, warmup)
     a_numpy, b_numpy = a.numpy(), b.numpy()
-    numpy_ms = statistics.median(durations_ms(lambda: np.matmul(a_numpy, b_numpy), repeats, warmup))
+    numpy_ms = median_ms(lambda: np.matmul(a_numpy, b_numpy), repeats, warmup)
     return {"tensorflow": flops / tensorflow_ms / 1e6, "numpy": flops / numpy_ms / 1e6}
 
 
@@ -109,12 +108,12 @@ def measure_forward(name: str, network, config: BundleConfig, network_input: tup
     forward = tf.function(lambda batch: model(batch, training=False))
     pixels = np.random.default_rng(0).uniform(0, 255, (1, *network_input, 3)).astype(np.float32)
     batch = tf.constant(pixels)
-    forward_ms = statistics.median(durations_ms(lambda: forward(batch).numpy(), repeats, warmup))
+    forward_ms = median_ms(lambda: forward(batch).numpy(), repeats, warmup)
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
     served_forward, runtime = make_forward(network, LITERT, canonical_input_shape(config),
                                            any_shape=not config.fixed_input)
     if runtime == LITERT:
-        result.served_forward_ms = statistics.median(durations_ms(lambda: served_forward(pixels), repeats, warmup))
+        result.served_forward_ms = median_ms(lambda: served_forward(pixels), repeats, warmup)
     else:
         result.served_error = "LiteRT could not convert or load the model (the app would fall back to TensorFlow)"
     # The profiled ops carry the node names of this very trace, so FLOPs can be matched to them.

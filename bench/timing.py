@@ -4,14 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from demo.engine import timed
-
-
-def durations_ms(action, repeats: int, warmup: int = 2) -> list[float]:
-    """Milliseconds of `repeats` calls of `action`, after `warmup` untimed ones."""
-    for _ in range(warmup):  # graph tracing and first-touch allocations are not what a user waits for
-        action()
-    return [1000 * timed(action)[1] for _ in range(repeats)]
+from demo.engine import durations_ms, median_ms, timed  # noqa: F401  re-exported for the benchmarks
 
 
 def interleaved_durations_ms(actions: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -25,10 +18,6 @@ def interleaved_durations_ms(actions: dict, repeats: int, warmup: int = 2) -> di
         for name, action in actions.items():
             durations[name].append(1000 * timed(action)[1])
     return durations
-
-
-def median_ms(action, repeats: int, warmup: int = 2) -> float:
-    return statistics.median(durations_ms(action, repeats, warmup))
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -13,6 +13,7 @@ aspect kept, padded to a multiple of the network's stride.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -33,6 +34,18 @@ def timed(action: Callable[[], Result]) -> tuple[Result, float]:
     started = time.perf_counter()
     result = action()
     return result, time.perf_counter() - started
+
+
+def durations_ms(action: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
+    """Milliseconds of `repeats` calls of `action`, after `warmup` untimed ones."""
+    for _ in range(warmup):  # graph tracing and first-touch allocations are not what a user waits for
+        action()
+    return [1000 * timed(action)[1] for _ in range(repeats)]
+
+
+def median_ms(action: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """The median of `durations_ms`: the one way the project quotes the time of a repeated action."""
+    return statistics.median(durations_ms(action, repeats, warmup))
 
 
 def round_up_to_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:

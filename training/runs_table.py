@@ -12,11 +12,10 @@ of a 480x360 photo through the engine, measured now, on this machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 from demo.bundle import BundleConfig, load_bundle
-from demo.engine import SegmentationEngine, timed
+from demo.engine import SegmentationEngine, median_ms
 from demo.imaging import load_rgb
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / "demo" / "examples" / "0016E5_08017.png"
@@ -24,8 +23,7 @@ DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / "demo" / "examples" / "001
 
 def inference_ms(engine: SegmentationEngine, image, repeats: int) -> float:
     """The median milliseconds of one photo through the engine, after one untimed run (set-up)."""
-    engine.predict_probabilities(image)
-    return 1000 * statistics.median(timed(lambda: engine.predict_probabilities(image))[1] for _ in range(repeats))
+    return median_ms(lambda: engine.predict_probabilities(image), repeats, warmup=1)
 
 
 def held_out_text(config: BundleConfig) -> str:
