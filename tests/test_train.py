@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 from demo.bundle import load_bundle, load_keras_model, verify_bundle
 from demo.engine import SegmentationEngine
 from training import train
+from training.config import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--architecture", "unet", "--base-filters", "4", "--input-size", "96x128", "--batch-size", "2",
@@ -189,6 +191,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from training import train
+from training.config import TrainingConfig
 import sys
 sys.exit(train.main({["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), *TINY_RUN,
                       "--epochs", "1", "--strategy", "mirrored"]!r}))
@@ -227,3 +230,30 @@ def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epo
 def test_frozen_epochs_need_a_pretrained_encoder(camvid_dir, tmp_path):
     with pytest.raises(SystemExit, match="no pretrained encoder"):
         run_training(camvid_dir, tmp_path, "--epochs", "2", "--frozen-epochs", "1")
+
+
+def test_every_training_flag_is_a_typed_config_field():
+    # A flag the parser gains but the config lacks would be parsed and silently ignored.
+    dests = {action.dest for action in train.build_parser()._actions} - {"help"}
+    assert dests == {field.name for field in dataclasses.fields(TrainingConfig)}
+
+
+def test_training_config_is_frozen_and_records_no_local_paths():
+    config = train.parse_args(["--output-dir", "out", "--architecture", "unet", "--data-dir", "/data/camvid",
+                               "--init-from", "/home/me/runs/a/bundle"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
+    recorded = config.recorded(pretrained_encoder=False)
+    assert {"data_dir", "output_dir", "resume", "verbose", "encoder_weights", "frozen_epochs"}.isdisjoint(recorded)
+    assert recorded["init_from"] == "bundle" and recorded["input_size"] == config.input_size
+    assert "frozen_epochs" in train.parse_args(["--output-dir", "out", "--architecture", "efficientnet-lite0-unet"]
+                                               ).recorded(pretrained_encoder=True)
+
+
+def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
+    lite = train.parse_args(["--output-dir", "x", "--architecture", "efficientnet-lite0-unet", "--learning-rate", "1e-3"])
+    assert lite.resize == "keep_aspect" and lite.fine_tune_learning_rate == pytest.approx(2e-4)
+    explicit = train.parse_args(["--output-dir", "x", "--architecture", "efficientnet-lite0-unet",
+                                 "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
+    assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))
+    assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import statistics
 import sys
 
-from training.train import build_parser, build_training_model, parse_args, training_pipeline
+from training.config import TrainingConfig
+from training.train import build_parser, build_training_model, parse_namespace, resolve, training_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,20 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     argv = [*(sys.argv[1:] if argv is None else argv), "--output-dir", "."]  # nothing is written
     parser = build_parser()
     parser.add_argument("--steps", type=int, default=10, help="steps to time after two warm-up steps")
-    args = parse_args(argv, parser)
-    dataset, crop, frames = training_pipeline(args)
+    options = parse_namespace(argv, parser)
+    config = resolve(TrainingConfig.from_namespace(options))
+    dataset, crop, frames = training_pipeline(config)
     batches = iter(dataset.repeat())
-    steps_per_epoch = frames // args.batch_size
-    model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
+    steps_per_epoch = frames // config.batch_size
+    model = build_training_model(config, total_steps=steps_per_epoch * config.epochs)
     seconds = []
-    for step in range(args.steps + 2):
+    for step in range(options.steps + 2):
         batch_images, batch_masks, batch_weights = next(batches)
         _, taken = timed(lambda: model.train_on_batch(batch_images, batch_masks, sample_weight=batch_weights))
         if step >= 2:  # the first two trace the graph
             seconds.append(taken)
     step_s = statistics.median(seconds)
-    print(f"{args.architecture} at {args.input_size[0]}x{args.input_size[1]} (crops {crop[0]}x{crop[1]}), batch "
-          f"{args.batch_size}: median step {step_s:.2f} s over {len(seconds)} steps; one epoch of {steps_per_epoch} "
+    print(f"{config.architecture} at {config.input_size[0]}x{config.input_size[1]} (crops {crop[0]}x{crop[1]}), batch "
+          f"{config.batch_size}: median step {step_s:.2f} s over {len(seconds)} steps; one epoch of {steps_per_epoch} "
           f"steps projected at {step_s * steps_per_epoch / 60:.1f} min (training steps only, no validation)")
     return 0
 

@@ -18,16 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from training.config import TrainingConfig
 from training.data import parse_size
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
 SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "bce", "learning_rate": 1e-3,
                "batch_size": 2, "epochs": 20, "schedule": "constant", "augment": False}
-
-
-NOT_RECORDED = {"verbose", "resume", "data_dir", "output_dir"}
-ENCODER_ONLY = {"encoder_weights", "freeze_encoder", "frozen_epochs", "fine_tune_learning_rate"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,56 +85,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """The training arguments of `argv` (parsed by `parser`, default `build_parser()`), resolved."""
+def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> TrainingConfig:
+    """The training configuration `argv` asks for (parsed by `parser`, default `build_parser()`), resolved."""
+    return resolve(TrainingConfig.from_namespace(parse_namespace(argv, parser)))
+
+
+def parse_namespace(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """`argv` parsed with --recipe's settings as the defaults, so that a flag given explicitly still wins."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.recipe == "seed":
         parser.set_defaults(**SEED_RECIPE)
         args = parser.parse_args(argv)
-    return resolve_args(args)
-
-
-def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Apply per-architecture defaults and check the combination (explicit flags win)."""
-    from training.models import ARCHITECTURES
-
-    if args.recipe == "seed" and args.encoder_weights not in (None, "none"):
-        args.freeze_encoder = True  # the seed trained the decoder on a frozen ImageNet encoder
-    architecture = ARCHITECTURES[args.architecture]
-    args.input_size = args.input_size or architecture.default_input_size
-    if architecture.fixed_input:
-        args.resize = "stretch"
-    args.resize = args.resize or "keep_aspect"
-    if any(side % architecture.stride for side in args.input_size) and architecture.fixed_input:
-        raise SystemExit(f"error: --input-size must be a multiple of {architecture.stride} for {args.architecture}")
-    if (args.frozen_epochs or args.freeze_encoder) and not architecture.pretrained_encoder:
-        raise SystemExit(f"error: {args.architecture} has no pretrained encoder to freeze")
-    if args.frozen_epochs >= args.epochs:
-        raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
-    if args.fine_tune_learning_rate is None:
-        args.fine_tune_learning_rate = args.learning_rate / 5
     return args
 
 
+def resolve(config: TrainingConfig) -> TrainingConfig:
+    """Apply per-architecture defaults and check the combination (explicit flags win)."""
+    from training.models import ARCHITECTURES
+
+    architecture = ARCHITECTURES[config.architecture]
+    input_size = config.input_size or architecture.default_input_size
+    if any(side % architecture.stride for side in input_size) and architecture.fixed_input:
+        raise SystemExit(f"error: --input-size must be a multiple of {architecture.stride} for {config.architecture}")
+    if (config.frozen_epochs or config.freeze_encoder) and not architecture.pretrained_encoder:
+        raise SystemExit(f"error: {config.architecture} has no pretrained encoder to freeze")
+    if config.frozen_epochs >= config.epochs:
+        raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
+    # The seed trained the decoder on a frozen ImageNet encoder.
+    seed_freezes = config.recipe == "seed" and config.encoder_weights not in (None, "none")
+    return config.replace(
+        input_size=input_size,
+        resize="stretch" if architecture.fixed_input else config.resize or "keep_aspect",
+        freeze_encoder=config.freeze_encoder or seed_freezes,
+        fine_tune_learning_rate=(config.learning_rate / 5 if config.fine_tune_learning_rate is None
+                                 else config.fine_tune_learning_rate),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    config = parse_args(sys.argv[1:] if argv is None else argv)
     from training.data import DataError
 
     try:
-        return run(args)
+        return run(config)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         # Disk full, read-only folder...: every checkpoint already written is intact
         # (each is written to a temporary name and then renamed).
-        print(f"error: could not write to {args.output_dir}: {error.strerror or error}. "
+        print(f"error: could not write to {config.output_dir}: {error.strerror or error}. "
               f"Checkpoints written before this are intact; free space and rerun with --resume.", file=sys.stderr)
         return 3
 
 
-def run(args: argparse.Namespace) -> int:
+def run(config: TrainingConfig) -> int:
     import keras
     import tensorflow as tf
 
@@ -146,24 +149,24 @@ def run(args: argparse.Namespace) -> int:
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     from training.models import ARCHITECTURES
 
-    keras.utils.set_random_seed(args.seed)
-    architecture = ARCHITECTURES[args.architecture]
-    run_dir = args.output_dir / "run"
+    keras.utils.set_random_seed(config.seed)
+    architecture = ARCHITECTURES[config.architecture]
+    run_dir = config.output_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = load_state(run_dir) if args.resume else None
-    if args.resume and state is None:
+    state = load_state(run_dir) if config.resume else None
+    if config.resume and state is None:
         print(f"No checkpoint in {run_dir} yet: starting from the beginning.")
 
     started = time.perf_counter()
-    train_data, crop_size, train_frames = training_pipeline(args)
-    val_images, val_masks, _ = load_split(args.data_dir, "val", args.input_size, args.target_class, args.limit)
-    val_data = make_dataset(val_images, val_masks, args.batch_size, stride=architecture.stride)
-    steps_per_epoch = args.steps_per_epoch or train_frames // args.batch_size
-    print(f"data: {train_frames} train, {len(val_images)} val frames at {args.input_size[0]}x{args.input_size[1]}"
+    train_data, crop_size, train_frames = training_pipeline(config)
+    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit)
+    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride)
+    steps_per_epoch = config.steps_per_epoch or train_frames // config.batch_size
+    print(f"data: {train_frames} train, {len(val_images)} val frames at {config.input_size[0]}x{config.input_size[1]}"
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
 
-    strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else tf.distribute.get_strategy()
-    if args.strategy == "mirrored":
+    strategy = tf.distribute.MirroredStrategy() if config.strategy == "mirrored" else tf.distribute.get_strategy()
+    if config.strategy == "mirrored":
         devices = ", ".join(strategy.extended.worker_devices)
         print(f"strategy: MirroredStrategy, {strategy.num_replicas_in_sync} replicas on {devices}")
     with strategy.scope():
@@ -171,56 +174,56 @@ def run(args: argparse.Namespace) -> int:
             model = keras.saving.load_model(state.last_checkpoint)  # weights, optimizer and its step count
             print(f"resuming after epoch {state.epoch} (best val IoU {state.best_iou:.4f} at epoch {state.best_epoch})")
         else:
-            model = build_training_model(args, total_steps=steps_per_epoch * args.epochs)
-    tracker = TrainingState(run_dir, patience=args.patience, state=state)
+            model = build_training_model(config, total_steps=steps_per_epoch * config.epochs)
+    tracker = TrainingState(run_dir, patience=config.patience, state=state)
     # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
     # (A resumed run starts from the averaged weights of its last checkpoint.)
-    averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if args.ema else []
+    averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
     log = keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)
 
     def fit(model, until_epoch):
         model.fit(train_data.repeat(), epochs=until_epoch, initial_epoch=tracker.epoch,
                   steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
-                  callbacks=[*averaging, tracker, log], verbose=args.verbose)
+                  callbacks=[*averaging, tracker, log], verbose=config.verbose)
         log.append = True  # a second phase adds to the same log
 
-    if tracker.epoch < args.frozen_epochs:
-        fit(model, args.frozen_epochs)
+    if tracker.epoch < config.frozen_epochs:
+        fit(model, config.frozen_epochs)
         if not model.stop_training:  # early stopping ends both phases
             print(f"unfreezing the encoder after epoch {tracker.epoch}: "
-                  f"learning rate {args.fine_tune_learning_rate:g}, cosine-decayed")
+                  f"learning rate {config.fine_tune_learning_rate:g}, cosine-decayed")
             with strategy.scope():
-                unfreeze_encoder(args, model, steps_per_epoch * (args.epochs - args.frozen_epochs))
-    if not model.stop_training and tracker.epoch < args.epochs:
-        fit(model, args.epochs)
+                unfreeze_encoder(config, model, steps_per_epoch * (config.epochs - config.frozen_epochs))
+    if not model.stop_training and tracker.epoch < config.epochs:
+        fit(model, config.epochs)
     if tracker.best_checkpoint is None or not tracker.best_checkpoint.exists():
         print("error: no epoch completed, so there is no model to bundle.", file=sys.stderr)
         return 1
     print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}")
-    kept = tracker.best_checkpoint if args.keep == "best" else tracker.state.last_checkpoint
+    kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
     best = keras.saving.load_model(kept, compile=False)
-    print(f"writing the bundle from the {args.keep} epoch's weights ({kept.name})")
-    bundle_dir = finish_bundle(args, best, tracker, crop_size)
+    print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
+    bundle_dir = finish_bundle(config, best, tracker, crop_size)
     print(f"bundle written to {bundle_dir}")
     return 0
 
 
-def training_pipeline(args: argparse.Namespace):
-    """The training split as `args` asks for it (what `run` trains on and `time_steps` times): the
+def training_pipeline(config: TrainingConfig):
+    """The training split as `config` asks for it (what `run` trains on and `time_steps` times): the
     tf.data pipeline (shuffled, augmented, cropped, batched), the crop size and the number of frames."""
     from training.data import default_crop_size, load_split, make_dataset
     from training.models import ARCHITECTURES
 
-    architecture = ARCHITECTURES[args.architecture]
-    images, masks, _ = load_split(args.data_dir, "train", args.input_size, args.target_class, args.limit)
-    crop_size = args.input_size if architecture.fixed_input or not args.augment else (
-        args.crop_size or default_crop_size(args.input_size, architecture.stride))
-    dataset = make_dataset(images, masks, args.batch_size, stride=architecture.stride, training=True,
-                           augment=args.augment, crop_size=crop_size, seed=args.seed, photometric=args.photometric)
+    architecture = ARCHITECTURES[config.architecture]
+    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit)
+    crop_size = config.input_size if architecture.fixed_input or not config.augment else (
+        config.crop_size or default_crop_size(config.input_size, architecture.stride))
+    dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
+                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric)
     return dataset, crop_size, len(images)
 
 
-def finish_bundle(args, model, tracker, crop_size) -> Path:
+def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
 
     Everything (model, graphs, evaluation, the threshold it chose, card and plots) is written into a
@@ -235,49 +238,46 @@ def finish_bundle(args, model, tracker, crop_size) -> Path:
     from training.models import ARCHITECTURES, count_flops
     from training.plots import plot_training_curves
 
-    architecture = ARCHITECTURES[args.architecture]
-    config = BundleConfig(
-        architecture=args.architecture,
-        input_size=args.input_size,
-        resize=args.resize,
+    architecture = ARCHITECTURES[config.architecture]
+    bundle_config = BundleConfig(
+        architecture=config.architecture,
+        input_size=config.input_size,
+        resize=config.resize,
         stride=architecture.stride,
-        target_class=TargetClass(args.target_class, CAMVID_CLASSES[args.target_class]),
+        target_class=TargetClass(config.target_class, CAMVID_CLASSES[config.target_class]),
         threshold=0.5,
-        test_time_flip=args.test_time_flip,
+        test_time_flip=config.test_time_flip,
         # Which drives each split holds: val on a drive training never saw is a held-out figure.
         dataset=DatasetInfo(name="CamVid (SegNet layout)", train_split="train", selection_split="val",
-                            train_drives=split_drives(args.data_dir, "train"),
-                            val_drives=split_drives(args.data_dir, "val")),
+                            train_drives=split_drives(config.data_dir, "train"),
+                            val_drives=split_drives(config.data_dir, "val")),
         parameters=model.count_params(),
-        gflops_per_image=round(count_flops(model, round_up_to_stride(args.input_size, architecture.stride)) / 1e9, 2),
+        gflops_per_image=round(count_flops(model, round_up_to_stride(config.input_size, architecture.stride)) / 1e9, 2),
         training={
-            # Local paths stay out: the config is published with the model.
-            **{key: (str(value.name) if isinstance(value, Path) else value) for key, value in vars(args).items()
-               if key not in NOT_RECORDED
-               and not (key in ENCODER_ONLY and not architecture.pretrained_encoder)},
+            **config.recorded(pretrained_encoder=architecture.pretrained_encoder),
             "crop_size": list(crop_size),
             "epochs_run": tracker.epoch,
             "best_epoch": tracker.best_epoch,
-            "kept_epoch": tracker.best_epoch if args.keep == "best" else tracker.epoch,
+            "kept_epoch": tracker.best_epoch if config.keep == "best" else tracker.epoch,
             "wall_time_s": round(tracker.wall_time_s, 1),
             "epoch_time_s_median": tracker.median_epoch_s,
-            "imagenet_weights_used": architecture.pretrained_encoder and args.encoder_weights == "imagenet",
+            "imagenet_weights_used": architecture.pretrained_encoder and config.encoder_weights == "imagenet",
             # The name alone cannot tell which of several cycles a run started from; the hash can.
-            **({"init_from_sha256": sha256_of(initial_weights_file(args.init_from))} if args.init_from else {}),
+            **({"init_from_sha256": sha256_of(initial_weights_file(config.init_from))} if config.init_from else {}),
         },
         versions=library_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    bundle_dir = args.output_dir / "bundle"
+    bundle_dir = config.output_dir / "bundle"
     with staged_bundle(bundle_dir) as staging:
-        write_model_files(staging, model, config)
-        plot_training_curves(args.output_dir / "run" / "log.csv", staging / "training_curves.png")
+        write_model_files(staging, model, bundle_config)
+        plot_training_curves(config.output_dir / "run" / "log.csv", staging / "training_curves.png")
         # The default threshold is the best one on val, measured through the serving engine.
         bundle = load_bundle(staging)
         engine = SegmentationEngine(bundle.model, bundle.config)
-        report = evaluate_engine(engine, args.data_dir, "val", args.limit)
+        report = evaluate_engine(engine, config.data_dir, "val", config.limit)
         (staging / "evaluation_val.json").write_text(json.dumps(report, indent=2) + "\n")
-        write_gallery(engine, report, args.data_dir, staging / "gallery_val.png")
+        write_gallery(engine, report, config.data_dir, staging / "gallery_val.png")
         record_serving_settings(staging, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
 
@@ -290,42 +290,42 @@ def split_drives(data_dir: Path, split: str) -> list[str]:
     return sorted({sequence_of(pair.stem) for pair in find_pairs(data_dir, split)})
 
 
-def build_training_model(args: argparse.Namespace, total_steps: int):
-    """The architecture of `args`, initialised as asked, compiled with its loss, metrics and schedule.
+def build_training_model(config: TrainingConfig, total_steps: int):
+    """The architecture of `config`, initialised as asked, compiled with its loss, metrics and schedule.
 
     With --frozen-epochs the encoder starts frozen and the rate stays constant (see unfreeze_encoder).
     """
     from training.models import ARCHITECTURES, build_model
 
-    architecture = ARCHITECTURES[args.architecture]
-    options = {"encoder_weights": args.encoder_weights, "freeze_encoder": args.freeze_encoder or args.frozen_epochs > 0} \
-        if architecture.pretrained_encoder else {"base_filters": args.base_filters}
-    model = build_model(args.architecture, args.input_size, **options)
-    if args.init_from:
-        model.set_weights(load_initial_weights(args.init_from))
-    schedule = "constant" if args.frozen_epochs else args.schedule
-    compile_model(args, model, args.learning_rate, schedule, total_steps)
+    architecture = ARCHITECTURES[config.architecture]
+    options = {"encoder_weights": config.encoder_weights, "freeze_encoder": config.freeze_encoder or config.frozen_epochs > 0} \
+        if architecture.pretrained_encoder else {"base_filters": config.base_filters}
+    model = build_model(config.architecture, config.input_size, **options)
+    if config.init_from:
+        model.set_weights(load_initial_weights(config.init_from))
+    schedule = "constant" if config.frozen_epochs else config.schedule
+    compile_model(config, model, config.learning_rate, schedule, total_steps)
     return model
 
 
-def unfreeze_encoder(args: argparse.Namespace, model, total_steps: int) -> None:
+def unfreeze_encoder(config: TrainingConfig, model, total_steps: int) -> None:
     """After the frozen epochs: the encoder's weights train too (BatchNorm statistics stay), with a fresh
     optimizer at the fine-tuning rate, so the decoder's early large steps never reach ImageNet's features."""
     from training.models import ENCODER_LAYER, set_encoder_trainable
 
     set_encoder_trainable(model.get_layer(ENCODER_LAYER), True)
-    compile_model(args, model, args.fine_tune_learning_rate, args.schedule, total_steps)
+    compile_model(config, model, config.fine_tune_learning_rate, config.schedule, total_steps)
 
 
-def compile_model(args: argparse.Namespace, model, learning_rate: float, schedule: str, total_steps: int) -> None:
+def compile_model(config: TrainingConfig, model, learning_rate: float, schedule: str, total_steps: int) -> None:
     import keras
 
     from training.losses import make_loss, training_metrics
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
-    averaging = {"use_ema": True, "ema_momentum": args.ema} if args.ema else {}
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, **averaging), loss=make_loss(args.loss),
+    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate, **averaging), loss=make_loss(config.loss),
                   metrics=training_metrics())
 
 
