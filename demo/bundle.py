@@ -80,7 +80,8 @@ class BundleConfig:
     """
 
     architecture: str
-    input_size: tuple[int, int]  # (height, width) the model was trained at and is fed at
+    input_size: tuple[int, int]  # (height, width) the model is fed at: its training size unless
+    # a scale was chosen on held-out drives (`input_size_selected_on`; `trained_input_size` keeps the other)
     resize: str  # "stretch" (exactly input_size) or "keep_aspect" (as many pixels, padded to the stride)
     stride: int  # height and width fed to the network are multiples of this
     target_class: TargetClass
@@ -94,6 +95,7 @@ class BundleConfig:
     created: str | None = None
     model_sha256: str = ""  # of model.keras; `training.bundle.write_model_files` fills it in
     threshold_selected_on: str | None = None  # "val", or "held-out drives ..."
+    input_size_selected_on: str | None = None  # None: fed at the training size; else "held-out drives ..."
     metrics: dict = field(default_factory=dict)  # split (and "held_out_drives") -> figures
     serving_graphs: dict | None = None  # the carried graphs' record (see GRAPHS_KEY)
     schema_version: int = SCHEMA_VERSION
@@ -142,6 +144,12 @@ class BundleConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @property
+    def trained_input_size(self) -> tuple[int, int]:
+        """(height, width) the training frames were resized to (what `input_size` is, unless a feed
+        scale was chosen later)."""
+        return tuple(self.training.get("input_size") or self.input_size)
 
     @property
     def fixed_input(self) -> bool:

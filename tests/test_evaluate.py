@@ -105,10 +105,11 @@ def test_what_if_settings_print_a_report_and_leave_the_bundle_as_it_was(bundle_c
     assert printed["metrics"]["iou"] == pytest.approx(direct_iou(engine, printed["threshold"]), abs=1e-4)
 
 
-def fake_holdout_report(drive: str, ious: dict[float, float]) -> dict:
-    """What `training.evaluate` writes for a held-out run's val split: here with a chosen IoU curve."""
+def fake_holdout_report(drive: str, ious: dict[float, float], input_size=(180, 240)) -> dict:
+    """What `training.evaluate` writes for a held-out run's val split: here with a chosen IoU curve
+    (fed at the tiny bundle's scale unless told otherwise)."""
     thresholds = sorted(ious)
-    return {"split": "val", "images": 5, "threshold": 0.5,
+    return {"split": "val", "images": 5, "threshold": 0.5, "input_size": list(input_size),
             "metrics_at_best_threshold": {"iou": max(ious.values())},
             "sweep": {"threshold": thresholds, "iou": [ious[t] for t in thresholds],
                       "dice": [0.6] * len(thresholds), "precision": [0.7] * len(thresholds),
@@ -144,3 +145,60 @@ def test_held_out_needs_update_bundle(bundle_copy, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(bundle_copy), "--data-dir", str(FIXTURES), "--held-out", str(tmp_path)])
     assert "--held-out chooses the threshold" in capsys.readouterr().err
+
+
+def write_holdout_reports(tmp_path, curves: dict, input_size=None) -> list[str]:
+    """Held-out run folders with evaluation_val.json, or the what-if report at `input_size`."""
+    folders = []
+    for drive, curve in curves.items():
+        folder = tmp_path / f"holdout-{drive}"
+        folder.mkdir(exist_ok=True)
+        if input_size is None:
+            (folder / "evaluation_val.json").write_text(json.dumps(fake_holdout_report(drive, curve)))
+        else:
+            name = f"evaluation_val_at_{input_size[0]}x{input_size[1]}.json"
+            (folder / name).write_text(json.dumps(fake_holdout_report(drive, curve, input_size)))
+        folders.append(str(folder))
+    return folders
+
+
+def test_a_feed_scale_alone_as_what_if_keeps_its_report_under_its_own_name(bundle_copy, capsys):
+    before = {path.name: path.read_bytes() for path in bundle_copy.iterdir()}
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--input-size", "48x64"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads((bundle_copy / "evaluation_val_at_48x64.json").read_text())
+    assert written["input_size"] == [48, 64] and written["metrics"] == printed["metrics"]
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir() if path.name in before} == before
+
+
+def test_feed_scale_is_chosen_on_held_out_drives_measured_at_that_scale(bundle_copy, tmp_path, capsys):
+    # At the training scale 0.7 would win; fed at 48x64 the drives prefer 0.3 (0.65 against 0.6).
+    holdouts = write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.1, 0.7: 0.9}, "0001TP": {0.3: 0.1, 0.7: 0.9}})
+    write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.8, 0.7: 0.4}, "0001TP": {0.3: 0.5, 0.7: 0.8}}, (48, 64))
+    gflops_before = json.loads((bundle_copy / "config.json").read_text()).get("gflops_per_image")
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--no-plots",
+                 "--input-size", "48x64", "--held-out", *holdouts]) == 0
+    bundle = load_bundle(bundle_copy)
+    config = bundle.config
+    assert config.input_size == (48, 64) and config.trained_input_size == (180, 240)
+    assert config.input_size_selected_on == "held-out drives 0001TP, 0006R0" and config.threshold == 0.3
+    assert config.metrics["held_out_drives"]["0006R0"]["iou"] == 0.8
+    assert 0 < config.gflops_per_image != gflops_before
+    # What the bundle records for val is what the engine now serves: fed at 48x64.
+    engine = SegmentationEngine(bundle.model, config, runtime="tensorflow")
+    assert config.metrics["val"]["iou"] == pytest.approx(direct_iou(engine, 0.3), abs=1e-4)
+    card = (bundle_copy / "README.md").read_text()
+    assert "about as many pixels as 48x64" in card and "not the training one (180x240)" in card
+
+
+def test_feed_scale_is_not_chosen_on_val_nor_on_drives_measured_at_another_scale(bundle_copy, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--input-size", "48x64"])
+    assert "choose it on held-out drives" in capsys.readouterr().err
+    holdouts = write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.8, 0.7: 0.4}})
+    config_before = (bundle_copy / "config.json").read_bytes()
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--input-size", "48x64",
+                 "--held-out", *holdouts]) == 1
+    error = capsys.readouterr().err
+    assert "no evaluation of its val split fed at 48x64" in error and "--input-size 48x64" in error
+    assert (bundle_copy / "config.json").read_bytes() == config_before

@@ -5,6 +5,13 @@
 Prints a summary, writes evaluation_<split>.json, threshold_sweep_<split>.png and
 gallery_<split>.png into the bundle folder, and prints the JSON report as the
 last line of stdout. Metrics are pixel counts summed over the whole split.
+
+    python -m training.evaluate BUNDLE --data-dir DATA --input-size 288x384
+
+is a what-if: the photos are fed at another scale, and the report goes to
+evaluation_<split>_at_288x384.json; nothing the app reads changes. Held-out runs
+evaluated that way let `--update-bundle --held-out ... --input-size 288x384` make the
+bundle serve at that scale, chosen on drives it never trained on.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from demo.bundle import BundleError, atomic_write, atomic_write_text, load_bundle, read_config, write_config
-from demo.engine import SegmentationEngine, overlay_mask, threshold_probabilities, timed
+from demo.engine import SegmentationEngine, overlay_mask, round_up_to_stride, threshold_probabilities, timed
 from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
 
@@ -64,6 +71,8 @@ def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limi
         },
         "seconds_per_image_median": float(np.median(seconds)),
         "runtime": engine.runtime,
+        "input_size": list(engine.config.input_size),
+        "test_time_flip": engine.test_time_flip,
     }
 
 
@@ -101,16 +110,35 @@ def val_metrics_entry(report: dict, at_best: bool = True) -> dict:
             "per_image_iou_median": round(report["per_image_iou"]["median"], 4)}
 
 
-def held_out_reports(holdout_bundles: list[Path]) -> dict[str, dict]:
-    """Drive -> the evaluation a `training.holdout` run wrote of the drive it was trained without."""
+def what_if_report_name(split: str, input_size: tuple[int, int]) -> str:
+    """Where `--input-size` writes its report: beside the bundle's own, named by the scale it fed."""
+    return f"evaluation_{split}_at_{input_size[0]}x{input_size[1]}.json"
+
+
+def reported_input_size(report: dict, bundle_dir: Path) -> tuple[int, int] | None:
+    """The scale a report's photos were fed at: recorded in it, or (older reports) the bundle's own."""
+    if "input_size" in report:
+        return tuple(report["input_size"])
+    return read_config(bundle_dir).input_size if (bundle_dir / "config.json").is_file() else None
+
+
+def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -> dict[str, dict]:
+    """Drive -> the evaluation a `training.holdout` run wrote of the drive it was trained without, with
+    photos fed at `input_size` (its evaluation_val.json, or the report of a what-if at that scale)."""
     from training.holdout import sequence_of
 
     reports = {}
-    for bundle_dir in holdout_bundles:
-        path = Path(bundle_dir) / "evaluation_val.json"
-        if not path.is_file():
-            raise BundleError(f"{path} is missing: evaluate that held-out run on its val split first.")
-        report = json.loads(path.read_text())
+    height, width = input_size
+    for bundle_dir in map(Path, holdout_bundles):
+        candidates = [bundle_dir / "evaluation_val.json", bundle_dir / what_if_report_name("val", input_size)]
+        found = [json.loads(path.read_text()) for path in candidates if path.is_file()]
+        if not found:
+            raise BundleError(f"{candidates[0]} is missing: evaluate that held-out run on its val split first.")
+        report = next((report for report in found if reported_input_size(report, bundle_dir) == tuple(input_size)), None)
+        if report is None:
+            raise BundleError(f"{bundle_dir} has no evaluation of its val split fed at {height}x{width}: run "
+                              f"`python -m training.evaluate {bundle_dir} --data-dir DATA --input-size {height}x{width}` "
+                              f"first, so that every drive is measured at the scale being served.")
         drives = sorted({sequence_of(stem) for stem in report["per_image_iou"]["all"]})
         if len(drives) != 1:
             raise BundleError(f"{path} covers drives {drives}; a held-out run's val split is one drive.")
@@ -138,11 +166,12 @@ def held_out_entry(report: dict, threshold: float) -> dict:
 
 def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict,
                             held_out: dict[str, dict] | None = None) -> None:
-    """Make the bundle serve at the measured threshold and flip setting, and say so.
+    """Make the bundle serve at the measured threshold, flip setting and feed scale, and say so.
 
     The threshold is val's best, or, given the evaluations of the same recipe trained without each
     of some drives (`held_out`), the best over those unseen drives, with their figures recorded
     (`metrics.held_out_drives`) and val's at that threshold: nothing is then selected on val.
+    A feed scale other than the bundle's (the engine's `input_size`) is recorded only on held-out drives.
     """
     from training.model_card import write_model_card
     from training.plots import plot_threshold_sweep
@@ -152,8 +181,16 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
         raise ValueError("evaluate the bundle at the held-out threshold before recording it")
     engine.config.threshold = served
     config = read_config(bundle_dir)
+    selected_on = f"held-out drives {', '.join(sorted(held_out))}" if held_out else "val"
     config.threshold, config.test_time_flip = served, engine.test_time_flip
-    config.threshold_selected_on = f"held-out drives {', '.join(sorted(held_out))}" if held_out else "val"
+    config.threshold_selected_on = selected_on
+    if tuple(engine.config.input_size) != config.input_size:
+        if not held_out:
+            raise ValueError("a feed scale other than the training one is chosen on held-out drives, not on val")
+        config.training.setdefault("input_size", list(config.input_size))  # the size it was trained at
+        config.input_size = tuple(engine.config.input_size)
+        config.input_size_selected_on = None if config.input_size == config.trained_input_size else selected_on
+        config.gflops_per_image = gflops_at_feed_size(bundle_dir, config)
     config.metrics.setdefault("val", {}).update(val_metrics_entry(report, at_best=not held_out))
     if held_out:
         config.metrics.setdefault("held_out_drives", {}).update(
@@ -162,6 +199,15 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
     # The sweep the model card shows is the one that chose the threshold now recorded.
     atomic_write(bundle_dir / "threshold_sweep.png", lambda path: plot_threshold_sweep(report["sweep"], served, path))
     write_model_card(bundle_dir)
+
+
+def gflops_at_feed_size(bundle_dir: Path, config) -> float:
+    """GFLOPs of one photo fed at the config's scale (padded to the stride), counted on model.keras."""
+    from demo.bundle import load_keras_model
+    from training.models import count_flops
+
+    feed = round_up_to_stride(config.input_size, config.stride)
+    return round(count_flops(load_keras_model(bundle_dir), feed) / 1e9, 2)
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -191,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-time-flip", choices=["on", "off"],
                         help="average each photo's answer with its mirror image's (default: as config.json says)")
     parser.add_argument("--input-size", type=parse_size, metavar="HEIGHTxWIDTH",
-                        help="what-if: feed photos at this scale instead of the bundle's (writes nothing into it)")
+                        help="feed photos at this scale instead of the bundle's: a what-if whose report goes to "
+                             "evaluation_SPLIT_at_HxW.json; with --update-bundle and --held-out, the scale the "
+                             "bundle serves from now on")
     parser.add_argument("--update-bundle", action="store_true",
                         help="val only: record the best threshold, these metrics and --test-time-flip in "
                              "config.json and the model card, so the app serves what was measured")
@@ -204,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--held-out chooses the threshold the bundle serves: use it with --update-bundle")
     if args.update_bundle and (args.split != "val" or args.limit):
         parser.error("--update-bundle needs the whole val split: the threshold is selected on val only")
-    if args.update_bundle and args.input_size:
-        parser.error("--input-size is a what-if: the scale a model is fed at is the one it was trained at")
+    if args.update_bundle and args.input_size and not args.held_out:
+        parser.error("--input-size with --update-bundle changes the scale the app feeds: choose it on "
+                     "held-out drives (--held-out), not on val")
     try:
         bundle = load_bundle(args.bundle)
         if args.test_time_flip:
@@ -215,18 +264,22 @@ def main(argv: list[str] | None = None) -> int:
                 raise BundleError(f"{args.bundle} holds a fixed-size model: it takes only "
                                   f"{bundle.config.input_size[0]}x{bundle.config.input_size[1]}.")
             bundle.config.input_size = args.input_size
-        held_out = held_out_reports(args.held_out) if args.held_out else None
+        held_out = held_out_reports(args.held_out, bundle.config.input_size) if args.held_out else None
         if held_out:
             bundle.config.threshold = held_out_threshold(held_out)
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
-        report.update(bundle=str(args.bundle), test_time_flip=engine.test_time_flip,
-                      input_size=list(engine.config.input_size))
+        report.update(bundle=str(args.bundle))
         if args.update_bundle:
             record_serving_settings(args.bundle, engine, report, held_out)
-        # Files in the bundle describe the bundle as it serves; a what-if run only prints.
+        # Files in the bundle describe the bundle as it serves; a what-if of the feed scale alone keeps
+        # its report under its own name (what --held-out reads at that scale), other what-ifs only print.
         if args.update_bundle or not (args.test_time_flip or args.input_size):
             write_report_files(report, engine, args)
+        elif args.input_size and not args.test_time_flip:
+            path = args.bundle / what_if_report_name(args.split, args.input_size)
+            atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+            print(f"what-if report written to {path}")
     except (BundleError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

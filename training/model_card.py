@@ -124,6 +124,7 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
         eval_results=eval_results or None,
     )
     input_h, input_w = config.input_size
+    trained_h, trained_w = config.trained_input_size
     size_facts = []
     if config.parameters is not None:
         size_facts.append(f"{config.parameters:,} parameters")
@@ -134,7 +135,7 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
     imagenet = training.get("imagenet_weights_used")
     training_text = "config.json records no training details for this model." if not training else (
         f"`python -m training.train` with architecture `{config.architecture}`, frames resized to "
-        f"{input_h}x{input_w}"
+        f"{trained_h}x{trained_w}"
         + (f", random {training['crop_size'][0]}x{training['crop_size'][1]} crops" if training.get("augment") else "")
         + f"; loss `{training.get('loss', '?')}`, Adam at {training.get('learning_rate', '?')}"
         + f" ({training.get('schedule', '?')} schedule), batch {training.get('batch_size', '?')}, "
@@ -154,6 +155,9 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
         if config.fixed_input else
         f"It is fully convolutional: resize a photo (aspect kept) to about as many pixels as "
         f"{input_h}x{input_w} and pad height and width to multiples of {config.stride}."
+    ) + (f" That scale is not the training one ({trained_h}x{trained_w}): it was chosen on "
+         f"{config.input_size_selected_on}, and every figure here was measured at it."
+         if config.input_size_selected_on else ""
     ) + (" The metrics above average each photo's answer with its mirror image's (mirrored back), as the app "
          "does when config.json says `\"test_time_flip\": true`." if config.test_time_flip else "")
     metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
