@@ -202,3 +202,16 @@ def test_feed_scale_is_not_chosen_on_val_nor_on_drives_measured_at_another_scale
     error = capsys.readouterr().err
     assert "no evaluation of its val split fed at 48x64" in error and "--input-size 48x64" in error
     assert (bundle_copy / "config.json").read_bytes() == config_before
+
+
+def test_feed_scales_table_compares_sizes_on_the_drives_at_their_joint_threshold(tmp_path, capsys):
+    from training.feed_scales import main as feed_scales
+
+    holdouts = write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.8, 0.7: 0.4}, "0001TP": {0.3: 0.5, 0.7: 0.7}})
+    write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.6, 0.7: 0.9}, "0001TP": {0.3: 0.5, 0.7: 0.6}}, (90, 120))
+    assert feed_scales([*holdouts, "--sizes", "90x120", "180x240"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| 90x120 | 0.70 | 0.6000 | 0.9000 | 0.7500 (best) | 0.25x |"
+    assert lines[3] == "| 180x240 | 0.30 | 0.5000 | 0.8000 | 0.6500 | 1.00x |"
+    assert feed_scales([*holdouts, "--sizes", "48x64"]) == 1
+    assert "no evaluation of its val split fed at 48x64" in capsys.readouterr().err
