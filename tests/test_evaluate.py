@@ -211,7 +211,14 @@ def test_feed_scales_table_compares_sizes_on_the_drives_at_their_joint_threshold
     write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.6, 0.7: 0.9}, "0001TP": {0.3: 0.5, 0.7: 0.6}}, (90, 120))
     assert feed_scales([*holdouts, "--sizes", "90x120", "180x240"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == "| 90x120 | 0.70 | 0.6000 | 0.9000 | 0.7500 (best) | 0.25x |"
+    assert lines[2] == "| 90x120 | 0.70 | 0.6000 | 0.9000 | 0.7500 (best) (chosen) | 0.25x |"
     assert lines[3] == "| 180x240 | 0.30 | 0.5000 | 0.8000 | 0.6500 | 1.00x |"
+    # Within the tie, the cheaper scale is chosen although the larger one reads higher.
+    assert feed_scales([*holdouts, "--sizes", "90x120", "180x240", "--tie", "0.05"]) == 0
+    assert "0.7500 (best) (chosen)" in capsys.readouterr().out
+    write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.7, 0.7: 0.9}, "0001TP": {0.3: 0.5, 0.7: 0.58}}, (45, 60))
+    assert feed_scales([*holdouts, "--sizes", "45x60", "90x120", "--tie", "0.02"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].endswith("| 0.7400 (chosen) | 0.25x |") and lines[3].endswith("| 0.7500 (best) | 1.00x |")
     assert feed_scales([*holdouts, "--sizes", "48x64"]) == 1
     assert "no evaluation of its val split fed at 48x64" in capsys.readouterr().err

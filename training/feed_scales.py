@@ -8,8 +8,10 @@
 Reads the evaluations `training.evaluate` wrote of each held-out run (a recipe trained without one
 drive, evaluated on it) at each scale, and prints one row per scale: the threshold the drives choose
 together, each drive's IoU at it, their mean, and the pixels fed relative to the largest scale (the
-compute of a fully convolutional network grows with them). Nothing is selected on val here; record
-the chosen scale with `training.evaluate BUNDLE --update-bundle --held-out ... --input-size HxW`.
+compute of a fully convolutional network grows with them). The scale marked "chosen" is the one with
+the fewest pixels whose mean is within --tie of the best: a difference that small is within what a
+drive's few dozen frames move. Nothing is selected on val here; record the chosen scale with
+`training.evaluate BUNDLE --update-bundle --held-out ... --input-size HxW`.
 """
 from __future__ import annotations
 
@@ -30,18 +32,29 @@ def scale_row(holdout_bundles: list[Path], size: tuple[int, int]) -> dict:
     return {"size": size, "threshold": threshold, "ious": ious, "mean_iou": sum(ious.values()) / len(ious)}
 
 
-def table_lines(rows: list[dict]) -> list[str]:
-    largest = max(height * width for height, width in (row["size"] for row in rows))
+def pixels(row: dict) -> int:
+    return row["size"][0] * row["size"][1]
+
+
+def chosen_row(rows: list[dict], tie: float) -> dict:
+    """The cheapest scale whose held-out mean is within `tie` of the best one's."""
+    best = max(row["mean_iou"] for row in rows)
+    return min((row for row in rows if row["mean_iou"] >= best - tie), key=pixels)
+
+
+def table_lines(rows: list[dict], tie: float) -> list[str]:
+    largest = max(map(pixels, rows))
     drives = list(rows[0]["ious"])
     lines = [f"| feed scale | threshold | {' | '.join(drives)} | mean IoU | pixels |",
              "|---" * (len(drives) + 4) + "|"]
-    best = max(row["mean_iou"] for row in rows)
+    best, chosen = max(row["mean_iou"] for row in rows), chosen_row(rows, tie)
     for row in rows:
         height, width = row["size"]
         mark = " (best)" if row["mean_iou"] == best else ""
+        mark += " (chosen)" if row is chosen else ""
         lines.append(f"| {height}x{width} | {row['threshold']:.2f} | "
                      + " | ".join(f"{row['ious'][drive]:.4f}" for drive in drives)
-                     + f" | {row['mean_iou']:.4f}{mark} | {height * width / largest:.2f}x |")
+                     + f" | {row['mean_iou']:.4f}{mark} | {pixels(row) / largest:.2f}x |")
     return lines
 
 
@@ -49,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.feed_scales", description=__doc__.splitlines()[0])
     parser.add_argument("holdout_bundles", nargs="+", type=Path, help="held-out runs of one recipe (training.holdout)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, required=True, metavar="HEIGHTxWIDTH")
+    parser.add_argument("--tie", type=float, default=0.005,
+                        help="mean IoUs this close to the best count as equal; the cheapest of them is chosen")
     args = parser.parse_args(argv)
     try:
         rows = [scale_row(args.holdout_bundles, size) for size in args.sizes]
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print("\n".join(table_lines(rows)))
+    print("\n".join(table_lines(rows, args.tie)))
     return 0
 
 
