@@ -222,3 +222,21 @@ def test_feed_scales_table_compares_sizes_on_the_drives_at_their_joint_threshold
     assert lines[2].endswith("| 0.7400 (chosen) | 0.25x |") and lines[3].endswith("| 0.7500 (best) | 1.00x |")
     assert feed_scales([*holdouts, "--sizes", "48x64"]) == 1
     assert "no evaluation of its val split fed at 48x64" in capsys.readouterr().err
+
+
+def test_a_held_out_report_of_another_drive_than_the_run_left_out_is_refused(bundle_copy, tiny_bundle_dir, tmp_path,
+                                                                            capsys):
+    from demo.bundle import read_config, write_config
+
+    holdout = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "holdout-0006R0"))
+    config = read_config(holdout)
+    config.dataset.val_drives = ["0006R0"]
+    write_config(holdout, config)
+    # Its val report was overwritten by an evaluation on the real val split (drive 0016E5).
+    (holdout / "evaluation_val.json").write_text(json.dumps(fake_holdout_report("0016E5", {0.3: 0.8, 0.7: 0.4})))
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--held-out", str(holdout)]) == 1
+    assert "measures drive 0016E5, but" in capsys.readouterr().err
+    (holdout / "evaluation_val.json").write_text(json.dumps(fake_holdout_report("0006R0", {0.3: 0.8, 0.7: 0.4})))
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--no-plots",
+                 "--held-out", str(holdout)]) == 0
+    assert json.loads((bundle_copy / "config.json").read_text())["threshold"] == 0.3

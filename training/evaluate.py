@@ -131,17 +131,25 @@ def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -
     height, width = input_size
     for bundle_dir in map(Path, holdout_bundles):
         candidates = [bundle_dir / "evaluation_val.json", bundle_dir / what_if_report_name("val", input_size)]
-        found = [json.loads(path.read_text()) for path in candidates if path.is_file()]
+        found = {path: json.loads(path.read_text()) for path in candidates if path.is_file()}
         if not found:
             raise BundleError(f"{candidates[0]} is missing: evaluate that held-out run on its val split first.")
-        report = next((report for report in found if reported_input_size(report, bundle_dir) == tuple(input_size)), None)
-        if report is None:
+        path = next((path for path, report in found.items()
+                     if reported_input_size(report, bundle_dir) == tuple(input_size)), None)
+        if path is None:
             raise BundleError(f"{bundle_dir} has no evaluation of its val split fed at {height}x{width}: run "
                               f"`python -m training.evaluate {bundle_dir} --data-dir DATA --input-size {height}x{width}` "
                               f"first, so that every drive is measured at the scale being served.")
+        report = found[path]
         drives = sorted({sequence_of(stem) for stem in report["per_image_iou"]["all"]})
         if len(drives) != 1:
             raise BundleError(f"{path} covers drives {drives}; a held-out run's val split is one drive.")
+        # A report of another data folder's val (e.g. the real val, evaluated in the same bundle) would
+        # otherwise pass for the drive the run never trained on.
+        trained_without = read_config(bundle_dir).dataset.val_drives if (bundle_dir / "config.json").is_file() else None
+        if trained_without and drives != sorted(trained_without):
+            raise BundleError(f"{path} measures drive {drives[0]}, but {bundle_dir} was trained without "
+                              f"{', '.join(trained_without)}: evaluate it on its own held-out data folder again.")
         reports[drives[0]] = report
     return reports
 
