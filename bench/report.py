@@ -452,12 +452,14 @@ def serving_section(results: Results) -> str:
         "carries, and the same bundle without them, which the app serves as it served every bundle before "
         "(model.keras loaded with Keras, converted to LiteRT at start, and again at the first photo of "
         "another shape). Start: process start to the first successful `/segment` answer through "
-        "`gradio_client` (imports, bundle checks and load, warm-up, server start, one 4:3 photo). Then, in "
+        "`gradio_client` (imports, bundle checks and load, warm-up, server start, the client's handshake once "
+        "the page config is served, one 4:3 photo); the app's log splits its own part (imports, model, page). "
+        "Then, in "
         "the same process, the first photo of each other shape class (the benchmark photo turned, and "
         "cropped to 16:9), then "
         f"{results.settings.repeats} more of each, interleaved (warm: their median). Memory: resident set of "
-        "the app's process and its children (psutil), peak sampled every 50 ms from start to the last "
-        f"photo, steady read {SETTLE_S:g} s after it; the shape-class and steady rows are from the last launch. "
+        "the app's process and its children: peak from the kernel's high-water mark (VmHWM) from start to the "
+        f"last photo, nothing polling the app, steady (psutil) read {SETTLE_S:g} s after it; the shape-class and steady rows are from the last launch. "
         "TensorFlow loaded: whether its libraries are mapped into the app's process.",
         table(["", *(start_up.variant for start_up in results.start_ups)], rows),
         "## 7. Throughput under concurrency",
