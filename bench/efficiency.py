@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.timing import median_ms
 from demo.bundle import BundleConfig
-from demo.engine import canonical_input_shape
+from demo.engine import canonical_input_shape, median_ms
 from demo.runtimes import LITERT, keras_model_of, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9

@@ -20,9 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.timing import median_ms  # noqa: E402
 from demo.bundle import DEFAULT_BUNDLE_DIR, BundleConfig, BundleError, TargetClass, load_bundle  # noqa: E402
-from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities  # noqa: E402
+from demo.engine import SegmentationEngine, mask_stats, median_ms, overlay_mask, threshold_probabilities  # noqa: E402
 from demo.imaging import load_rgb  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parent.parent / "demo" / "examples" / "0016E5_08017.png"  # a 480x360 CamVid frame

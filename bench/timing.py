@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from demo.engine import durations_ms, median_ms, timed  # noqa: F401  re-exported for the benchmarks
+from demo.engine import timed
 
 
 def interleaved_durations_ms(actions: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:

@@ -93,8 +93,13 @@ def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path
     plot_gallery(rows, path)
 
 
+def write_report(path: Path, report: dict) -> None:
+    """An evaluation report as the JSON file the bundle keeps (written atomically)."""
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
 def write_report_files(report: dict, engine: SegmentationEngine, args: argparse.Namespace) -> None:
-    atomic_write_text(args.bundle / f"evaluation_{args.split}.json", json.dumps(report, indent=2) + "\n")
+    write_report(args.bundle / f"evaluation_{args.split}.json", report)
     if not args.no_plots:
         from training.plots import plot_threshold_sweep
 
@@ -115,11 +120,12 @@ def what_if_report_name(split: str, input_size: tuple[int, int]) -> str:
     return f"evaluation_{split}_at_{input_size[0]}x{input_size[1]}.json"
 
 
-def reported_input_size(report: dict, bundle_dir: Path) -> tuple[int, int] | None:
-    """The scale a report's photos were fed at: recorded in it, or (older reports) the bundle's own."""
+def reported_input_size(report: dict, config) -> tuple[int, int] | None:
+    """The scale a report's photos were fed at: recorded in it, or (older reports) its bundle's
+    `config` (None: no config.json beside the report)."""
     if "input_size" in report:
         return tuple(report["input_size"])
-    return read_config(bundle_dir).input_size if (bundle_dir / "config.json").is_file() else None
+    return config.input_size if config is not None else None
 
 
 def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -> dict[str, dict]:
@@ -130,12 +136,13 @@ def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -
     reports = {}
     height, width = input_size
     for bundle_dir in map(Path, holdout_bundles):
+        config = read_config(bundle_dir) if (bundle_dir / "config.json").is_file() else None
         candidates = [bundle_dir / "evaluation_val.json", bundle_dir / what_if_report_name("val", input_size)]
         found = {path: json.loads(path.read_text()) for path in candidates if path.is_file()}
         if not found:
             raise BundleError(f"{candidates[0]} is missing: evaluate that held-out run on its val split first.")
         path = next((path for path, report in found.items()
-                     if reported_input_size(report, bundle_dir) == tuple(input_size)), None)
+                     if reported_input_size(report, config) == tuple(input_size)), None)
         if path is None:
             raise BundleError(f"{bundle_dir} has no evaluation of its val split fed at {height}x{width}: run "
                               f"`python -m training.evaluate {bundle_dir} --data-dir DATA --input-size {height}x{width}` "
@@ -146,7 +153,7 @@ def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -
             raise BundleError(f"{path} covers drives {drives}; a held-out run's val split is one drive.")
         # A report of another data folder's val (e.g. the real val, evaluated in the same bundle) would
         # otherwise pass for the drive the run never trained on.
-        trained_without = read_config(bundle_dir).dataset.val_drives if (bundle_dir / "config.json").is_file() else None
+        trained_without = config.dataset.val_drives if config is not None else None
         if trained_without and drives != sorted(trained_without):
             raise BundleError(f"{path} measures drive {drives[0]}, but {bundle_dir} was trained without "
                               f"{', '.join(trained_without)}: evaluate it on its own held-out data folder again.")
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             write_report_files(report, engine, args)
         elif args.input_size and not args.test_time_flip:
             path = args.bundle / what_if_report_name(args.split, args.input_size)
-            atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+            write_report(path, report)
             print(f"what-if report written to {path}")
     except (BundleError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)

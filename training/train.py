@@ -12,7 +12,6 @@ same command with --resume.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -234,7 +233,7 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     from demo.engine import SegmentationEngine, round_up_to_stride
     from training.bundle import library_versions, write_model_files
     from training.data import CAMVID_CLASSES
-    from training.evaluate import evaluate_engine, record_serving_settings, write_gallery
+    from training.evaluate import evaluate_engine, record_serving_settings, write_gallery, write_report
     from training.models import ARCHITECTURES, count_flops
     from training.plots import plot_training_curves
 
@@ -276,7 +275,7 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
         bundle = load_bundle(staging)
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, config.data_dir, "val", config.limit)
-        (staging / "evaluation_val.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_report(staging / "evaluation_val.json", report)
         write_gallery(engine, report, config.data_dir, staging / "gallery_val.png")
         record_serving_settings(staging, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
