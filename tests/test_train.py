@@ -212,14 +212,18 @@ def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epo
     arguments = ["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), "--architecture",
                  "efficientnet-lite0-unet", "--encoder-weights", "none", "--input-size", "64x96", "--batch-size", "2",
                  "--limit", "2", "--verbose", "0", "--epochs", "2", "--frozen-epochs", "1", "--keep", "last",
-                 "--photometric", "strong"]
+                 "--photometric", "strong", "--fine-tune-learning-rate", "1e-3", "--encoder-learning-rate", "1e-4"]
     assert train.main(arguments) == 0
-    last = keras.saving.load_model(tmp_path / "run" / "last.keras", compile=False)
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras")  # with its optimizer, as --resume loads it
     encoder = last.get_layer(ENCODER_LAYER)
     assert encoder.get_layer("block0_depthwise_conv").trainable  # unfrozen for the second epoch
     assert not encoder.get_layer("block0_depthwise_bn").trainable  # its statistics never train
+    # Fine-tuning stepped the encoder at a tenth of the decoder's rate.
+    assert last.optimizer.encoder_rate_factor == pytest.approx(0.1)
+    assert set(last.optimizer.encoder_variables) == {variable.path for variable in encoder.trainable_variables}
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]
     assert config["frozen_epochs"] == 1 and config["photometric"] == "strong" and config["keep"] == "last"
+    assert config["encoder_learning_rate"] == pytest.approx(1e-4)
     assert config["kept_epoch"] == 2 and config["epochs_run"] == 2
     # The bundle holds the last epoch's weights, whichever epoch validated best.
     bundled = load_keras_model(tmp_path / "bundle")  # load_bundle serves its graphs, not the Keras model
@@ -253,6 +257,7 @@ def test_training_config_is_frozen_and_records_no_local_paths():
 def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
     lite = train.parse_args(["--output-dir", "x", "--architecture", "efficientnet-lite0-unet", "--learning-rate", "1e-3"])
     assert lite.resize == "keep_aspect" and lite.fine_tune_learning_rate == pytest.approx(2e-4)
+    assert lite.encoder_learning_rate == pytest.approx(2e-4)  # one rate unless asked for two
     explicit = train.parse_args(["--output-dir", "x", "--architecture", "efficientnet-lite0-unet",
                                  "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
     assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))

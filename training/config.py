@@ -14,7 +14,8 @@ from pathlib import Path
 # Where the run reads and writes, and how chatty it is: machine-local, so not published with the model.
 NOT_RECORDED = frozenset({"verbose", "resume", "data_dir", "output_dir"})
 # Flags that mean something only for an architecture with a pretrained encoder.
-ENCODER_ONLY = frozenset({"encoder_weights", "freeze_encoder", "frozen_epochs", "fine_tune_learning_rate"})
+ENCODER_ONLY = frozenset({"encoder_weights", "freeze_encoder", "frozen_epochs", "fine_tune_learning_rate",
+                          "encoder_learning_rate"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,7 @@ class TrainingConfig:
     freeze_encoder: bool  # train the decoder only
     frozen_epochs: int  # decoder alone for this many epochs, then everything
     fine_tune_learning_rate: float  # the rate once the encoder is unfrozen
+    encoder_learning_rate: float  # the encoder's own rate then (the decoder keeps fine_tune_learning_rate)
     init_from: Path | None  # start from this bundle's or checkpoint's weights
     # How
     epochs: int

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fine-tune-learning-rate", type=float,
                         help="the rate once the encoder is unfrozen, cosine-decayed over the remaining epochs "
                              "(default: --learning-rate / 5)")
+    parser.add_argument("--encoder-learning-rate", type=float,
+                        help="the encoder's own rate once unfrozen, on the same schedule, so that the decoder can "
+                             "keep learning fast while ImageNet's features move slowly (default: "
+                             "--fine-tune-learning-rate)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on plain frames")
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
@@ -111,14 +115,17 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit(f"error: {config.architecture} has no pretrained encoder to freeze")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
+    fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
+                               else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
     seed_freezes = config.recipe == "seed" and config.encoder_weights not in (None, "none")
     return config.replace(
         input_size=input_size,
         resize="stretch" if architecture.fixed_input else config.resize or "keep_aspect",
         freeze_encoder=config.freeze_encoder or seed_freezes,
-        fine_tune_learning_rate=(config.learning_rate / 5 if config.fine_tune_learning_rate is None
-                                 else config.fine_tune_learning_rate),
+        fine_tune_learning_rate=fine_tune_learning_rate,
+        encoder_learning_rate=(fine_tune_learning_rate if config.encoder_learning_rate is None
+                               else config.encoder_learning_rate),
     )
 
 
@@ -146,6 +153,7 @@ def run(config: TrainingConfig) -> int:
     from training.callbacks import TrainingState, load_state
     from training.data import load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
+    import training.optimizers  # noqa: F401  and the two-rate optimizer
     from training.models import ARCHITECTURES
 
     keras.utils.set_random_seed(config.seed)
@@ -189,8 +197,8 @@ def run(config: TrainingConfig) -> int:
     if tracker.epoch < config.frozen_epochs:
         fit(model, config.frozen_epochs)
         if not model.stop_training:  # early stopping ends both phases
-            print(f"unfreezing the encoder after epoch {tracker.epoch}: "
-                  f"learning rate {config.fine_tune_learning_rate:g}, cosine-decayed")
+            print(f"unfreezing the encoder after epoch {tracker.epoch}: learning rate "
+                  f"{config.fine_tune_learning_rate:g} (encoder {config.encoder_learning_rate:g}), cosine-decayed")
             with strategy.scope():
                 unfreeze_encoder(config, model, steps_per_epoch * (config.epochs - config.frozen_epochs))
     if not model.stop_training and tracker.epoch < config.epochs:
@@ -309,23 +317,30 @@ def build_training_model(config: TrainingConfig, total_steps: int):
 
 def unfreeze_encoder(config: TrainingConfig, model, total_steps: int) -> None:
     """After the frozen epochs: the encoder's weights train too (BatchNorm statistics stay), with a fresh
-    optimizer at the fine-tuning rate, so the decoder's early large steps never reach ImageNet's features."""
+    optimizer at the fine-tuning rate (the encoder's at --encoder-learning-rate), so the decoder's early
+    large steps never reach ImageNet's features."""
     from training.models import ENCODER_LAYER, set_encoder_trainable
 
-    set_encoder_trainable(model.get_layer(ENCODER_LAYER), True)
-    compile_model(config, model, config.fine_tune_learning_rate, config.schedule, total_steps)
+    encoder = model.get_layer(ENCODER_LAYER)
+    set_encoder_trainable(encoder, True)
+    compile_model(config, model, config.fine_tune_learning_rate, config.schedule, total_steps,
+                  encoder_variables=[variable.path for variable in encoder.trainable_variables],
+                  encoder_rate_factor=config.encoder_learning_rate / config.fine_tune_learning_rate)
 
 
-def compile_model(config: TrainingConfig, model, learning_rate: float, schedule: str, total_steps: int) -> None:
+def compile_model(config: TrainingConfig, model, learning_rate: float, schedule: str, total_steps: int,
+                  encoder_variables=(), encoder_rate_factor: float = 1.0) -> None:
     import keras
 
     from training.losses import make_loss, training_metrics
+    from training.optimizers import EncoderRateAdam
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
     averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, **averaging), loss=make_loss(config.loss),
-                  metrics=training_metrics())
+    optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor, **averaging) \
+        if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate, **averaging)
+    model.compile(optimizer=optimizer, loss=make_loss(config.loss), metrics=training_metrics())
 
 
 def initial_weights_file(path: Path) -> Path:
