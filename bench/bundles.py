@@ -49,8 +49,7 @@ def default_model(bundle_dir: Path | None, quick: bool):
         bundle = load_bundle(bundle_dir)
         config = bundle.config
         description = (f"{config.architecture} from `{repo_path(bundle_dir)}` (model.keras SHA-256 "
-                       f"{config.model_sha256[:12]}..., trained at {size_text(config.trained_input_size)}"
-                       + (f", fed at {size_text(config.input_size)}" if config.input_size != config.trained_input_size else ""))
+                       f"{config.model_sha256[:12]}..., {config.scales_text}")
         if bundle.val_iou is not None:
             description += f", val IoU {bundle.val_iou:.4f} at threshold {config.threshold}"
         if config.test_time_flip:

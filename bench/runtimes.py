@@ -92,14 +92,14 @@ def xla_forward(network, network_input, folder):
     return (lambda batch: graph(batch).numpy()), ""
 
 
-def tflite_file(network, network_input, folder, quantize: bool) -> tuple[Path, str]:
-    """The forward pass converted for one input shape to a .tflite file, once per variant."""
-    path = Path(folder) / ("model_int8.tflite" if quantize else "model.tflite")
+def tflite_file(network, network_input, folder, weights: str) -> tuple[Path, str]:
+    """The forward pass converted for one input shape to a .tflite file with `weights` "float32" or
+    "int8" (as `tflite_flatbuffer` stores them), once per variant."""
+    path = Path(folder) / ("model.tflite" if weights == "float32" else f"model_{weights}.tflite")
     if path.exists():
         return path, "the same .tflite file as above"
     started = time.perf_counter()
-    path.write_bytes(tflite_flatbuffer(keras_model_of(network), (1, *network_input, 3),
-                                       weights="int8" if quantize else "float32"))
+    path.write_bytes(tflite_flatbuffer(keras_model_of(network), (1, *network_input, 3), weights=weights))
     return path, f"converted in {time.perf_counter() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
 
 
@@ -108,11 +108,11 @@ def interpreter_forward(interpreter):
     return lambda batch: run_interpreter(interpreter, np.asarray(batch, np.float32))
 
 
-def tflite_forward(network, network_input, folder, quantize: bool = False):
+def tflite_forward(network, network_input, folder, weights: str = "float32"):
     """The TFLite interpreter that ships inside TensorFlow."""
     import tensorflow as tf
 
-    path, notes = tflite_file(network, network_input, folder, quantize)
+    path, notes = tflite_file(network, network_input, folder, weights)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=usable_cores())
@@ -123,7 +123,7 @@ def tflite_forward(network, network_input, folder, quantize: bool = False):
 
 
 def tflite_int8_forward(network, network_input, folder):
-    return tflite_forward(network, network_input, folder, quantize=True)
+    return tflite_forward(network, network_input, folder, weights="int8")
 
 
 def litert_dynamic_forward(network, network_input, folder):

@@ -152,6 +152,14 @@ class BundleConfig:
         return tuple(self.training.get("input_size") or self.input_size)
 
     @property
+    def scales_text(self) -> str:
+        """The training and feed scales in words: "trained at 336x448, fed at 288x384", or
+        "trained at 336x448" when photos are fed at the training scale."""
+        trained = "x".join(map(str, self.trained_input_size))
+        fed = "x".join(map(str, self.input_size))
+        return f"trained at {trained}" + (f", fed at {fed}" if fed != trained else "")
+
+    @property
     def fixed_input(self) -> bool:
         """Whether the network takes only its input size (every photo stretched to it)."""
         return self.resize == "stretch"

@@ -18,6 +18,7 @@ def test_the_default_models_config_round_trips_byte_for_byte():
     config = BundleConfig.from_json(text)
     assert config.to_json() == text
     assert config.input_size == (288, 384) and config.trained_input_size == (336, 448)
+    assert config.scales_text == "trained at 336x448, fed at 288x384"
     assert config.target_class.name == "car" and config.input_size_selected_on == "held-out drives 0001TP, 0006R0"
     assert config.dataset.train_drives == ["0001TP", "0006R0", "0016E5"] and config.held_out_drives
 
@@ -26,6 +27,7 @@ def test_an_old_bundle_with_only_the_required_keys_loads_and_gains_no_sections(t
     (tmp_path / CONFIG_FILE).write_text(json.dumps(REQUIRED_ONLY))
     config = read_config(tmp_path)
     assert config.test_time_flip is False and config.val_iou is None and config.serving_graphs is None
+    assert config.scales_text == "trained at 240x320"  # fed as trained
     write_config(tmp_path, config)
     assert json.loads((tmp_path / CONFIG_FILE).read_text()) == {**REQUIRED_ONLY, "test_time_flip": False}
 

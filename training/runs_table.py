@@ -41,9 +41,7 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
     bundle = load_bundle(bundle_dir)
     config, training = bundle.config, bundle.config.training
     val = config.metrics["val"]
-    size = "x".join(map(str, config.trained_input_size)) + (
-        f" fed at {'x'.join(map(str, config.input_size))}" if config.input_size != config.trained_input_size else "")
-    recipe = (f"{config.architecture} {size} {config.resize.replace('_', '-')}, {training.get('loss')}, "
+    recipe = (f"{config.architecture} {config.scales_text}, {config.resize.replace('_', '-')}, {training.get('loss')}, "
               f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep"
               + (f", EMA {training['ema']}" if training.get("ema") else "")
               + (", served mirror-averaged" if config.test_time_flip else ""))
