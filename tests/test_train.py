@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,3 +263,13 @@ def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
                                  "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
     assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))
     assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"
+
+
+def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):
+    from training import time_steps
+
+    assert time_steps.main(["--data-dir", str(camvid_dir), "--architecture", "unet", "--input-size", "64x96",
+                            "--batch-size", "2", "--steps", "3"]) == 0
+    # Four training frames at batch 2: an epoch is two steps.
+    assert re.search(r"median step \d+\.\d\d s over 3 steps; one epoch of 2 steps projected",
+                     capsys.readouterr().out)

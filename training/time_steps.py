@@ -9,7 +9,6 @@ warm-up steps that trace the graph. Prints the median step and the projected epo
 """
 from __future__ import annotations
 
-import statistics
 import sys
 
 from training.config import TrainingConfig
@@ -17,7 +16,7 @@ from training.train import build_parser, build_training_model, parse_namespace, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from demo.engine import timed
+    from demo.engine import median_ms
 
     argv = [*(sys.argv[1:] if argv is None else argv), "--output-dir", "."]  # nothing is written
     parser = build_parser()
@@ -28,15 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     batches = iter(dataset.repeat())
     steps_per_epoch = frames // config.batch_size
     model = build_training_model(config, total_steps=steps_per_epoch * config.epochs)
-    seconds = []
-    for step in range(options.steps + 2):
-        batch_images, batch_masks, batch_weights = next(batches)
-        _, taken = timed(lambda: model.train_on_batch(batch_images, batch_masks, sample_weight=batch_weights))
-        if step >= 2:  # the first two trace the graph
-            seconds.append(taken)
-    step_s = statistics.median(seconds)
+    # The batches are made first, so that only the optimizer steps are timed (the first two trace the graph).
+    prefetched = iter([next(batches) for _ in range(options.steps + 2)])
+
+    def step():
+        images, masks, weights = next(prefetched)
+        model.train_on_batch(images, masks, sample_weight=weights)
+
+    step_s = median_ms(step, repeats=options.steps, warmup=2) / 1000
     print(f"{config.architecture} at {config.input_size[0]}x{config.input_size[1]} (crops {crop[0]}x{crop[1]}), batch "
-          f"{config.batch_size}: median step {step_s:.2f} s over {len(seconds)} steps; one epoch of {steps_per_epoch} "
+          f"{config.batch_size}: median step {step_s:.2f} s over {options.steps} steps; one epoch of {steps_per_epoch} "
           f"steps projected at {step_s * steps_per_epoch / 60:.1f} min (training steps only, no validation)")
     return 0
 
