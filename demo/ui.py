@@ -171,7 +171,7 @@ def example_label(example: Example, bundle: Bundle) -> str:
 def describe_architecture(config: BundleConfig) -> str:
     """The bundle's architecture in words ("a U-Net (1.9 million weights)")."""
     architecture = config.architecture
-    encoder = re.fullmatch(r"efficientnet-lite(\d)-unet", architecture)
+    encoder = re.fullmatch(r"efficientnet-lite(\d)-unet(-lean)?", architecture)
     if encoder:
         what = f"a U-Net on an EfficientNet-Lite{encoder[1]} encoder"
     elif architecture == "unet":
