@@ -64,3 +64,16 @@ def test_card_states_no_facts_the_config_lacks():
     text = build_model_card(BundleConfig.from_dict(sparse)).text
     assert "parameters" not in text and "GFLOPs" not in text
     assert "records no training details" in text
+
+
+def test_card_says_how_a_pretrained_encoder_was_fine_tuned():
+    fine_tuned = {**CONFIG, "architecture": "efficientnet-lite1-unet", "training": {
+        **CONFIG["training"], "imagenet_weights_used": True, "frozen_epochs": 2, "fine_tune_learning_rate": 0.001,
+        "encoder_learning_rate": 0.0001}}
+    text = build_model_card(BundleConfig.from_dict(fine_tuned)).text
+    assert ("Encoder initialised from ImageNet. The decoder trained alone for 2 epochs, then everything at 0.001 "
+            "(the encoder at 0.0001), the encoder's BatchNorm statistics kept.") in text
+    one_rate = {**fine_tuned, "training": {**fine_tuned["training"], "encoder_learning_rate": 0.001}}
+    assert "then everything at 0.001, the encoder's" in build_model_card(BundleConfig.from_dict(one_rate)).text
+    hed = {**CONFIG, "architecture": "vgg16-unet", "training": {**CONFIG["training"], "encoder_weights": "hed"}}
+    assert "Encoder initialised from HED's VGG16" in build_model_card(BundleConfig.from_dict(hed)).text

@@ -144,7 +144,15 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
         f"{training.get('wall_time_s', 0) / 60:.0f} min on {training.get('hardware', 'a 2-core CPU')}. "
         + ("It continued from the weights of an earlier run of this project (`--init-from`), with a new "
            "learning-rate cycle. " if training.get("init_from") else "")
-        + ("Encoder initialised from ImageNet." if imagenet else "No pretrained (ImageNet) weights.")
+        + ("Encoder initialised from ImageNet." if imagenet else
+           "Encoder initialised from HED's VGG16 (ImageNet's, fine-tuned to find edges)."
+           if training.get("encoder_weights") == "hed" else "No pretrained (ImageNet) weights.")
+        + (f" The decoder trained alone for {training['frozen_epochs']} epochs, then everything at "
+           f"{training.get('fine_tune_learning_rate', '?')}"
+           + (f" (the encoder at {training['encoder_learning_rate']})"
+              if training.get("encoder_learning_rate", training.get("fine_tune_learning_rate"))
+              != training.get("fine_tune_learning_rate") else "")
+           + ", the encoder's BatchNorm statistics kept." if training.get("frozen_epochs") else "")
         + (" The last epoch was kept (a schedule fixed in advance, not picked on val)"
            if training.get("keep") == "last" else " The checkpoint with the best val IoU was kept")
         + (f"; its threshold was chosen on {config.threshold_selected_on}."
