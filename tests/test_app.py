@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import httpx
 import numpy as np
@@ -15,6 +16,7 @@ from demo.ui import (
     EXAMPLES,
     EXAMPLES_DIR,
     build_demo,
+    describe_architecture,
     describe_model,
     draw_cars,
     example_label,
@@ -158,6 +160,12 @@ def test_a_bundle_that_records_its_splits_drives_says_which_examples_and_val_dri
     assert "no drive held out" not in about
     assert [label.split(": ")[-1] for label in labels] == ["trained on)", "new to this model)", "trained on)",
                                                           "validation, not trained on)"]
+
+
+def test_the_architecture_in_words_names_the_encoder_of_every_efficientnet_unet(tiny_bundle):
+    for name in ("efficientnet-lite1-unet", "efficientnet-lite1-unet-lean"):
+        config = dataclasses.replace(tiny_bundle.config, architecture=name, parameters=4_590_000, training={})
+        assert describe_architecture(config) == "a U-Net on an EfficientNet-Lite1 encoder (4.6 million weights)"
 
 
 def test_about_the_model_without_metrics(tiny_bundle):
