@@ -43,6 +43,10 @@ def test_the_rates_survive_a_checkpoint(tmp_path):
     resumed = keras.saving.load_model(tmp_path / "last.keras")
     assert isinstance(resumed.optimizer, EncoderRateAdam)
     assert resumed.optimizer.encoder_rate_factor == 0.25 and resumed.optimizer.encoder_variables == sorted(slow)
+    # The reloaded model's variables carry the same names, so the resumed steps are scaled as before.
+    before = resumed.get_layer("slow").get_weights()[1].copy()
+    resumed.train_on_batch(np.ones((2, 3), "float32"), np.full((2, 1), 5.0, "float32"))
+    assert 0 < np.max(np.abs(resumed.get_layer("slow").get_weights()[1] - before)) <= 0.25 * 1e-2 * 1.01
 
 
 def test_names_that_match_nothing_are_an_error_not_a_silent_single_rate():
