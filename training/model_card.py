@@ -103,6 +103,23 @@ def measured_splits(config: BundleConfig) -> list[tuple[str, dict]]:
         (f"{drive} (drive held out of training)", values) for drive, values in sorted(config.held_out_drives.items())]
 
 
+def encoder_text(training: dict) -> str:
+    """Where the encoder's weights came from and, after frozen epochs, how it was fine-tuned."""
+    if training.get("imagenet_weights_used"):
+        text = "Encoder initialised from ImageNet."
+    elif training.get("encoder_weights") == "hed":
+        text = "Encoder initialised from HED's VGG16 (ImageNet's, fine-tuned to find edges)."
+    else:
+        text = "No pretrained (ImageNet) weights."
+    if training.get("frozen_epochs"):
+        rate = training.get("fine_tune_learning_rate", "?")
+        encoder_rate = training.get("encoder_learning_rate", rate)
+        text += (f" The decoder trained alone for {training['frozen_epochs']} epochs, then everything at {rate}"
+                 + (f" (the encoder at {encoder_rate})" if encoder_rate != rate else "")
+                 + ", the encoder's BatchNorm statistics kept.")
+    return text
+
+
 def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelCard:
     """A ModelCard with Hub metadata (model-index from the recorded metrics) and prose.
 
@@ -132,7 +149,6 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
         size_facts.append(f"{config.gflops_per_image} GFLOPs per {input_h}x{input_w} image")
     size_text = f" ({', '.join(size_facts)})" if size_facts else ""
     training = config.training
-    imagenet = training.get("imagenet_weights_used")
     training_text = "config.json records no training details for this model." if not training else (
         f"`python -m training.train` with architecture `{config.architecture}`, frames resized to "
         f"{trained_h}x{trained_w}"
@@ -144,15 +160,7 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
         f"{training.get('wall_time_s', 0) / 60:.0f} min on {training.get('hardware', 'a 2-core CPU')}. "
         + ("It continued from the weights of an earlier run of this project (`--init-from`), with a new "
            "learning-rate cycle. " if training.get("init_from") else "")
-        + ("Encoder initialised from ImageNet." if imagenet else
-           "Encoder initialised from HED's VGG16 (ImageNet's, fine-tuned to find edges)."
-           if training.get("encoder_weights") == "hed" else "No pretrained (ImageNet) weights.")
-        + (f" The decoder trained alone for {training['frozen_epochs']} epochs, then everything at "
-           f"{training.get('fine_tune_learning_rate', '?')}"
-           + (f" (the encoder at {training['encoder_learning_rate']})"
-              if training.get("encoder_learning_rate", training.get("fine_tune_learning_rate"))
-              != training.get("fine_tune_learning_rate") else "")
-           + ", the encoder's BatchNorm statistics kept." if training.get("frozen_epochs") else "")
+        + encoder_text(training)
         + (" The last epoch was kept (a schedule fixed in advance, not picked on val)"
            if training.get("keep") == "last" else " The checkpoint with the best val IoU was kept")
         + (f"; its threshold was chosen on {config.threshold_selected_on}."
