@@ -219,7 +219,9 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     held_out = config.held_out_drives
     # Held-out figures come from the same recipe trained without that drive: what to expect on a new street.
     scores += [f"- drive {drive}, by the same recipe trained without it: **{score['iou']:.2f}**"
-               + (f" ({score['images']} frames)" if score.get("images") else "") for drive, score in held_out.items()]
+               + (f" ({score['images']} frames)" if score.get("images") else "")
+               + (f", the mean of {score['runs']} training runs" if score.get("runs", 1) > 1 else "")
+               for drive, score in held_out.items()]
     val_drives, train_drives = config.dataset.val_drives, config.dataset.train_drives
     if val_drives is not None and train_drives is not None and not set(val_drives) & set(train_drives):
         scores.append(f"- the validation frames come from drives training never saw ({', '.join(val_drives)}).")

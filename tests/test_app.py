@@ -124,7 +124,7 @@ def test_page_opens_on_a_worked_example_and_says_what_the_model_is_in_about_the_
 def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny_bundle):
     config = tiny_bundle.config
     tiny_bundle.config = copy.deepcopy(config)
-    tiny_bundle.config.metrics["held_out_drives"] = {"0006R0": {"iou": 0.6512, "images": 101},
+    tiny_bundle.config.metrics["held_out_drives"] = {"0006R0": {"iou": 0.6512, "images": 101, "runs": 2},
                                                      "0001TP": {"iou": 0.5873, "images": 62}}
     tiny_bundle.config.threshold_selected_on = "train"
     tiny_bundle.revision = "0123456789abcdef0123"
@@ -135,7 +135,7 @@ def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny
         tiny_bundle.revision = None
         tiny_bundle.config = config
     assert "- validation frames: **0.50**" in about
-    assert "- drive 0006R0, by the same recipe trained without it: **0.65** (101 frames)" in about
+    assert "- drive 0006R0, by the same recipe trained without it: **0.65** (101 frames), the mean of 2 training runs" in about
     assert "- drive 0001TP, by the same recipe trained without it: **0.59** (62 frames)" in about
     assert "no drive held out" not in about
     assert "is the best on the training frames" in about

@@ -152,7 +152,7 @@ def write_holdout_reports(tmp_path, curves: dict, input_size=None) -> list[str]:
     folders = []
     for drive, curve in curves.items():
         folder = tmp_path / f"holdout-{drive}"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         if input_size is None:
             (folder / "evaluation_val.json").write_text(json.dumps(fake_holdout_report(drive, curve)))
         else:
@@ -222,6 +222,30 @@ def test_feed_scales_table_compares_sizes_on_the_drives_at_their_joint_threshold
     assert lines[2].endswith("| 0.7400 (chosen) | 0.25x |") and lines[3].endswith("| 0.7500 (best) | 1.00x |")
     assert feed_scales([*holdouts, "--sizes", "48x64"]) == 1
     assert "no evaluation of its val split fed at 48x64" in capsys.readouterr().err
+
+
+def test_runs_held_out_of_the_same_drive_count_as_their_mean(bundle_copy, tmp_path, capsys):
+    from training.feed_scales import main as feed_scales
+
+    # Alone, seed 42 would choose 0.3 and seed 7 0.7; their mean on 0006R0 is 0.7 at 0.3 and 0.6 at 0.7,
+    # so together the drives choose 0.7 (0.65 against 0.6), where 0006R0 reads 0.6, neither run's figure.
+    seed_42 = write_holdout_reports(tmp_path / "seed42", {"0006R0": {0.3: 0.9, 0.7: 0.5}, "0001TP": {0.3: 0.5, 0.7: 0.7}})
+    seed_7 = write_holdout_reports(tmp_path / "seed7", {"0006R0": {0.3: 0.5, 0.7: 0.7}, "0001TP": {0.3: 0.5, 0.7: 0.7}})
+    assert feed_scales([*seed_42, *seed_7, "--sizes", "180x240"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| feed scale | threshold | 0001TP (2 runs) | 0006R0 (2 runs) |")
+    assert lines[2] == "| 180x240 | 0.70 | 0.7000 | 0.6000 | 0.6500 (best) (chosen) | 1.00x |"
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--no-plots",
+                 "--held-out", *seed_42, *seed_7]) == 0
+    recorded = load_bundle(bundle_copy).config.held_out_drives
+    assert recorded["0006R0"] == {"iou": 0.6, "dice": 0.6, "precision": 0.7, "recall": 0.8, "threshold": 0.7,
+                                  "images": 5, "iou_at_own_best_threshold": 0.7, "runs": 2}
+    assert "Each drive's figures are the mean of 2 runs of the recipe" in (bundle_copy / "README.md").read_text()
+    # Runs evaluated on different frames of the drive are not averaged.
+    report = fake_holdout_report("0006R0", {0.3: 0.5, 0.7: 0.7}) | {"images": 4}
+    (Path(seed_7[0]) / "evaluation_val.json").write_text(json.dumps(report))
+    assert feed_scales([*seed_42, *seed_7, "--sizes", "180x240"]) == 1
+    assert "different numbers of frames (5, 4)" in capsys.readouterr().err
 
 
 def test_a_held_out_report_of_another_drive_than_the_run_left_out_is_refused(bundle_copy, tiny_bundle_dir, tmp_path,

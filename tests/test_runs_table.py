@@ -30,8 +30,8 @@ def test_held_out_drive_figures_get_their_own_column():
     from training.runs_table import held_out_text
 
     recorded = serving_config(metrics={"val": {"iou": 0.9},
-                                       "held_out_drives": {"0006R0": {"iou": 0.81}, "0001TP": {"iou": 0.7}}})
-    assert held_out_text(recorded) == "0001TP 0.7000, 0006R0 0.8100"
+                                       "held_out_drives": {"0006R0": {"iou": 0.81, "runs": 2}, "0001TP": {"iou": 0.7}}})
+    assert held_out_text(recorded) == "0001TP 0.7000, 0006R0 0.8100 (mean of 2 runs)"
     holdout_run = serving_config(metrics={"val": {"iou": 0.8}},
                                  dataset=DatasetInfo(train_drives=["0001TP", "0016E5"], val_drives=["0006R0"]))
     assert held_out_text(holdout_run) == "0006R0 0.8000 (its val)"

@@ -28,6 +28,7 @@ from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+SWEEP_METRICS = ("iou", "dice", "precision", "recall")
 
 
 def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limit: int | None = None,
@@ -77,7 +78,7 @@ def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limi
 
 
 def _at(sweep: dict, index: int) -> dict:
-    return {name: round(float(sweep[name][index]), 4) for name in ("iou", "dice", "precision", "recall")}
+    return {name: round(float(sweep[name][index]), 4) for name in SWEEP_METRICS}
 
 
 def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path: Path) -> None:
@@ -130,10 +131,13 @@ def reported_input_size(report: dict, config) -> tuple[int, int] | None:
 
 def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -> dict[str, dict]:
     """Drive -> the evaluation a `training.holdout` run wrote of the drive it was trained without, with
-    photos fed at `input_size` (its evaluation_val.json, or the report of a what-if at that scale)."""
+    photos fed at `input_size` (its evaluation_val.json, or the report of a what-if at that scale).
+
+    Several runs without the same drive (the recipe with other seeds) give that drive their mean: one
+    run's held-out figure moves by a few hundredths from seed to seed, more than recipes differ by."""
     from training.holdout import sequence_of
 
-    reports = {}
+    runs_by_drive: dict[str, list[dict]] = {}
     height, width = input_size
     for bundle_dir in map(Path, holdout_bundles):
         config = read_config(bundle_dir) if (bundle_dir / "config.json").is_file() else None
@@ -157,8 +161,24 @@ def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -
         if trained_without and drives != sorted(trained_without):
             raise BundleError(f"{path} measures drive {drives[0]}, but {bundle_dir} was trained without "
                               f"{', '.join(trained_without)}: evaluate it on its own held-out data folder again.")
-        reports[drives[0]] = report
-    return reports
+        runs_by_drive.setdefault(drives[0], []).append(report)
+    return {drive: runs[0] if len(runs) == 1 else seed_mean_report(drive, runs)
+            for drive, runs in runs_by_drive.items()}
+
+
+def seed_mean_report(drive: str, runs: list[dict]) -> dict:
+    """One held-out report whose sweep is the mean of several runs' sweeps on the same drive."""
+    if len({run["images"] for run in runs}) != 1:
+        raise BundleError(f"the runs held out of drive {drive} were evaluated on different numbers of frames "
+                          f"({', '.join(str(run['images']) for run in runs)}): evaluate each on the same data folder.")
+    curves = [{name: dict(zip(run["sweep"]["threshold"], run["sweep"][name])) for name in SWEEP_METRICS}
+              for run in runs]
+    thresholds = sorted(set.intersection(*(set(curve["iou"]) for curve in curves)))
+    sweep = {"threshold": thresholds} | {
+        name: [float(np.mean([curve[name][threshold] for curve in curves])) for threshold in thresholds]
+        for name in SWEEP_METRICS}
+    return {"images": runs[0]["images"], "runs": len(runs), "sweep": sweep,
+            "metrics_at_best_threshold": {"iou": max(sweep["iou"])}}
 
 
 def held_out_threshold(reports: dict[str, dict]) -> float:
@@ -174,9 +194,12 @@ def held_out_threshold(reports: dict[str, dict]) -> float:
 def held_out_entry(report: dict, threshold: float) -> dict:
     """A held-out drive's figures at the served threshold (and at its own best, for reference)."""
     at = report["sweep"]["threshold"].index(threshold)
-    return {**{name: round(report["sweep"][name][at], 4) for name in ("iou", "dice", "precision", "recall")},
-            "threshold": threshold, "images": report["images"],
-            "iou_at_own_best_threshold": report["metrics_at_best_threshold"]["iou"]}
+    entry = {**{name: round(report["sweep"][name][at], 4) for name in SWEEP_METRICS},
+             "threshold": threshold, "images": report["images"],
+             "iou_at_own_best_threshold": round(report["metrics_at_best_threshold"]["iou"], 4)}
+    if report.get("runs", 1) > 1:
+        entry["runs"] = report["runs"]  # the figures are the mean of that many training runs (seeds)
+    return entry
 
 
 def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict,

@@ -10,7 +10,8 @@ drive, evaluated on it) at each scale, and prints one row per scale: the thresho
 together, each drive's IoU at it, their mean, and the pixels fed relative to the largest scale (the
 compute of a fully convolutional network grows with them). The scale marked "chosen" is the one with
 the fewest pixels whose mean is within --tie of the best: a difference that small is within what a
-drive's few dozen frames move. Nothing is selected on val here; record the chosen scale with
+drive's few dozen frames move. Several runs held out of the same drive (one recipe, other seeds) count as
+their mean, so recipes are compared by seed means. Nothing is selected on val here; record the chosen scale with
 `training.evaluate BUNDLE --update-bundle --held-out ... --input-size HxW`.
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ def scale_row(holdout_bundles: list[Path], size: tuple[int, int]) -> dict:
     reports = held_out_reports(holdout_bundles, size)
     threshold = held_out_threshold(reports)
     ious = {drive: held_out_entry(report, threshold)["iou"] for drive, report in sorted(reports.items())}
-    return {"size": size, "threshold": threshold, "ious": ious, "mean_iou": sum(ious.values()) / len(ious)}
+    runs = {drive: report.get("runs", 1) for drive, report in reports.items()}
+    return {"size": size, "threshold": threshold, "ious": ious, "runs": runs,
+            "mean_iou": sum(ious.values()) / len(ious)}
 
 
 def pixels(row: dict) -> int:
@@ -45,7 +48,9 @@ def chosen_row(rows: list[dict], tie: float) -> dict:
 def table_lines(rows: list[dict], tie: float) -> list[str]:
     largest = max(map(pixels, rows))
     drives = list(rows[0]["ious"])
-    lines = [f"| feed scale | threshold | {' | '.join(drives)} | mean IoU | pixels |",
+    # A drive held out of several runs (seeds) reads their mean; the header says how many.
+    names = [drive + (f" ({rows[0]['runs'][drive]} runs)" if rows[0]["runs"][drive] > 1 else "") for drive in drives]
+    lines = [f"| feed scale | threshold | {' | '.join(names)} | mean IoU | pixels |",
              "|---" * (len(drives) + 4) + "|"]
     best, chosen = max(row["mean_iou"] for row in rows), chosen_row(rows, tie)
     for row in rows:

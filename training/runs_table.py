@@ -30,7 +30,8 @@ def held_out_text(config: BundleConfig) -> str:
     """IoU on drives the recipe never trained on, each named, or '-' when none was measured."""
     recorded = config.held_out_drives
     if recorded:
-        return ", ".join(f"{drive} {values['iou']:.4f}" for drive, values in sorted(recorded.items()))
+        return ", ".join(f"{drive} {values['iou']:.4f}" + (f" (mean of {values['runs']} runs)" if values.get("runs", 1) > 1 else "")
+                         for drive, values in sorted(recorded.items()))
     val_drives, train_drives = config.dataset.val_drives, config.dataset.train_drives or []
     if val_drives and not set(val_drives) & set(train_drives):
         return f"{', '.join(val_drives)} {config.metrics['val']['iou']:.4f} (its val)"
