@@ -12,7 +12,7 @@ import numpy as np
 
 from demo.bundle import BundleConfig
 from demo.engine import canonical_input_shape, median_ms
-from demo.runtimes import LITERT, keras_model_of, make_forward
+from demo.runtimes import RUNTIME_NAMES, TENSORFLOW, keras_model_of, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9
 CONVOLUTION_TYPES = {"Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative"}
@@ -52,7 +52,8 @@ class ForwardEfficiency:
     network_input: tuple[int, int]
     gflops_per_image: float
     forward_ms: float  # TensorFlow
-    served_forward_ms: float | None = None  # the same pass in the app's runtime (LiteRT)
+    served_forward_ms: float | None = None  # the same pass in the app's runtime
+    served_runtime: str = ""  # which (demo.runtimes.RUNTIME_NAMES)
     served_error: str = ""
     op_types: list[OpTypeTime] = field(default_factory=list)
     convolution_widths: list[ConvolutionWidth] = field(default_factory=list)
@@ -97,8 +98,8 @@ def matmul_rates(size: int, repeats: int, warmup: int) -> dict[str, float]:
 
 def measure_forward(name: str, network, config: BundleConfig, network_input: tuple[int, int], repeats: int,
                     warmup: int, profiled_passes: int) -> ForwardEfficiency:
-    """Time the bare forward pass (batch 1) in TensorFlow (a tf.function) and in LiteRT (the app's
-    runtime: the bundle's carried graphs, if `network` is them), then profile TensorFlow's."""
+    """Time the bare forward pass (batch 1) in TensorFlow (a tf.function) and in the app's runtime
+    (the bundle's carried graph, if `network` is one), then profile TensorFlow's."""
     import tensorflow as tf
 
     from training.models import count_flops
@@ -109,12 +110,13 @@ def measure_forward(name: str, network, config: BundleConfig, network_input: tup
     batch = tf.constant(pixels)
     forward_ms = median_ms(lambda: forward(batch).numpy(), repeats, warmup)
     result = ForwardEfficiency(name, network_input, count_flops(model, network_input) / 1e9, forward_ms)
-    served_forward, runtime = make_forward(network, LITERT, canonical_input_shape(config),
+    served_forward, runtime = make_forward(network, None, canonical_input_shape(config),
                                            any_shape=not config.fixed_input)
-    if runtime == LITERT:
+    if runtime != TENSORFLOW:
+        result.served_runtime = RUNTIME_NAMES[runtime]
         result.served_forward_ms = median_ms(lambda: served_forward(pixels), repeats, warmup)
     else:
-        result.served_error = "LiteRT could not convert or load the model (the app would fall back to TensorFlow)"
+        result.served_error = "no graph runtime could load the model (the app would fall back to TensorFlow)"
     # The profiled ops carry the node names of this very trace, so FLOPs can be matched to them.
     graph = forward.get_concrete_function(batch).graph
     try:

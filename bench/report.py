@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from bench.bundles import repo_path, size_text
 from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
 from bench.latency import EndToEnd
-from bench.runtimes import CONVERTED_AT_START, IOU_TOLERANCE, REFERENCE, SERVED, RuntimeResult, recommend
+from bench.runtimes import CONVERTED_AT_START, IOU_TOLERANCE, REFERENCE, SERVED, SERVED_LITERT, RuntimeResult, recommend
 from bench.serving import CARRIED, SETTLE_S, SHAPE_CLASSES, LoadLevel, StartUp
 from bench.slider import SliderTiming
 from bench.training_speed import Throughput
@@ -174,10 +174,11 @@ def efficiency_section(results: Results) -> str:
     matmul_size = results.settings.matmul_size
     rows = []
     for entry in results.efficiency:
-        # The target is judged on the pass the app runs (LiteRT), or TensorFlow's if LiteRT failed.
+        # The target is judged on the pass the app runs, or TensorFlow's if the app's runtime failed.
         served_rate = entry.served_gflop_per_s
         for runtime, forward_ms, rate in (("TensorFlow", entry.forward_ms, entry.gflop_per_s),
-                                          ("LiteRT (the app's)", entry.served_forward_ms, served_rate)):
+                                          (f"{entry.served_runtime or 'its runtime'} (the app's)",
+                                           entry.served_forward_ms, served_rate)):
             if rate is None:
                 rows.append([entry.model, runtime, size_text(entry.network_input), number(entry.gflops_per_image, 2),
                              "failed", "", "", "", entry.served_error])
@@ -199,9 +200,9 @@ def efficiency_section(results: Results) -> str:
         f"GFLOP/s**. The target is judged against the faster ({best_name}), the machine's best measured rate.",
         "A model's forward FLOPs per image come from `training.models.count_flops` at the network input the "
         "engine feeds a 480x360 photo; the time is the bare forward pass (batch 1), in TensorFlow (a "
-        "`tf.function`) and in LiteRT as the app runs it (`demo/runtimes.py`). The target is judged on the "
-        "app's runtime; the TensorFlow row's verdict is in brackets. The app's graph stores float16 weights "
-        "and computes in float32 (every runtime's end-to-end latency is in section 4).",
+        "`tf.function`) and in the app's runtime as the app runs it (`demo/runtimes.py`). The target is judged "
+        "on the app's runtime; the TensorFlow row's verdict is in brackets (every runtime's end-to-end latency "
+        "is in section 4).",
         table(["model", "runtime", "network input", "GFLOPs / image", "forward (ms)", "GFLOP/s",
                "fraction of TF matmul", "fraction of numpy matmul",
                f"target >= {TARGET_FRACTION_OF_MATMUL:g}"], rows),
@@ -240,9 +241,9 @@ def served_rate_sentence(entry: ForwardEfficiency, matmul: dict[str, float]) -> 
     """How the app's runtime fares on the same pass, against the profile of TensorFlow's above."""
     matmul_rate = max(matmul.values())
     if entry.served_gflop_per_s is None:
-        return f" The app's runtime (LiteRT) was not measured: {entry.served_error}."
+        return f" The app's runtime was not measured: {entry.served_error}."
     fraction = entry.served_gflop_per_s / matmul_rate
-    return (f" LiteRT, as the app runs this model, does the same pass in {entry.served_forward_ms:.1f} ms "
+    return (f" {entry.served_runtime}, as the app runs this model, does the same pass in {entry.served_forward_ms:.1f} ms "
             f"against TensorFlow's {entry.forward_ms:.1f} ms: {entry.served_gflop_per_s:.1f} GFLOP/s, "
             f"{fraction:.2f} of the matmul rate, "
             + ("which meets the target." if fraction >= TARGET_FRACTION_OF_MATMUL else
@@ -360,9 +361,11 @@ def runtimes_section(results: Results) -> str:
         "forward pass differs. Latency: one 480x360 photo end to end (as section 1). Val IoU: car IoU at the "
         f"bundle's threshold over the `val` split of `{repo_path(results.settings.data_dir)}`, through the engine "
         "(`training.evaluate.evaluate_engine`). max |Δp|: the largest probability difference from TensorFlow "
-        "on the photo. The app's LiteRT row runs the graph the bundle carries for the shape 4:3 photos (and "
-        "CamVid frames) are fed at; the row after it converts that graph from model.keras at start, as the app "
-        "did before bundles carried graphs; a photo of another shape runs the any-shape graph (its own rows). "
+        "on the photo. The app's row runs the ONNX graph the bundle carries (any height and width) in a "
+        "session whose height and width are fixed at start to the shape 4:3 photos (and CamVid frames) are fed "
+        "at; a photo of another shape runs the same graph left free. The LiteRT row runs the LiteRT graph the "
+        "bundle carries, what a bundle without an ONNX graph is served; the row after it converts that graph "
+        "from model.keras at start, as the app did before bundles carried graphs. "
         "The other converted rows (TFLite, ONNX) are built for the same one shape.",
         table(["runtime", "latency, ms: median (quartiles)", "speed vs TF", "val IoU", "Δ IoU", "max |Δp|",
                "notes"], rows),
@@ -371,9 +374,9 @@ def runtimes_section(results: Results) -> str:
 
 
 def carried_graphs_verdict(results: Results) -> str:
-    """Whether serving the carried graphs kept the per-photo latency and val IoU of converting at start."""
+    """Whether serving the carried LiteRT graphs kept the per-photo latency and val IoU of converting at start."""
     served, converted = (next(result for result in results.runtimes if result.name == name)
-                         for name in (SERVED, CONVERTED_AT_START))
+                         for name in (SERVED_LITERT, CONVERTED_AT_START))
     if served.latency is None or converted.latency is None:
         return f"The carried graphs could not be compared with the conversion at start: {served.error or converted.error}."
     change = served.val_iou - converted.val_iou
@@ -382,9 +385,9 @@ def carried_graphs_verdict(results: Results) -> str:
     faster = served.latency.median <= converted.latency.median
     measured = (f"val IoU {served.val_iou:.4f} against {converted.val_iou:.4f}, {served.latency.median:.1f} "
                 f"against {converted.latency.median:.1f} ms")
-    results.targets.append((4, "carried graphs: per-photo latency and val IoU as converted at start", measured,
+    results.targets.append((4, "carried LiteRT graphs: per-photo latency and val IoU as converted at start", measured,
                             abs(change) <= IOU_TOLERANCE / 10 and (overlap or faster)))
-    return (f"Served from the graphs the bundle carries, a photo costs what it did converted at start ({measured}; "
+    return (f"Served from the LiteRT graph the bundle carries, a photo costs what it did converted at start ({measured}; "
             + ("latency quartiles overlap)." if overlap else "quartiles apart)."))
 
 

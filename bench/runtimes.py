@@ -14,12 +14,15 @@ from bench.latency import engine_end_to_end
 from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
+from demo.bundle import load_bundle
 from demo.runtimes import (
     LITERT,
     LITERT_FLOAT32,
     LITERT_INT8,
+    ONNX_RUNTIME,
     TENSORFLOW,
     CarriedGraphs,
+    CarriedOnnxGraph,
     ConvertedGraphs,
     LiteRTForward,
     first_line,
@@ -32,7 +35,8 @@ from demo.runtimes import (
 
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
-SERVED = "LiteRT, float16 weights (the app's runtime, MODEL_RUNTIME=litert)"
+SERVED = "ONNX Runtime, float16 weights (the app's runtime, MODEL_RUNTIME=onnxruntime)"
+SERVED_LITERT = "LiteRT, float16 weights (MODEL_RUNTIME=litert: bundles without an ONNX graph)"
 CONVERTED_AT_START = "LiteRT, float16 weights, converted from model.keras at start (a bundle without graphs)"
 
 
@@ -58,10 +62,16 @@ def tensorflow_forward(network, network_input, folder):
     return TENSORFLOW, "the engine with MODEL_RUNTIME=tensorflow"
 
 
+def app_onnx_forward(network, network_input, folder):
+    if not isinstance(network, CarriedOnnxGraph):
+        raise RuntimeError("this bundle carries no ONNX graph (python -m training.export_graphs exports one)")
+    return ONNX_RUNTIME, "the engine as the app serves it: the ONNX graph the bundle carries (demo/runtimes.py)"
+
+
 def app_litert_forward(network, network_input, folder):
     if isinstance(network, CarriedGraphs):
-        return LITERT, "the engine as the app serves it: the graphs the bundle carries (demo/runtimes.py)"
-    return LITERT, "the engine as the app serves it: this bundle carries no graphs, so converted at start"
+        return LITERT, "the engine with MODEL_RUNTIME=litert: the LiteRT graph the bundle carries"
+    return LITERT, "the engine with MODEL_RUNTIME=litert: this bundle carries no graphs, so converted at start"
 
 
 def converted_litert_forward(network, network_input, folder):
@@ -152,13 +162,15 @@ def onnx_file(network, network_input, folder) -> tuple[Path, str]:
 
 
 def onnxruntime_forward(network, network_input, folder, spinning: bool = True):
-    """ONNX Runtime on the CPU; by default its worker threads spin while waiting for work."""
+    """ONNX Runtime on the CPU; by default its worker threads spin while a pass runs and stop when it
+    returns, as the app's (spinning on after it would slow whichever runtime is timed next)."""
     import onnxruntime
 
     path, notes = onnx_file(network, network_input, folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = usable_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     return (lambda batch: session.run(None, {input_name: np.asarray(batch, np.float32)})[0]), \
@@ -174,7 +186,8 @@ def onnxruntime_without_spinning_forward(network, network_input, folder):
 # runtime name; notes)
 RUNTIMES = {
     REFERENCE: tensorflow_forward,
-    SERVED: app_litert_forward,
+    SERVED: app_onnx_forward,
+    SERVED_LITERT: app_litert_forward,
     CONVERTED_AT_START: converted_litert_forward,
     "LiteRT, float32 (MODEL_RUNTIME=litert-float32)": app_litert_float32_forward,
     "LiteRT float32, dynamic height and width": litert_dynamic_forward,
@@ -184,7 +197,7 @@ RUNTIMES = {
     "XLA (tf.function, jit_compile=True)": xla_forward,
     "TFLite float32 (tf.lite.Interpreter, XNNPACK)": tflite_forward,
     "TFLite dynamic-range int8 (tf.lite.Interpreter)": tflite_int8_forward,
-    "ONNX Runtime float32": onnxruntime_forward,
+    "ONNX Runtime float32, a graph exported for the one shape": onnxruntime_forward,
     "ONNX Runtime float32, threads not spinning": onnxruntime_without_spinning_forward,
 }
 
@@ -206,13 +219,16 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
     # Converted runtimes are built for one input shape: the shape 480x360 photos (and CamVid frames) are fed at.
     network_input = network_input_size(bundle.config, *photo.shape[:2])
     reference_probabilities = SegmentationEngine(bundle.model, bundle.config, TENSORFLOW).predict_probabilities(photo)
+    # The LiteRT row serves the LiteRT graphs the bundle carries, as MODEL_RUNTIME=litert does.
+    networks = {SERVED_LITERT: load_bundle(bundle.path, runtime=LITERT).model}
     results, engines = {name: RuntimeResult(name) for name in RUNTIMES}, {}
     with tempfile.TemporaryDirectory() as folder:
         for name, build in RUNTIMES.items():
+            network = networks.get(name, bundle.model)
             try:
-                forward, results[name].notes = build(bundle.model, network_input, folder)
-                engine = SegmentationEngine(bundle.model, bundle.config, forward) if isinstance(forward, str) else \
-                    RuntimeEngine(bundle.model, bundle.config, forward)
+                forward, results[name].notes = build(network, network_input, folder)
+                engine = SegmentationEngine(network, bundle.config, forward) if isinstance(forward, str) else \
+                    RuntimeEngine(network, bundle.config, forward)
                 if engine.runtime != (forward if isinstance(forward, str) else TENSORFLOW):
                     raise RuntimeError(f"the engine fell back to {engine.runtime} (see the log)")
                 results[name].max_probability_change = float(np.abs(

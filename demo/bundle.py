@@ -35,10 +35,12 @@ REQUIRED_CONFIG_KEYS = ("schema_version", "architecture", "input_size", "resize"
 # The trained model that ships with the app, served when nothing else is configured.
 DEFAULT_BUNDLE_DIR = Path(__file__).resolve().parent / "default_model"
 # Only what serving needs is downloaded from the Hub.
-HUB_PATTERNS = [MODEL_FILE, CONFIG_FILE, CARD_FILE, "*.png", "*.json", "*.tflite"]
+HUB_PATTERNS = [MODEL_FILE, CONFIG_FILE, CARD_FILE, "*.png", "*.json", "*.tflite", "*.onnx"]
 # config.json's record of the carried graphs: {"model_sha256": the model.keras they were converted
-# from, "files": {name: {"input_shape": [1, H, W, 3] (null: any), "sha256": ...}}, ...}.
+# from, "weights": how the LiteRT graphs store theirs, "files": {name: {"input_shape": [1, H, W, 3]
+# (null: any), "sha256": ..., "runtime": "onnxruntime" for the ONNX graph (absent: LiteRT)}}, ...}.
 GRAPHS_KEY = "serving_graphs"
+ONNX_SUFFIX = ".onnx"
 
 
 class BundleError(RuntimeError):
@@ -178,7 +180,7 @@ class BundleConfig:
 class Bundle:
     path: Path
     config: BundleConfig
-    model: object  # the network: a Keras model, or the carried graphs (demo.runtimes.CarriedGraphs)
+    model: object  # the network: a Keras model, or carried graphs (demo.runtimes.CarriedOnnxGraph, CarriedGraphs)
     source: str  # for people: where it came from ("local folder ...", "hub org/name@rev")
     notice: str = ""  # set when this is a fallback the user should know about
     revision: str | None = None
@@ -304,14 +306,18 @@ def staged_bundle(bundle_dir: Path) -> Iterator[Path]:
 def load_bundle(bundle_dir: Path, source: str | None = None, runtime: str | None = None) -> Bundle:
     """Verify the bundle, then load its network for `runtime` (default: MODEL_RUNTIME, else LiteRT).
 
-    LiteRT serves the graphs the bundle carries; without them (or when they fail a check) and
-    for the other runtimes, model.keras is loaded with Keras' safe mode (no arbitrary code from the file).
+    ONNX Runtime serves the ONNX graph the bundle carries; without it (or when it fails a check),
+    LiteRT serves its LiteRT graphs; without those and for the other runtimes, model.keras is
+    loaded with Keras' safe mode (no arbitrary code from the file).
     """
-    from demo.runtimes import LITERT, chosen_runtime
+    from demo.runtimes import LITERT, ONNX_RUNTIME, chosen_runtime
 
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
-    network = carried_graphs(bundle_dir, config) if chosen_runtime(runtime) == LITERT else None
+    runtime = chosen_runtime(runtime)
+    network = carried_onnx_graph(bundle_dir, config) if runtime == ONNX_RUNTIME else None
+    if network is None and runtime in (ONNX_RUNTIME, LITERT):
+        network = carried_graphs(bundle_dir, config)
     return Bundle(path=bundle_dir, config=config, model=network or load_keras_model(bundle_dir),
                   source=source or f"local folder {bundle_dir}")
 
@@ -330,6 +336,21 @@ def carried_graphs(bundle_dir: Path, config: BundleConfig):
         logger.warning("Refused the serving graphs %s carries: %s Loading its model.keras with Keras and "
                        "converting it instead.", bundle_dir, error)
         return None
+
+
+def carried_onnx_graph(bundle_dir: Path, config: BundleConfig):
+    """The bundle's ONNX graph, loaded (`load_onnx_graph`), or None with the reason in the log: the
+    caller then serves the LiteRT graphs."""
+    if config.serving_graphs is None:
+        return None  # `carried_graphs` says so
+    try:
+        return load_onnx_graph(bundle_dir, config)
+    except GraphError as error:
+        logger.warning("No ONNX graph of %s can be served: %s; serving LiteRT instead. "
+                       "`python -m training.export_graphs %s` exports one.", bundle_dir, error, bundle_dir)
+    except ImportError as error:
+        logger.warning("ONNX Runtime cannot be imported (%s); serving LiteRT instead.", error)
+    return None
 
 
 def load_keras_model(bundle_dir: Path):
@@ -359,36 +380,54 @@ def graph_shapes(config: BundleConfig) -> list[tuple | None]:
     return [canonical_input_shape(config)] if config.fixed_input else [None]
 
 
+def graph_record(config: BundleConfig) -> dict:
+    """config.json's `serving_graphs` record, once it names this very model.keras; GraphError if not."""
+    record = config.serving_graphs
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise GraphError(f"{CONFIG_FILE} has no readable `{GRAPHS_KEY}` record.")
+    if record.get("model_sha256") != config.model_sha256:
+        raise GraphError(f"they were converted from another model.keras (SHA-256 "
+                         f"{str(record.get('model_sha256'))[:12]}..., this one is {config.model_sha256[:12]}...).")
+    return record
+
+
+def graph_bytes(bundle_dir: Path, name: str, entry: dict) -> bytes:
+    """A carried graph file's bytes, once they have the SHA-256 config.json records; GraphError if not."""
+    path = Path(bundle_dir) / name
+    if Path(name).name != name or not path.is_file():
+        raise GraphError(f"{name} is missing from the bundle.")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry.get("sha256"):
+        raise GraphError(f"{name} does not match its {CONFIG_FILE} (SHA-256 {actual[:12]}..., expected "
+                         f"{str(entry.get('sha256'))[:12]}...): the file is corrupted, truncated or was replaced.")
+    return data
+
+
+def is_onnx_graph(name: str) -> bool:
+    return name.endswith(ONNX_SUFFIX)
+
+
 def verify_graphs(bundle_dir: Path, config: BundleConfig) -> dict[tuple | None, bytes]:
-    """The carried graphs' bytes by input shape, once each matches config.json; GraphError saying what does not.
+    """The carried LiteRT graphs' bytes by input shape, once each matches config.json; GraphError saying what does not.
 
     Checked: the record names this very model.keras, every shape the engine needs has a file, each
     file has its recorded SHA-256, is a LiteRT graph, and records inside itself that it was
     converted from this model.keras for that shape (so a graph of another model is refused even
-    when its record was edited to match).
+    when its record was edited to match). The ONNX graph is checked on its own (`load_onnx_graph`).
     """
     from demo.runtimes import GRAPH_WEIGHTS, LITERT, graph_source
 
-    record = config.serving_graphs
-    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
-        raise GraphError(f"{CONFIG_FILE} has no readable `{GRAPHS_KEY}` record.")
+    record = graph_record(config)
     if record.get("weights") != GRAPH_WEIGHTS[LITERT]:
         raise GraphError(f"they store {record.get('weights', 'int8')} weights, not the {GRAPH_WEIGHTS[LITERT]} "
                          f"ones the app serves (an export by an older version): "
                          f"`python -m training.export_graphs {bundle_dir}` refreshes them.")
-    if record.get("model_sha256") != config.model_sha256:
-        raise GraphError(f"they were converted from another model.keras (SHA-256 "
-                         f"{str(record.get('model_sha256'))[:12]}..., this one is {config.model_sha256[:12]}...).")
     by_shape = {}
     for name, entry in record["files"].items():
-        path = Path(bundle_dir) / name
-        if Path(name).name != name or not path.is_file():
-            raise GraphError(f"{name} is missing from the bundle.")
-        data = path.read_bytes()
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != entry.get("sha256"):
-            raise GraphError(f"{name} does not match its {CONFIG_FILE} (SHA-256 {actual[:12]}..., expected "
-                             f"{str(entry.get('sha256'))[:12]}...): the file is corrupted, truncated or was replaced.")
+        if is_onnx_graph(name):
+            continue  # checked on its own (`onnx_graph_file`): a bad one leaves the LiteRT graphs served
+        data = graph_bytes(bundle_dir, name, entry)
         try:
             origin = graph_source(data)
         except Exception as error:  # truncated or not a flatbuffer at all
@@ -435,6 +474,51 @@ def load_graphs(bundle_dir: Path, config: BundleConfig):
     logger.info("Serving the LiteRT graphs %s carries (float16 weights; SHA-256 checked): %s.", bundle_dir,
                 ", ".join(sorted(config.serving_graphs["files"])))
     return CarriedGraphs(interpreters, keras_model=lambda: load_keras_model(bundle_dir))
+
+
+def onnx_graph_file(bundle_dir: Path, config: BundleConfig) -> tuple[str, dict, bytes]:
+    """The carried ONNX graph's name, record and bytes, once its SHA-256 matches; GraphError if not."""
+    record = graph_record(config)
+    onnx_files = [(name, entry) for name, entry in record["files"].items() if is_onnx_graph(name)]
+    if not onnx_files:
+        raise GraphError("it carries no ONNX graph (an export by an older version)")
+    name, entry = onnx_files[0]
+    return name, entry, graph_bytes(bundle_dir, name, entry)
+
+
+def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
+    """The carried ONNX graph, checked as `verify_graphs` checks LiteRT ones (its record, its SHA-256,
+    the model.keras and input shape it records inside itself), loaded into ONNX Runtime and run once
+    (demo.runtimes.CarriedOnnxGraph). GraphError if any check fails; ImportError without ONNX Runtime."""
+    import numpy as np
+
+    from demo.engine import canonical_input_shape
+    from demo.runtimes import CarriedOnnxGraph
+
+    name, entry, data = onnx_graph_file(bundle_dir, config)
+    input_shape = entry.get("input_shape")
+    if bool(input_shape) != config.fixed_input:
+        raise GraphError(f"{name} takes {'one shape' if input_shape else 'any shape'}, but the model "
+                         f"{'takes only one' if config.fixed_input else 'is fully convolutional'}.")
+    planned = canonical_input_shape(config)
+    try:
+        graph = CarriedOnnxGraph(data, tuple(input_shape) if input_shape else None,
+                                 keras_model=lambda: load_keras_model(bundle_dir))
+        origin = graph.source()
+        answer = graph.session.run(None, {graph.session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
+    except ImportError:
+        raise
+    except Exception as error:  # not an ONNX file, an op it lacks, ...
+        raise GraphError(f"ONNX Runtime could not run {name}: {error}") from error
+    expected = {"model_sha256": config.model_sha256, "input_shape": input_shape}
+    if origin != expected:
+        raise GraphError(f"{name} was converted from another model or for another input: it records "
+                         f"{origin}, not {expected}.")
+    if answer.shape != (*planned[:3], 1) or not np.all((answer >= 0) & (answer <= 1)):
+        raise GraphError(f"{name} did not answer a {planned} input with probabilities of its size "
+                         f"(shape {answer.shape}, values {answer.min()}..{answer.max()}).")
+    logger.info("Serving the ONNX graph %s carries (%s; SHA-256 checked).", bundle_dir, name)
+    return graph
 
 
 def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:

@@ -103,10 +103,11 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int) -> np.ndarray:
 class SegmentationEngine:
     """A bundle's network and config, ready to segment photos of any size.
 
-    `model`: the bundle's network (`Bundle.model`: its carried LiteRT graphs, or a Keras model).
-    `runtime`: "litert", "litert-float32" or "tensorflow" (see demo/runtimes.py; default MODEL_RUNTIME,
-    else "litert").
-    After construction it names the runtime actually serving, which is TensorFlow if LiteRT failed.
+    `model`: the bundle's network (`Bundle.model`: its carried ONNX or LiteRT graphs, or a Keras model).
+    `runtime`: "onnxruntime", "litert", "litert-float32", "litert-int8" or "tensorflow" (see
+    demo/runtimes.py; default MODEL_RUNTIME, else "onnxruntime").
+    After construction it names the runtime actually serving: LiteRT if the bundle carries no usable
+    ONNX graph, TensorFlow if LiteRT failed.
     """
 
     model: object

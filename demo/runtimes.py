@@ -1,7 +1,9 @@
-"""The network's forward pass on the CPU: LiteRT graphs, or TensorFlow.
+"""The network's forward pass on the CPU: an ONNX graph, LiteRT graphs, or TensorFlow.
 
 BENCHMARKS.md (section 4) measures every runtime on the default model through the engine. The
-app serves LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
+app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): on 2 cores its
+kernels ran the default model's forward pass in about 0.75 of LiteRT's time, which no LiteRT
+setting matched. Bundles without an ONNX graph are served by LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
 convolutions) from a graph that stores its weights as float16 (half the file; XNNPACK widens
 them once at load). Int8 weights (dynamic-range quantisation) looked cheaper but measured
 slower on the EfficientNet-Lite models (XNNPACK has no fast int8-weight depthwise kernels):
@@ -17,8 +19,12 @@ Where the LiteRT graphs come from:
 - `ConvertedGraphs`: converted from the Keras model by TensorFlow, the path for bundles that
   carry no graphs (older ones, a user's own) or whose graphs fail their checks.
 
-MODEL_RUNTIME chooses ("litert", "litert-float32", "litert-int8" or "tensorflow"); all but the
-first always run the Keras model. If LiteRT cannot be used, the engine says why in the log and serves TensorFlow.
+- `CarriedOnnxGraph`: the ONNX graph a bundle carries, written beside them by the same command
+  (float16 weights widened once at load, dynamic height and width), checked the same way.
+
+MODEL_RUNTIME chooses ("onnxruntime", "litert", "litert-float32", "litert-int8" or "tensorflow");
+the last three always run the Keras model. A bundle with no usable ONNX graph is served by LiteRT,
+and if LiteRT cannot be used, TensorFlow serves: the log says why each time.
 """
 from __future__ import annotations
 
@@ -32,14 +38,21 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TENSORFLOW = "tensorflow"
+ONNX_RUNTIME = "onnxruntime"  # the bundle's ONNX graph: float16 weights in the file, float32 arithmetic
 LITERT = "litert"  # float16 weights in the file, float32 arithmetic: what bundles carry
 LITERT_FLOAT32 = "litert-float32"
 LITERT_INT8 = "litert-int8"  # int8 weights (dynamic-range quantisation), float32 activations
-RUNTIMES = (LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW)
-DEFAULT_RUNTIME = LITERT
+RUNTIMES = (ONNX_RUNTIME, LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW)
+DEFAULT_RUNTIME = ONNX_RUNTIME
+# The runtimes that serve graphs a bundle carries, rather than its model.keras.
+CARRIED_GRAPH_RUNTIMES = (ONNX_RUNTIME, LITERT)
 # Human names, for the page and the benchmark.
-RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", LITERT: "LiteRT (XNNPACK, float16 weights)",
+RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime (float16 weights)",
+                 LITERT: "LiteRT (XNNPACK, float16 weights)",
                  LITERT_FLOAT32: "LiteRT (XNNPACK, float32)", LITERT_INT8: "LiteRT (XNNPACK, int8 weights)"}
+# The names an ONNX graph gives its free input dimensions (`training.export_graphs`), which a
+# session may fix to one shape (`OnnxRuntimeForward`).
+ONNX_DIMENSIONS = ("height", "width")
 # How each LiteRT runtime stores the graph's weights (`tflite_flatbuffer`'s `weights`).
 GRAPH_WEIGHTS = {LITERT: "float16", LITERT_FLOAT32: "float32", LITERT_INT8: "int8"}
 
@@ -207,6 +220,70 @@ class CarriedGraphs:
         return self._loaded_model
 
 
+class OnnxRuntimeForward:
+    """The bundle's ONNX graph in ONNX Runtime, for photos of every shape.
+
+    Photos fed at `canonical_shape` (4:3 ones, the most) run a session whose free height and
+    width are fixed to it, which ONNX Runtime plans once and runs about 10% faster than the
+    any-shape session (measured on 2 cores); a photo of another shape runs the session of the
+    same graph left free. One pass at a time per graph (its lock).
+    """
+
+    def __init__(self, graph: "CarriedOnnxGraph", canonical_shape: tuple | None):
+        self._graph = graph
+        self._canonical_shape = tuple(canonical_shape) if canonical_shape else None
+        self._sessions = {None: graph.session}
+        if self._canonical_shape and graph.fixed_shape is None:
+            self._sessions[self._canonical_shape] = graph.new_session(self._canonical_shape)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, np.float32)
+        session = self._sessions.get(batch.shape) or self._sessions[None]
+        with self._graph.lock:
+            return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+class CarriedOnnxGraph:
+    """A bundle's ONNX graph (float16 weights, float32 arithmetic), checked and loaded by `demo.bundle.load_onnx_graph`.
+
+    `session`: an ONNX Runtime session of it, already run once; `new_session(shape)` makes
+    another with the graph's free height and width fixed to (1, H, W, 3) `shape`. `fixed_shape`
+    is the one shape a graph of a fixed-size model takes (None: any).
+    """
+
+    def __init__(self, data: bytes, fixed_shape: tuple | None, keras_model: Callable[[], object]):
+        self._data, self.fixed_shape = data, fixed_shape
+        self.session = self.new_session(None)
+        self._keras_model, self._loaded_model = keras_model, None
+        self.lock = threading.Lock()
+
+    def new_session(self, shape: tuple | None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = usable_cores()
+        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
+        # Worker threads spin while a pass runs (the speed: BENCHMARKS.md, section 4) and stop when it
+        # returns, so they take no core from the web server between photos (measured: no slower).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        if shape:
+            for name, size in zip(ONNX_DIMENSIONS, shape[1:3]):
+                options.add_free_dimension_override_by_name(name, int(size))
+        return onnxruntime.InferenceSession(self._data, options, providers=["CPUExecutionProvider"])
+
+    def source(self) -> dict | None:
+        """What the graph records of its origin (`GRAPH_SOURCE_METADATA`), or None."""
+        import json
+
+        recorded = self.session.get_modelmeta().custom_metadata_map.get(GRAPH_SOURCE_METADATA)
+        return json.loads(recorded) if recorded else None
+
+    def keras_model(self):
+        if self._loaded_model is None:
+            self._loaded_model = self._keras_model()
+        return self._loaded_model
+
+
 def release_freed_memory() -> None:
     """Hand the converter's freed working memory back to the system (about 200 MB, measured).
 
@@ -259,11 +336,11 @@ def first_line(error: Exception) -> str:
 
 def keras_model_of(network):
     """The Keras model behind a bundle's network (`Bundle.model`): itself, or the one its graphs came from."""
-    return network.keras_model() if isinstance(network, CarriedGraphs) else network
+    return network.keras_model() if isinstance(network, (CarriedGraphs, CarriedOnnxGraph)) else network
 
 
 def chosen_runtime(runtime: str | None = None) -> str:
-    """`runtime`, else MODEL_RUNTIME, else LiteRT; ValueError naming the choices for anything else."""
+    """`runtime`, else MODEL_RUNTIME, else ONNX Runtime; ValueError naming the choices for anything else."""
     runtime = (runtime or os.environ.get("MODEL_RUNTIME") or DEFAULT_RUNTIME).strip().lower()
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
@@ -272,10 +349,12 @@ def chosen_runtime(runtime: str | None = None) -> str:
 
 def make_forward(network, runtime: str | None = None, canonical_shape: tuple | None = None,
                  any_shape: bool = True) -> tuple[Forward, str]:
-    """The forward pass for `runtime` (default: MODEL_RUNTIME, else LiteRT), and the runtime it really is.
+    """The forward pass for `runtime` (default: MODEL_RUNTIME, else ONNX Runtime), and the runtime it really is.
 
-    `network`: a Keras model, or a bundle's `CarriedGraphs` (served as they are for LiteRT;
-    the other runtimes load the bundle's Keras model). `canonical_shape`: the (1, H, W, 3) input
+    `network`: a Keras model, a bundle's `CarriedOnnxGraph` (served as it is by ONNX Runtime) or
+    its `CarriedGraphs` (served as they are by LiteRT); the other runtimes load the bundle's Keras
+    model. ONNX Runtime needs a carried ONNX graph: without one (`demo.bundle.load_bundle` logged
+    why), LiteRT serves. `canonical_shape`: the (1, H, W, 3) input
     most photos are fed at; `any_shape`: whether the model takes other shapes (fully convolutional)
     or only that one. Fully convolutional models run float graphs with dynamic height and width
     alone (as fast as a fixed one, measured); int8 keeps a fixed graph for `canonical_shape`,
@@ -283,6 +362,13 @@ def make_forward(network, runtime: str | None = None, canonical_shape: tuple | N
     logged, never silently.
     """
     runtime = chosen_runtime(runtime)
+    if isinstance(network, CarriedOnnxGraph):
+        if runtime == ONNX_RUNTIME:
+            return OnnxRuntimeForward(network, canonical_shape if any_shape else None), runtime
+        logger.info("MODEL_RUNTIME=%s runs the Keras model: loading model.keras.", runtime)
+        network = network.keras_model()
+    if runtime == ONNX_RUNTIME:
+        runtime = LITERT
     if isinstance(network, CarriedGraphs):
         if runtime == LITERT:
             # A what-if feed size (evaluate --input-size) has no fixed graph: the any-shape one takes it.

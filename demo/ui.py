@@ -187,6 +187,7 @@ def describe_architecture(config: BundleConfig) -> str:
 
 SPLIT_NAMES = {"val": "the validation frames", "train": "the training frames"}
 RUNTIME_IN_WORDS = {
+    "onnxruntime": "ONNX Runtime, with the weights stored at half precision (float16) and computed at full precision",
     "litert": "LiteRT, with the weights stored at half precision (float16) and computed at full precision",
     "litert-float32": "LiteRT",
     "litert-int8": "LiteRT, with the weights stored as 8-bit integers",

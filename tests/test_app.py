@@ -116,7 +116,7 @@ def test_page_opens_on_a_worked_example_and_says_what_the_model_is_in_about_the_
     assert props["result"]["value"] is not None and props["mask"]["value"] is not None
     assert props["threshold"]["info"].startswith("Lower finds more cars and more false alarms")
     about = next(text for text in texts if text.startswith("**What it is.**"))
-    assert tiny_bundle.source in about and "validation frames: **0.50**" in about and "LiteRT" in about
+    assert tiny_bundle.source in about and "validation frames: **0.50**" in about and "ONNX Runtime" in about
     assert "no drive held out of training was measured" in about
     assert any("Warning" in text and "could not be loaded" in text for text in texts)
 
@@ -212,7 +212,8 @@ def test_app_py_serves_on_loopback_where_gradio_env_says(tiny_bundle_dir, tmp_pa
 
 
 @pytest.mark.parametrize("runtime, words", [
-    ("litert", "weights stored at half precision (float16)"),  # what the carried graphs are
+    ("onnxruntime", "ONNX Runtime, with the weights stored at half precision"),  # the default: the carried ONNX graph
+    ("litert", "weights stored at half precision (float16)"),  # what the carried LiteRT graphs are
     ("litert-int8", "8-bit integers"),
     ("litert-float32", "LiteRT, on this server's CPU"),
 ])

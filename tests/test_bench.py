@@ -44,6 +44,6 @@ def test_quick_mode_writes_every_section_with_numbers(tmp_path):
     runtime_rows = [line for line in sections[SECTIONS[4]].splitlines()
                     if line.startswith("| ") and not line.startswith("| runtime |")]
     assert len(runtime_rows) == len(RUNTIMES) and not any("| failed |" in row for row in runtime_rows), runtime_rows
-    assert "**The app serves LiteRT, float16 weights (the app's runtime, MODEL_RUNTIME=litert)** (`demo/runtimes.py`)" in (
+    assert "**The app serves ONNX Runtime, float16 weights (the app's runtime, MODEL_RUNTIME=onnxruntime)** (`demo/runtimes.py`)" in (
         sections[SECTIONS[4]])
     assert "Errors: 0." in sections[SECTIONS[7]], "the app answers every caller"

@@ -42,7 +42,7 @@ def test_evaluate_prints_and_writes_the_figures_a_direct_count_gives(bundle_copy
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     written = json.loads((bundle_copy / "evaluation_val.json").read_text())
     assert printed["metrics"] == written["metrics"] and printed["images"] == written["images"] == 2
-    assert printed["runtime"] == "litert"
+    assert printed["runtime"] == "onnxruntime"
     for name in ("threshold_sweep_val.png", "gallery_val.png"):
         assert cv2.imread(str(bundle_copy / name)) is not None, name
 

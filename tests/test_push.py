@@ -53,7 +53,7 @@ def test_push_creates_repo_and_branch_then_uploads_the_bundle_in_one_commit(bund
     assert upload["revision"] == "experiment"
     assert upload["commit_message"] == "Try a wider U-Net"
     # The card was missing, so it was generated before the upload and went into the same commit.
-    assert api.uploaded_files == [CARD_FILE, CONFIG_FILE, "graph_any_shape.tflite", MODEL_FILE]
+    assert api.uploaded_files == [CARD_FILE, CONFIG_FILE, "graph_any_shape.onnx", "graph_any_shape.tflite", MODEL_FILE]
     assert ModelCard.load(bundle / CARD_FILE).data.library_name == "keras"
 
     out, err = assert_secret_not_shown(capsys, caplog)
@@ -99,9 +99,13 @@ def _remove_folder(bundle: Path) -> None:
     shutil.rmtree(bundle)
 
 
-def _truncate_graph(bundle: Path) -> None:
-    graph = bundle / "graph_any_shape.tflite"
+def _truncate_graph(bundle: Path, name: str = "graph_any_shape.tflite") -> None:
+    graph = bundle / name
     graph.write_bytes(graph.read_bytes()[:1000])
+
+
+def _truncate_onnx_graph(bundle: Path) -> None:
+    _truncate_graph(bundle, "graph_any_shape.onnx")
 
 
 @pytest.mark.parametrize("damage, expected", [
@@ -110,6 +114,7 @@ def _truncate_graph(bundle: Path) -> None:
     (_remove_config, f"{CONFIG_FILE} is missing"),
     (_corrupt_model, "does not match its config.json"),
     (_truncate_graph, "serving graphs are not fit to publish: graph_any_shape.tflite does not match its config.json"),
+    (_truncate_onnx_graph, "serving graphs are not fit to publish: graph_any_shape.onnx does not match its config.json"),
 ])
 def test_a_bad_bundle_is_refused_before_any_hub_call(bundle, damage, expected, token_in_env, capsys):
     damage(bundle)

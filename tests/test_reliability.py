@@ -435,7 +435,8 @@ def test_after_warm_up_no_photo_waits_for_the_graph_to_be_traced(tiny_bundle):
 
 def test_after_warm_up_a_street_photo_finds_litert_ready(tiny_bundle):
     """The warm-up plans LiteRT's tensors for the training frames' shape, which 4:3 photos share."""
-    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime="litert")
+    bundle = load_bundle(tiny_bundle.path, runtime="litert")  # its carried LiteRT graph
+    engine = SegmentationEngine(bundle.model, bundle.config, runtime="litert")
     engine.warm_up()
     assert engine._forward.plans == 1
 

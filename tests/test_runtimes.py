@@ -1,4 +1,4 @@
-"""The serving runtimes: LiteRT gives TensorFlow's answer at every photo size, and falls back safely.
+"""The serving runtimes: ONNX Runtime and LiteRT give TensorFlow's answer at every photo size, and fall back safely.
 
 `tiny_bundle.model` is the bundle's carried graphs (tests/test_serving_graphs.py checks them);
 the path that converts a Keras model at start is tested here on the bundle's model.keras.
@@ -14,7 +14,7 @@ import pytest
 
 from demo.bundle import load_keras_model
 from demo.engine import SegmentationEngine
-from demo.runtimes import LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW, make_forward
+from demo.runtimes import LITERT, LITERT_FLOAT32, LITERT_INT8, ONNX_RUNTIME, TENSORFLOW, make_forward
 from helpers import serving_config
 
 # Photo shapes that feed the tiny bundle (180x240, stride 16) at different padded sizes, odd ones included;
@@ -34,15 +34,16 @@ def keras_model(tiny_bundle_dir):
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
     return {runtime: SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=runtime)
-            for runtime in (TENSORFLOW, LITERT, LITERT_FLOAT32, LITERT_INT8)}
+            for runtime in (TENSORFLOW, ONNX_RUNTIME, LITERT, LITERT_FLOAT32, LITERT_INT8)}
 
 
 def test_each_runtime_is_what_it_says(engines):
     assert {name: engine.runtime for name, engine in engines.items()} == {
-        TENSORFLOW: TENSORFLOW, LITERT: LITERT, LITERT_FLOAT32: LITERT_FLOAT32, LITERT_INT8: LITERT_INT8}
+        TENSORFLOW: TENSORFLOW, ONNX_RUNTIME: ONNX_RUNTIME, LITERT: LITERT, LITERT_FLOAT32: LITERT_FLOAT32,
+        LITERT_INT8: LITERT_INT8}
 
 
-def test_litert_gives_tensorflows_probabilities_at_every_photo_size(engines):
+def test_onnx_runtime_and_litert_give_tensorflows_probabilities_at_every_photo_size(engines):
     # Back and forth between shapes: the canonical one, then the any-shape graph re-planned at each change.
     for seed, shape in enumerate(PHOTO_SHAPES + PHOTO_SHAPES[::-1]):
         rgb = photo(shape, seed)
@@ -50,7 +51,9 @@ def test_litert_gives_tensorflows_probabilities_at_every_photo_size(engines):
         float32 = engines[LITERT_FLOAT32].predict_probabilities(rgb)
         float16_weights = engines[LITERT].predict_probabilities(rgb)
         int8_weights = engines[LITERT_INT8].predict_probabilities(rgb)
-        assert float32.shape == float16_weights.shape == int8_weights.shape == reference.shape == shape
+        onnx = engines[ONNX_RUNTIME].predict_probabilities(rgb)
+        assert float32.shape == float16_weights.shape == int8_weights.shape == onnx.shape == reference.shape == shape
+        np.testing.assert_allclose(onnx, reference, atol=0.01)  # float16 weights, as LiteRT's
         np.testing.assert_allclose(float32, reference, atol=1e-5)
         np.testing.assert_allclose(float16_weights, reference, atol=0.01)
         # int8 weights move probabilities a little (BENCHMARKS.md: 0.04 at most on a real photo).
@@ -76,11 +79,19 @@ def test_the_int8_any_shape_graph_is_converted_only_when_a_photo_needs_it(keras_
     assert engine._forward._dynamic is not None and engine._forward.plans == 2
 
 
-def test_litert_answers_parallel_callers_as_it_answers_one(engines):
+def test_onnx_runtime_fixes_the_canonical_shape_and_leaves_others_to_the_any_shape_session(engines):
+    sessions = engines[ONNX_RUNTIME]._forward._sessions
+    assert set(sessions) == {None, (1, 192, 240, 3)}  # 180x240 frames, padded to the stride
+    fixed = sessions[(1, 192, 240, 3)].get_inputs()[0].shape
+    assert fixed == [1, 192, 240, 3] and sessions[None].get_inputs()[0].shape == [1, "height", "width", 3]
+
+
+@pytest.mark.parametrize("runtime", [ONNX_RUNTIME, LITERT])
+def test_the_runtimes_answer_parallel_callers_as_they_answer_one(engines, runtime):
     photos = [photo(PHOTO_SHAPES[index % 3], index) for index in range(12)]
-    alone = [engines[LITERT].predict_probabilities(rgb) for rgb in photos]
+    alone = [engines[runtime].predict_probabilities(rgb) for rgb in photos]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        together = list(pool.map(engines[LITERT].predict_probabilities, photos))
+        together = list(pool.map(engines[runtime].predict_probabilities, photos))
     for expected, got in zip(alone, together):
         np.testing.assert_array_equal(got, expected)
 
@@ -91,10 +102,11 @@ def test_model_runtime_environment_variable_chooses(tiny_bundle, monkeypatch):
     monkeypatch.setenv("MODEL_RUNTIME", "litert-float32")
     assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == LITERT_FLOAT32
     monkeypatch.delenv("MODEL_RUNTIME")
-    assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == LITERT  # the default
+    assert SegmentationEngine(tiny_bundle.model, tiny_bundle.config).runtime == ONNX_RUNTIME  # the default
 
     monkeypatch.setenv("MODEL_RUNTIME", "onnx")
-    with pytest.raises(ValueError, match="Unknown runtime 'onnx': choose one of litert, litert-float32, litert-int8, tensorflow"):
+    with pytest.raises(ValueError, match="Unknown runtime 'onnx': choose one of onnxruntime, litert, litert-float32, "
+                                         "litert-int8, tensorflow"):
         make_forward(tiny_bundle.model)
 
 

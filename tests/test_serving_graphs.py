@@ -1,7 +1,8 @@
 """The graphs a bundle carries: written with it, served without TensorFlow, refused when wrong.
 
-A refused graph never costs the visitor an answer: the app falls back to converting model.keras
-(the path every bundle took before), says so in the log, and serves the right probabilities.
+A refused graph never costs the visitor an answer: a refused ONNX graph leaves the LiteRT graphs
+served, refused LiteRT graphs leave converting model.keras (the path every bundle took before);
+the log says so, and the probabilities are right.
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ from demo.bundle import (
     sha256_of,
 )
 from demo.engine import SegmentationEngine
-from demo.runtimes import LITERT, TENSORFLOW, CarriedGraphs, graph_source
+from demo.runtimes import LITERT, ONNX_RUNTIME, TENSORFLOW, CarriedGraphs, CarriedOnnxGraph, graph_source
 from helpers import REPO_ROOT, make_tiny_bundle
 
 # Photo shapes fed at the canonical shape (4:3), on their side, 16:9, 9:16 and odd ones.
 PHOTO_SHAPES = [(360, 480), (480, 360), (1080, 1920), (1920, 1080), (37, 1000), (1, 1)]
+ONNX_GRAPH = "graph_any_shape.onnx"
 
 
 def photo(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -63,19 +65,37 @@ def test_a_new_bundle_carries_graphs_converted_from_its_own_model(tiny_bundle_di
     config = read_config(tiny_bundle_dir)
     record = config[GRAPHS_KEY]
     assert record["model_sha256"] == config["model_sha256"] == sha256_of(tiny_bundle_dir / "model.keras")
-    shapes = [tuple(entry["input_shape"]) if entry["input_shape"] else None for entry in record["files"].values()]
-    assert shapes == graph_shapes(BundleConfig.from_dict(config)) == [None]  # one graph: any height and width
+    # One graph per runtime, for any height and width.
+    assert sorted(record["files"]) == [ONNX_GRAPH, "graph_any_shape.tflite"]
+    assert [entry["input_shape"] for entry in record["files"].values()] == [None, None]
+    assert graph_shapes(BundleConfig.from_dict(config)) == [None]
     for name, entry in record["files"].items():
         data = (tiny_bundle_dir / name).read_bytes()
         assert sha256_of(tiny_bundle_dir / name) == entry["sha256"] and len(data) == entry["bytes"]
-        assert graph_source(data) == {"model_sha256": config["model_sha256"], "input_shape": entry["input_shape"]}
-        assert entry["max_difference_from_keras"] < 0.05
+        source = (CarriedOnnxGraph(data, None, keras_model=None).source() if name == ONNX_GRAPH
+                  else graph_source(data))
+        assert source == {"model_sha256": config["model_sha256"], "input_shape": entry["input_shape"]}
+    for entry in record["files"].values():
+        assert entry["max_difference_from_keras"] < 0.05  # both store float16 weights
+    assert record["files"][ONNX_GRAPH]["runtime"] == ONNX_RUNTIME and record["files"][ONNX_GRAPH]["weights"] == "float16"
 
 
-def test_the_graphs_answer_as_model_keras_does_and_as_the_conversion_at_start_did(tiny_bundle, keras_reference):
-    assert isinstance(tiny_bundle.model, CarriedGraphs)
-    served = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime=LITERT)
-    converted = SegmentationEngine(keras_reference.model, tiny_bundle.config, runtime=LITERT)  # the older path
+def test_the_onnx_graph_answers_as_model_keras_does_at_every_shape(tiny_bundle, keras_reference):
+    assert isinstance(tiny_bundle.model, CarriedOnnxGraph)  # the default runtime serves it
+    served = SegmentationEngine(tiny_bundle.model, tiny_bundle.config)
+    assert served.runtime == ONNX_RUNTIME
+    for seed, shape in enumerate(PHOTO_SHAPES + PHOTO_SHAPES[::-1]):
+        rgb = photo(shape, seed)
+        carried = served.predict_probabilities(rgb)
+        assert carried.shape == shape
+        np.testing.assert_allclose(carried, keras_reference.predict_probabilities(rgb), atol=0.05)
+
+
+def test_the_graphs_answer_as_model_keras_does_and_as_the_conversion_at_start_did(tiny_bundle_dir, keras_reference):
+    bundle = load_bundle(tiny_bundle_dir, runtime=LITERT)
+    assert isinstance(bundle.model, CarriedGraphs)
+    served = SegmentationEngine(bundle.model, bundle.config, runtime=LITERT)
+    converted = SegmentationEngine(keras_reference.model, bundle.config, runtime=LITERT)  # the older path
     for seed, shape in enumerate(PHOTO_SHAPES + PHOTO_SHAPES[::-1]):
         rgb = photo(shape, seed)
         carried = served.predict_probabilities(rgb)
@@ -104,7 +124,7 @@ def test_the_app_serves_the_graphs_without_importing_tensorflow_or_keras(tiny_bu
                             env={**os.environ, "MODEL_DIR": str(tiny_bundle_dir)}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == []
-    assert "Serving the LiteRT graphs" in result.stderr
+    assert "Serving the ONNX graph" in result.stderr
 
 
 def _flip_a_byte(bundle: Path, name: str) -> None:
@@ -167,17 +187,55 @@ def test_a_bad_graph_is_refused_and_the_model_is_served_right_the_old_way(
         bundle_copy, name, damage, expected, keras_reference, caplog):
     damage(bundle_copy, name)
     with caplog.at_level(logging.WARNING, logger="demo.bundle"):
-        bundle = load_bundle(bundle_copy)
+        bundle = load_bundle(bundle_copy, runtime=LITERT)
 
     assert not isinstance(bundle.model, CarriedGraphs)  # model.keras, loaded with Keras
     assert f"Refused the serving graphs {bundle_copy} carries" in caplog.text and expected in caplog.text
     assert "Loading its model.keras with Keras and converting it instead" in caplog.text
-    engine = SegmentationEngine(bundle.model, bundle.config)
+    engine = SegmentationEngine(bundle.model, bundle.config, runtime=LITERT)
     assert engine.runtime == LITERT
     for shape in PHOTO_SHAPES[:3]:
         rgb = photo(shape)
         np.testing.assert_allclose(engine.predict_probabilities(rgb), keras_reference.predict_probabilities(rgb),
                                    atol=0.05)
+
+
+def _an_export_without_onnx(bundle: Path, name: str) -> None:
+    """A bundle exported before bundles carried an ONNX graph."""
+    config = read_config(bundle)
+    del config[GRAPHS_KEY]["files"][name]
+    write_config(bundle, config)
+    (bundle / name).unlink()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (_flip_a_byte, "does not match its config.json"),
+    (_truncate_and_record_the_new_hash, "ONNX Runtime could not run graph_any_shape.onnx"),
+    (_another_models_graph_recorded_as_this_ones, "was converted from another model or for another input"),
+    (_graph_missing, "is missing from the bundle"),
+    (_an_export_without_onnx, "it carries no ONNX graph"),
+])
+def test_a_bad_onnx_graph_is_refused_and_the_litert_graphs_serve(bundle_copy, damage, expected, keras_reference,
+                                                                 caplog):
+    damage(bundle_copy, ONNX_GRAPH)
+    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+        bundle = load_bundle(bundle_copy)
+
+    assert isinstance(bundle.model, CarriedGraphs)
+    assert f"No ONNX graph of {bundle_copy} can be served" in caplog.text and expected in caplog.text
+    assert "serving LiteRT instead" in caplog.text and "Refused" not in caplog.text
+    engine = SegmentationEngine(bundle.model, bundle.config)
+    assert engine.runtime == LITERT
+    rgb = photo((360, 480))
+    np.testing.assert_allclose(engine.predict_probabilities(rgb), keras_reference.predict_probabilities(rgb), atol=0.05)
+
+
+def test_without_onnx_runtime_installed_the_litert_graphs_serve(tiny_bundle_dir, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, as where it is not installed
+    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+        bundle = load_bundle(tiny_bundle_dir)
+    assert isinstance(bundle.model, CarriedGraphs) and "ONNX Runtime cannot be imported" in caplog.text
+    assert SegmentationEngine(bundle.model, bundle.config).runtime == LITERT
 
 
 def test_a_bundle_without_graphs_is_served_the_old_way_and_the_log_says_so(bundle_copy, caplog):
@@ -213,12 +271,16 @@ def test_export_graphs_adds_graphs_to_an_older_bundle(bundle_copy, capsys):
     write_config(bundle_copy, config)
 
     assert main([str(bundle_copy)]) == 0
-    assert "graph_any_shape.tflite: any height and width" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "graph_any_shape.tflite: any height and width" in printed and f"{ONNX_GRAPH}: any height and width" in printed
     record = read_config(bundle_copy)[GRAPHS_KEY]
-    # The converter is deterministic: the same model.keras gives the same graphs.
-    assert {name: entry["sha256"] for name, entry in record["files"].items()} == {
-        name: entry["sha256"] for name, entry in carried["files"].items()}
-    assert isinstance(load_bundle(bundle_copy).model, CarriedGraphs)
+    # The LiteRT converter is deterministic: the same model.keras gives the same graph. The ONNX export
+    # names some nodes by a counter that runs on in the process, so its graph is checked by its answers.
+    name = "graph_any_shape.tflite"
+    assert record["files"][name]["sha256"] == carried["files"][name]["sha256"]
+    assert record["files"][ONNX_GRAPH]["max_difference_from_keras"] < 0.05
+    assert isinstance(load_bundle(bundle_copy).model, CarriedOnnxGraph)
+    assert isinstance(load_bundle(bundle_copy, runtime=LITERT).model, CarriedGraphs)
     assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
 
 
@@ -237,6 +299,16 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
     assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
 
+    monkeypatch.undo()
+
+    def onnx_export_fails(model, shape, source):
+        raise RuntimeError("an op tf2onnx lacks")
+
+    monkeypatch.setattr(export_module, "onnx_graph", onnx_export_fails)
+    assert export_module.main([str(bundle_copy)]) == 1
+    assert "the ONNX export failed for input of any shape: RuntimeError: an op tf2onnx lacks" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+
 
 @pytest.mark.parametrize("architecture, input_size, resize", [
     ("efficientnet-lite0-unet", (64, 96), "keep_aspect"),  # a nested encoder model, stride 32
@@ -253,15 +325,18 @@ def test_every_architecture_gets_graphs_that_answer_as_its_model(architecture, i
                           stride=ARCHITECTURES[architecture].stride, target_class=TargetClass(8, "car"), threshold=0.5)
     bundle = load_bundle(write_bundle(tmp_path / architecture, model, config))
 
-    assert isinstance(bundle.model, CarriedGraphs)
-    # One graph: fixed to the one input a stretching model takes, else for any height and width.
-    assert list(bundle.config.serving_graphs["files"]) == (
-        [f"graph_{input_size[0]}x{input_size[1]}.tflite"] if resize == "stretch" else ["graph_any_shape.tflite"])
-    served = SegmentationEngine(bundle.model, bundle.config)
+    assert isinstance(bundle.model, CarriedOnnxGraph)
+    # One graph per runtime: fixed to the one input a stretching model takes, else for any height and width.
+    name = f"graph_{input_size[0]}x{input_size[1]}" if resize == "stretch" else "graph_any_shape"
+    assert sorted(bundle.config.serving_graphs["files"]) == [f"{name}.onnx", f"{name}.tflite"]
     reference = SegmentationEngine(model, bundle.config, runtime=TENSORFLOW)
-    for shape in [(360, 480), (1080, 1920), (1920, 1080)]:
-        rgb = photo(shape)
-        np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=0.05)
+    for runtime, network in [(ONNX_RUNTIME, bundle.model), (LITERT, load_bundle(bundle.path, runtime=LITERT).model)]:
+        served = SegmentationEngine(network, bundle.config, runtime=runtime)
+        assert served.runtime == runtime
+        for shape in [(360, 480), (1080, 1920), (1920, 1080)]:
+            rgb = photo(shape)
+            np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb),
+                                       atol=0.05)
 
 
 def test_the_graphs_travel_with_the_bundle_everywhere(tiny_bundle_dir):
@@ -272,7 +347,7 @@ def test_the_graphs_travel_with_the_bundle_everywhere(tiny_bundle_dir):
     card = str(build_model_card(BundleConfig.from_dict(config)))
     for name, entry in config[GRAPHS_KEY]["files"].items():
         assert f"`{name}`" in card and entry["sha256"][:16] in card
-    assert "*.tflite" in HUB_PATTERNS  # downloaded from the Hub, and preloaded by a Space's build
+    assert {"*.tflite", "*.onnx"} <= set(HUB_PATTERNS)  # downloaded from the Hub, and preloaded by a Space's build
     default_graphs = read_config(DEFAULT_BUNDLE_DIR)[GRAPHS_KEY]["files"]
     assert {f"demo/default_model/{name}" for name in default_graphs} <= set(space_files())
 
@@ -287,4 +362,4 @@ def test_training_evaluate_measures_the_carried_graphs(bundle_copy, camvid_dir, 
 
     monkeypatch.setattr(demo.runtimes, "tflite_flatbuffer", no_conversion)
     assert main([str(bundle_copy), "--data-dir", str(camvid_dir), "--no-plots"]) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["runtime"] == LITERT
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["runtime"] == ONNX_RUNTIME

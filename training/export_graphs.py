@@ -1,11 +1,13 @@
-"""Add or refresh a bundle's serving graphs: LiteRT graphs with float16 weights, converted from its model.keras.
+"""Add or refresh a bundle's serving graphs: an ONNX graph and LiteRT graphs, converted from its model.keras.
 
     python -m training.export_graphs BUNDLE_DIR
 
-The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): for fully
-convolutional models one graph with dynamic height and width, which XNNPACK runs as fast as one
-fixed to a shape (measured); for a model with one input size, a graph for that size. Weights are
-stored as float16 (half the file), arithmetic is float32. Each
+The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): the ONNX
+graph with ONNX Runtime (the fastest measured), else the LiteRT ones. For fully
+convolutional models each is one graph with dynamic height and width (named "height" and
+"width" in the ONNX graph, so a session can fix them to the shape most photos come at); for a
+model with one input size, a graph for that size. Both store their weights as float16 (half the
+file; arithmetic is float32). Each
 graph records inside itself the SHA-256 of the model.keras it was converted from and its input
 shape; config.json records each file's SHA-256 (`serving_graphs`), and the model card lists them.
 model.keras stays the source of truth: run this again whenever it changes (training.train and
@@ -31,6 +33,7 @@ from demo.bundle import (
     graph_shapes,
     load_graphs,
     load_keras_model,
+    load_onnx_graph,
     replace_folder,
     sha256_of,
     staging_folder_beside,
@@ -42,18 +45,67 @@ from demo.runtimes import (
     GRAPH_SOURCE_METADATA,
     GRAPH_WEIGHTS,
     LITERT,
+    ONNX_DIMENSIONS,
+    ONNX_RUNTIME,
+    CarriedOnnxGraph,
     first_line,
     release_freed_memory,
     run_interpreter,
     tflite_flatbuffer,
 )
 
-# What the app's default runtime serves, and so what the carried graphs are.
+# What the carried LiteRT graphs are (the record's "runtime" and "weights"; the ONNX graph's entry names its own).
 GRAPH_RUNTIME = "LiteRT (XNNPACK), float16 weights, float32 arithmetic"
 
 
-def graph_file_name(shape: tuple | None) -> str:
-    return f"graph_{shape[1]}x{shape[2]}.tflite" if shape else "graph_any_shape.tflite"
+def graph_file_name(shape: tuple | None, suffix: str = ".tflite") -> str:
+    return f"graph_{shape[1]}x{shape[2]}{suffix}" if shape else f"graph_any_shape{suffix}"
+
+
+def onnx_graph(model, shape: tuple | None, source: dict) -> bytes:
+    """The model's inference graph in ONNX (Keras' export, tf2onnx underneath), with its free height
+    and width named `ONNX_DIMENSIONS`, its weights stored as float16 (`with_float16_weights`) and
+    `source` stored as JSON in its metadata."""
+    import tempfile
+    import warnings
+
+    import onnx
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
+            model.export(path, format="onnx", verbose=False,
+                         input_signature=[tf.TensorSpec(shape or (1, None, None, 3), tf.float32, name="image")])
+        graph = onnx.load(path)
+    if shape is None:
+        for tensor in (*graph.graph.input, *graph.graph.output):
+            for dimension, name in zip(tensor.type.tensor_type.shape.dim[1:3], ONNX_DIMENSIONS):
+                dimension.dim_param = name
+    with_float16_weights(graph)
+    graph.metadata_props.add(key=GRAPH_SOURCE_METADATA, value=json.dumps(source))
+    return graph.SerializeToString()
+
+
+def with_float16_weights(graph) -> None:
+    """Store `graph`'s float32 weights as float16, each widened back by a Cast node: half the file,
+    as the LiteRT graphs. ONNX Runtime folds the casts into float32 weights when it loads the graph,
+    so the arithmetic stays float32 (measured: as fast as the float32 file, probabilities within 0.003)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights, casts = [], []
+    for weight in graph.graph.initializer:
+        if weight.data_type != TensorProto.FLOAT or int(np.prod(weight.dims)) < 16:  # scalars, shapes: as they are
+            weights.append(weight)
+            continue
+        narrow = f"{weight.name}__float16"
+        weights.append(numpy_helper.from_array(numpy_helper.to_array(weight).astype(np.float16), narrow))
+        casts.append(helper.make_node("Cast", [narrow], [weight.name], to=TensorProto.FLOAT))
+    nodes = list(graph.graph.node)
+    del graph.graph.initializer[:], graph.graph.node[:]
+    graph.graph.initializer.extend(weights)
+    graph.graph.node.extend(casts + nodes)  # before every use: the node list stays in dependency order
 
 
 def with_source(flatbuffer: bytes, source: dict) -> bytes:
@@ -102,9 +154,28 @@ def write_graphs(folder: Path, config: BundleConfig) -> dict:
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
+    files.update(write_onnx_graph(folder, config, model, probe, expected))
     return {"runtime": GRAPH_RUNTIME, "weights": GRAPH_WEIGHTS[LITERT], "model_sha256": config.model_sha256,
             "files": files,
             "converted_with": library_versions()}
+
+
+def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarray, expected: np.ndarray) -> dict:
+    """The ONNX graph of `model` written into `folder`, and its entry in config.json's record."""
+    shape = None if not config.fixed_input else canonical_input_shape(config)
+    input_shape = list(shape) if shape else None
+    try:
+        data = onnx_graph(model, shape, {"model_sha256": config.model_sha256, "input_shape": input_shape})
+    except Exception as error:  # an op tf2onnx lacks, say
+        raise BundleError(f"the ONNX export failed for input {shape or 'of any shape'}: {first_line(error)}") from error
+    release_freed_memory()
+    session = CarriedOnnxGraph(data, shape, keras_model=lambda: model).session
+    difference = float(np.max(np.abs(session.run(None, {session.get_inputs()[0].name: probe})[0] - expected)))
+    name = graph_file_name(shape, ".onnx")
+    (folder / name).write_bytes(data)
+    return {name: {"runtime": ONNX_RUNTIME, "weights": "float16", "input_shape": input_shape,
+                   "sha256": sha256_of(folder / name), "bytes": len(data),
+                   "max_difference_from_keras": round(difference, 4)}}
 
 
 def export_graphs(bundle_dir: Path) -> dict:
@@ -118,10 +189,11 @@ def export_graphs(bundle_dir: Path) -> dict:
         # The old graphs and leftovers of interrupted writes stay behind.
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
                         ignore=lambda folder, names: [name for name in names
-                                                      if name.startswith(".") or name.endswith(".tflite")])
+                                                      if name.startswith(".") or name.endswith((".tflite", ".onnx"))])
         config.serving_graphs = write_graphs(staging, config)
         write_config(staging, config)
         load_graphs(staging, config)  # the app's own checks, before anything is replaced
+        load_onnx_graph(staging, config)
         if (staging / CARD_FILE).is_file():
             write_model_card(staging)  # the card lists the graphs
         replace_folder(staging, bundle_dir)

@@ -6,6 +6,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, read_config
+from demo.runtimes import LITERT, RUNTIME_NAMES
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -61,13 +62,14 @@ config = json.load(open("config.json"))                           # input size, 
 {% if graphs %}
 ## Serving graphs
 
-What the app runs: LiteRT graphs converted from `model.keras`, weights stored as float16 and
-arithmetic in float32, so serving needs neither TensorFlow nor Keras. Each records the
-SHA-256 of the `model.keras` it came from; `config.json` (`serving_graphs`) records each file's.
+What the app runs, converted from `model.keras`, so serving needs neither TensorFlow nor Keras:
+the ONNX graph with ONNX Runtime, the faster; else the LiteRT graphs. Both store their weights as
+float16 and compute in float32. Each records the SHA-256 of the `model.keras` it came from;
+`config.json` (`serving_graphs`) records each file's.
 
-| file | input | size | SHA-256 | largest difference from model.keras (probe image) |
-|---|---|---|---|---|
-{% for name, entry in graphs %}| `{{ name }}` | {{ entry.input_text }} | {{ entry.size_text }} | `{{ entry.sha256[:16] }}...` | {{ entry.max_difference_from_keras }} |
+| file | runtime | input | size | SHA-256 | largest difference from model.keras (probe image) |
+|---|---|---|---|---|---|
+{% for name, entry in graphs %}| `{{ name }}` | {{ entry.runtime_text }} | {{ entry.input_text }} | {{ entry.size_text }} | `{{ entry.sha256[:16] }}...` | {{ entry.max_difference_from_keras }} |
 {% endfor %}
 Regenerate them after any change to `model.keras`: `python -m training.export_graphs BUNDLE_DIR`.
 {% endif %}
@@ -196,6 +198,7 @@ def graph_rows(config: BundleConfig) -> list[tuple[str, dict]]:
     for name, entry in sorted((config.serving_graphs or {}).get("files", {}).items()):
         shape = entry["input_shape"]
         rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
+                            "runtime_text": RUNTIME_NAMES[entry.get("runtime", LITERT)],
                             "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
     return rows
 

@@ -21,7 +21,17 @@ from huggingface_hub import CommitInfo, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from demo.bundle import CARD_FILE, BundleConfig, BundleError, GraphError, hide_token, verify_bundle, verify_graphs
+from demo.bundle import (
+    CARD_FILE,
+    BundleConfig,
+    BundleError,
+    GraphError,
+    hide_token,
+    is_onnx_graph,
+    onnx_graph_file,
+    verify_bundle,
+    verify_graphs,
+)
 from training.model_card import write_model_card
 
 # Hidden files are leftovers of interrupted atomic writes, never part of a bundle.
@@ -49,6 +59,8 @@ def prepare_bundle(bundle_dir: Path, repo_id: str) -> BundleConfig:
     if config.serving_graphs is not None:
         try:
             verify_graphs(bundle_dir, config)
+            if any(map(is_onnx_graph, config.serving_graphs.get("files", {}))):
+                onnx_graph_file(bundle_dir, config)
         except GraphError as error:
             raise GraphError(f"{bundle_dir}'s serving graphs are not fit to publish: {error} "
                              f"Export them again: python -m training.export_graphs {bundle_dir}") from error
