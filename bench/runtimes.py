@@ -162,8 +162,8 @@ def onnx_file(network, network_input, folder) -> tuple[Path, str]:
 
 
 def onnxruntime_forward(network, network_input, folder, spinning: bool = True):
-    """ONNX Runtime on the CPU; by default its worker threads spin while a pass runs and stop when it
-    returns, as the app's (spinning on after it would slow whichever runtime is timed next)."""
+    """ONNX Runtime on the CPU; by default its worker threads may spin while a pass runs; they stop
+    when it returns, as the app's (spinning on after it would slow whichever runtime is timed next)."""
     import onnxruntime
 
     path, notes = onnx_file(network, network_input, folder)

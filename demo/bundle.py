@@ -504,16 +504,18 @@ def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
     try:
         graph = CarriedOnnxGraph(data, tuple(input_shape) if input_shape else None,
                                  keras_model=lambda: load_keras_model(bundle_dir))
-        origin = graph.source()
-        answer = graph.session.run(None, {graph.session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
     except ImportError:
         raise
     except Exception as error:  # not an ONNX file, an op it lacks, ...
         raise GraphError(f"ONNX Runtime could not run {name}: {error}") from error
     expected = {"model_sha256": config.model_sha256, "input_shape": input_shape}
-    if origin != expected:
+    if graph.source() != expected:
         raise GraphError(f"{name} was converted from another model or for another input: it records "
-                         f"{origin}, not {expected}.")
+                         f"{graph.source()}, not {expected}.")
+    try:
+        answer = graph.session.run(None, {graph.session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
+    except Exception as error:
+        raise GraphError(f"ONNX Runtime could not run {name}: {error}") from error
     if answer.shape != (*planned[:3], 1) or not np.all((answer >= 0) & (answer <= 1)):
         raise GraphError(f"{name} did not answer a {planned} input with probabilities of its size "
                          f"(shape {answer.shape}, values {answer.min()}..{answer.max()}).")

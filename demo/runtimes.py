@@ -1,9 +1,10 @@
 """The network's forward pass on the CPU: an ONNX graph, LiteRT graphs, or TensorFlow.
 
 BENCHMARKS.md (section 4) measures every runtime on the default model through the engine. The
-app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): on 2 cores its
-kernels ran the default model's forward pass in about 0.75 of LiteRT's time, which no LiteRT
-setting matched. Bundles without an ONNX graph are served by LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
+app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): on 2 cores it
+does a photo of the default model in 55.6 ms end to end against LiteRT's 63.1 (its forward pass
+in about 0.8 of LiteRT's), which no LiteRT setting matched. Bundles without an ONNX graph are
+served by LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
 convolutions) from a graph that stores its weights as float16 (half the file; XNNPACK widens
 them once at load). Int8 weights (dynamic-range quantisation) looked cheaper but measured
 slower on the EfficientNet-Lite models (XNNPACK has no fast int8-weight depthwise kernels):
@@ -44,8 +45,6 @@ LITERT_FLOAT32 = "litert-float32"
 LITERT_INT8 = "litert-int8"  # int8 weights (dynamic-range quantisation), float32 activations
 RUNTIMES = (ONNX_RUNTIME, LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW)
 DEFAULT_RUNTIME = ONNX_RUNTIME
-# The runtimes that serve graphs a bundle carries, rather than its model.keras.
-CARRIED_GRAPH_RUNTIMES = (ONNX_RUNTIME, LITERT)
 # Human names, for the page and the benchmark.
 RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime (float16 weights)",
                  LITERT: "LiteRT (XNNPACK, float16 weights)",
@@ -263,8 +262,9 @@ class CarriedOnnxGraph:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = usable_cores()
         options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
-        # Worker threads spin while a pass runs (the speed: BENCHMARKS.md, section 4) and stop when it
-        # returns, so they take no core from the web server between photos (measured: no slower).
+        # Worker threads stop spinning when a pass returns, so they take no core from the web server
+        # between photos: left spinning (the default), they slowed the next thing run by up to 1.7x,
+        # measured; within a pass, spinning or not measured the same (BENCHMARKS.md, section 4).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         if shape:
             for name, size in zip(ONNX_DIMENSIONS, shape[1:3]):

@@ -78,6 +78,12 @@ def test_a_new_bundle_carries_graphs_converted_from_its_own_model(tiny_bundle_di
     for entry in record["files"].values():
         assert entry["max_difference_from_keras"] < 0.05  # both store float16 weights
     assert record["files"][ONNX_GRAPH]["runtime"] == ONNX_RUNTIME and record["files"][ONNX_GRAPH]["weights"] == "float16"
+    import onnx
+
+    # Its weights are stored as float16 (the size of the LiteRT graph), each widened by a Cast node.
+    stored = onnx.load(tiny_bundle_dir / ONNX_GRAPH).graph.initializer
+    weights = [weight for weight in stored if int(np.prod(weight.dims)) >= 16]
+    assert weights and {weight.data_type for weight in weights} == {onnx.TensorProto.FLOAT16}
 
 
 def test_the_onnx_graph_answers_as_model_keras_does_at_every_shape(tiny_bundle, keras_reference):
