@@ -232,6 +232,26 @@ def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epo
         np.testing.assert_array_equal(kept, shipped)
 
 
+def test_weight_averaging_carries_across_the_unfreezing(camvid_dir, tmp_path):
+    import keras
+
+    from training.data import load_split, make_dataset
+
+    # The frozen phase ends with its averaged weights in the model; the unfrozen phase's new optimizer
+    # must start from those, not swap them for averages it has not built yet (this once crashed).
+    arguments = ["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), "--architecture",
+                 "efficientnet-lite0-unet", "--encoder-weights", "none", "--input-size", "64x96", "--batch-size", "2",
+                 "--limit", "2", "--verbose", "0", "--epochs", "3", "--frozen-epochs", "1", "--keep", "last",
+                 "--ema", "0.5", "--encoder-learning-rate", "1e-4"]
+    assert train.main(arguments) == 0
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras")
+    assert last.optimizer.use_ema and last.optimizer.encoder_rate_factor != 1.0
+    images, masks, _ = load_split(camvid_dir, "val", (64, 96), limit=2)
+    results = last.evaluate(make_dataset(images, masks, 2, stride=32), return_dict=True, verbose=0)
+    assert results["loss"] == pytest.approx(float(log_rows(tmp_path)[-1]["val_loss"]), rel=1e-4)
+    assert all(np.isfinite(weights).all() for weights in last.get_weights())
+
+
 def test_frozen_epochs_need_a_pretrained_encoder(camvid_dir, tmp_path):
     with pytest.raises(SystemExit, match="no pretrained encoder"):
         run_training(camvid_dir, tmp_path, "--epochs", "2", "--frozen-epochs", "1")

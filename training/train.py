@@ -186,12 +186,14 @@ def run(config: TrainingConfig) -> int:
         else:
             model = build_training_model(config, total_steps=steps_per_epoch * config.epochs)
     tracker = TrainingState(run_dir, patience=config.patience, state=state)
-    # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
-    # (A resumed run starts from the averaged weights of its last checkpoint.)
-    averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
     log = keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)
 
     def fit(model, until_epoch):
+        # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
+        # (A resumed run starts from the averaged weights of its last checkpoint.) Each phase gets its own
+        # swapper: the first phase ends with its averages in the model, and the unfrozen phase's new
+        # optimizer starts its averages from them, so there is nothing to swap back at its first epoch.
+        averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
         model.fit(train_data.repeat(), epochs=until_epoch, initial_epoch=tracker.epoch,
                   steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
                   callbacks=[*averaging, tracker, log], verbose=config.verbose)
