@@ -237,8 +237,8 @@ def test_weight_averaging_carries_across_the_unfreezing(camvid_dir, tmp_path):
 
     from training.data import load_split, make_dataset
 
-    # The frozen phase ends with its averaged weights in the model; the unfrozen phase's new optimizer
-    # must start from those, not swap them for averages it has not built yet (this once crashed).
+    # Averaging starts at the unfreezing: the unfrozen phase's new optimizer has no averages to swap back
+    # at its first epoch (this once crashed), and the decoder's random start is not averaged in.
     arguments = ["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), "--architecture",
                  "efficientnet-lite0-unet", "--encoder-weights", "none", "--input-size", "64x96", "--batch-size", "2",
                  "--limit", "2", "--verbose", "0", "--epochs", "3", "--frozen-epochs", "1", "--keep", "last",
@@ -250,6 +250,10 @@ def test_weight_averaging_carries_across_the_unfreezing(camvid_dir, tmp_path):
     results = last.evaluate(make_dataset(images, masks, 2, stride=32), return_dict=True, verbose=0)
     assert results["loss"] == pytest.approx(float(log_rows(tmp_path)[-1]["val_loss"]), rel=1e-4)
     assert all(np.isfinite(weights).all() for weights in last.get_weights())
+    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["ema"] == 0.5
+    # The frozen epoch's checkpoint was written by an optimizer that averaged nothing.
+    compiled = train.build_training_model(train.parse_args(arguments), total_steps=10)
+    assert not compiled.optimizer.use_ema
 
 
 def test_frozen_epochs_need_a_pretrained_encoder(camvid_dir, tmp_path):

@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate: cosine decay to 1%% over the run, or constant")
     parser.add_argument("--ema", type=float, metavar="MOMENTUM",
                         help="validate, keep and ship an exponential moving average of the weights "
-                             "(Polyak averaging, e.g. 0.99), not the last step's")
+                             "(Polyak averaging, e.g. 0.99), not the last step's; with --frozen-epochs, "
+                             "averaged from the unfreezing on")
     parser.add_argument("--loss", choices=["bce", "dice", "bce+dice"], default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet",
@@ -190,10 +191,9 @@ def run(config: TrainingConfig) -> int:
 
     def fit(model, until_epoch):
         # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
-        # (A resumed run starts from the averaged weights of its last checkpoint.) Each phase gets its own
-        # swapper: the first phase ends with its averages in the model, and the unfrozen phase's new
-        # optimizer starts its averages from them, so there is nothing to swap back at its first epoch.
-        averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema else []
+        # (A resumed run starts from the averaged weights of its last checkpoint.) Asked of the optimizer,
+        # as a frozen encoder's phase averages nothing (see build_training_model).
+        averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
         model.fit(train_data.repeat(), epochs=until_epoch, initial_epoch=tracker.epoch,
                   steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
                   callbacks=[*averaging, tracker, log], verbose=config.verbose)
@@ -316,7 +316,9 @@ def build_training_model(config: TrainingConfig, total_steps: int):
     if config.init_from:
         model.set_weights(load_initial_weights(config.init_from))
     schedule = "constant" if config.frozen_epochs else config.schedule
-    compile_model(config, model, config.learning_rate, schedule, total_steps)
+    # --ema averages from the unfreezing on: the decoder's first steps from random weights are not
+    # worth averaging (at 0.99, two epochs' average would still be half the random start).
+    compile_model(config, model, config.learning_rate, schedule, total_steps, average_weights=not config.frozen_epochs)
     return model
 
 
@@ -334,7 +336,7 @@ def unfreeze_encoder(config: TrainingConfig, model, total_steps: int) -> None:
 
 
 def compile_model(config: TrainingConfig, model, learning_rate: float, schedule: str, total_steps: int,
-                  encoder_variables=(), encoder_rate_factor: float = 1.0) -> None:
+                  encoder_variables=(), encoder_rate_factor: float = 1.0, average_weights: bool = True) -> None:
     import keras
 
     from training.losses import make_loss, training_metrics
@@ -342,7 +344,7 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
-    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
+    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema and average_weights else {}
     optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor, **averaging) \
         if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate, **averaging)
     model.compile(optimizer=optimizer, loss=make_loss(config.loss), metrics=training_metrics())
