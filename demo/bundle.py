@@ -502,8 +502,10 @@ def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
                          f"{'takes only one' if config.fixed_input else 'is fully convolutional'}.")
     planned = canonical_input_shape(config)
     try:
+        # Checked with the session the app runs most photos through (fixed to 4:3 photos' shape),
+        # so this pass also warms it; the any-shape session waits for the first photo of another shape.
         graph = CarriedOnnxGraph(data, tuple(input_shape) if input_shape else None,
-                                 keras_model=lambda: load_keras_model(bundle_dir))
+                                 keras_model=lambda: load_keras_model(bundle_dir), first_shape=planned)
     except ImportError:
         raise
     except Exception as error:  # not an ONNX file, an op it lacks, ...
@@ -513,7 +515,8 @@ def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
         raise GraphError(f"{name} was converted from another model or for another input: it records "
                          f"{graph.source()}, not {expected}.")
     try:
-        answer = graph.session.run(None, {graph.session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
+        session = graph.session_for(planned)
+        answer = session.run(None, {session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
     except Exception as error:
         raise GraphError(f"ONNX Runtime could not run {name}: {error}") from error
     if answer.shape != (*planned[:3], 1) or not np.all((answer >= 0) & (answer <= 1)):

@@ -225,36 +225,51 @@ class OnnxRuntimeForward:
     Photos fed at `canonical_shape` (4:3 ones, the most) run a session whose free height and
     width are fixed to it, which ONNX Runtime plans once and runs about 10% faster than the
     any-shape session (measured on 2 cores); a photo of another shape runs the session of the
-    same graph left free. One pass at a time per graph (its lock).
+    same graph left free, made when the first such photo comes. One pass at a time per graph (its lock).
     """
 
     def __init__(self, graph: "CarriedOnnxGraph", canonical_shape: tuple | None):
         self._graph = graph
         self._canonical_shape = tuple(canonical_shape) if canonical_shape else None
-        self._sessions = {None: graph.session}
-        if self._canonical_shape and graph.fixed_shape is None:
-            self._sessions[self._canonical_shape] = graph.new_session(self._canonical_shape)
+        if self._canonical_shape:
+            graph.session_for(self._canonical_shape)  # made (and run once) by the bundle's check already
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)
-        session = self._sessions.get(batch.shape) or self._sessions[None]
+        shape = self._canonical_shape if batch.shape == self._canonical_shape else None
         with self._graph.lock:
+            session = self._graph.session_for(shape)
             return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
 
 class CarriedOnnxGraph:
     """A bundle's ONNX graph (float16 weights, float32 arithmetic), checked and loaded by `demo.bundle.load_onnx_graph`.
 
-    `session`: an ONNX Runtime session of it, already run once; `new_session(shape)` makes
-    another with the graph's free height and width fixed to (1, H, W, 3) `shape`. `fixed_shape`
+    Sessions are made when first needed, one per shape asked for (`session_for`), the first at
+    construction (for `first_shape`), so bytes ONNX Runtime cannot load fail here. `fixed_shape`
     is the one shape a graph of a fixed-size model takes (None: any).
     """
 
-    def __init__(self, data: bytes, fixed_shape: tuple | None, keras_model: Callable[[], object]):
+    def __init__(self, data: bytes, fixed_shape: tuple | None, keras_model: Callable[[], object],
+                 first_shape: tuple | None = None):
         self._data, self.fixed_shape = data, fixed_shape
-        self.session = self.new_session(None)
         self._keras_model, self._loaded_model = keras_model, None
         self.lock = threading.Lock()
+        self._sessions: dict[tuple | None, object] = {}
+        self.session_for(first_shape)
+
+    @property
+    def session(self):
+        """The session that takes any height and width (for a fixed-size model's graph, its one shape)."""
+        return self.session_for(None)
+
+    def session_for(self, shape: tuple | None):
+        """The session for (1, H, W, 3) inputs of `shape`, its free height and width fixed to it, or
+        (None, or a fixed-size model's graph) the graph as it is. Callers serialise on `lock`."""
+        key = None if shape is None or self.fixed_shape is not None else tuple(shape)
+        if key not in self._sessions:
+            self._sessions[key] = self.new_session(key)
+        return self._sessions[key]
 
     def new_session(self, shape: tuple | None):
         import onnxruntime
@@ -275,7 +290,8 @@ class CarriedOnnxGraph:
         """What the graph records of its origin (`GRAPH_SOURCE_METADATA`), or None."""
         import json
 
-        recorded = self.session.get_modelmeta().custom_metadata_map.get(GRAPH_SOURCE_METADATA)
+        any_session = next(iter(self._sessions.values()))  # every session holds the same metadata
+        recorded = any_session.get_modelmeta().custom_metadata_map.get(GRAPH_SOURCE_METADATA)
         return json.loads(recorded) if recorded else None
 
     def keras_model(self):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from demo.bundle import load_keras_model
+from demo.bundle import load_bundle, load_keras_model
 from demo.engine import SegmentationEngine
 from demo.runtimes import LITERT, LITERT_FLOAT32, LITERT_INT8, ONNX_RUNTIME, TENSORFLOW, make_forward
 from helpers import serving_config
@@ -79,11 +79,19 @@ def test_the_int8_any_shape_graph_is_converted_only_when_a_photo_needs_it(keras_
     assert engine._forward._dynamic is not None and engine._forward.plans == 2
 
 
-def test_onnx_runtime_fixes_the_canonical_shape_and_leaves_others_to_the_any_shape_session(engines):
-    sessions = engines[ONNX_RUNTIME]._forward._sessions
-    assert set(sessions) == {None, (1, 192, 240, 3)}  # 180x240 frames, padded to the stride
-    fixed = sessions[(1, 192, 240, 3)].get_inputs()[0].shape
-    assert fixed == [1, 192, 240, 3] and sessions[None].get_inputs()[0].shape == [1, "height", "width", 3]
+def test_onnx_runtime_fixes_the_canonical_shape_and_leaves_others_to_the_any_shape_session(tiny_bundle_dir):
+    bundle = load_bundle(tiny_bundle_dir)  # a fresh load: no photo has run yet
+    engine = SegmentationEngine(bundle.model, bundle.config, runtime=ONNX_RUNTIME)
+    sessions = bundle.model._sessions
+    engine.warm_up()
+    engine.predict_probabilities(photo((720, 960), 0))  # 4:3
+    # At start, and for 4:3 photos, only the session fixed to their shape: 180x240 frames, padded to the stride.
+    assert set(sessions) == {(1, 192, 240, 3)}
+    assert sessions[(1, 192, 240, 3)].get_inputs()[0].shape == [1, 192, 240, 3]
+    portrait = engine.predict_probabilities(photo((480, 360), 0))
+    assert set(sessions) == {None, (1, 192, 240, 3)}  # the any-shape one, made for the first other shape
+    assert sessions[None].get_inputs()[0].shape == [1, "height", "width", 3]
+    np.testing.assert_array_equal(engine.predict_probabilities(photo((480, 360), 0)), portrait)
 
 
 @pytest.mark.parametrize("runtime", [ONNX_RUNTIME, LITERT])
