@@ -251,7 +251,7 @@ def test_weight_averaging_carries_across_the_unfreezing(camvid_dir, tmp_path):
     assert results["loss"] == pytest.approx(float(log_rows(tmp_path)[-1]["val_loss"]), rel=1e-4)
     assert all(np.isfinite(weights).all() for weights in last.get_weights())
     assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["ema"] == 0.5
-    # The frozen epoch's checkpoint was written by an optimizer that averaged nothing.
+    # The frozen phase is compiled with an optimizer that averages nothing.
     compiled = train.build_training_model(train.parse_args(arguments), total_steps=10)
     assert not compiled.optimizer.use_ema
 
