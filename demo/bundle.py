@@ -506,14 +506,15 @@ def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
         # so this pass also warms it; the any-shape session waits for the first photo of another shape.
         graph = CarriedOnnxGraph(data, tuple(input_shape) if input_shape else None,
                                  keras_model=lambda: load_keras_model(bundle_dir), first_shape=planned)
+        origin = graph.source()
     except ImportError:
         raise
-    except Exception as error:  # not an ONNX file, an op it lacks, ...
+    except Exception as error:  # not an ONNX file, an op it lacks, unreadable metadata, ...
         raise GraphError(f"ONNX Runtime could not run {name}: {error}") from error
     expected = {"model_sha256": config.model_sha256, "input_shape": input_shape}
-    if graph.source() != expected:
+    if origin != expected:
         raise GraphError(f"{name} was converted from another model or for another input: it records "
-                         f"{graph.source()}, not {expected}.")
+                         f"{origin}, not {expected}.")
     try:
         session = graph.session_for(planned)
         answer = session.run(None, {session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
