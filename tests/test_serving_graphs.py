@@ -30,7 +30,15 @@ from demo.bundle import (
     sha256_of,
 )
 from demo.engine import SegmentationEngine
-from demo.runtimes import LITERT, ONNX_RUNTIME, TENSORFLOW, CarriedGraphs, CarriedOnnxGraph, graph_source
+from demo.runtimes import (
+    GRAPH_SOURCE_METADATA,
+    LITERT,
+    ONNX_RUNTIME,
+    TENSORFLOW,
+    CarriedGraphs,
+    CarriedOnnxGraph,
+    graph_source,
+)
 from helpers import REPO_ROOT, make_tiny_bundle
 
 # Photo shapes fed at the canonical shape (4:3), on their side, 16:9, 9:16 and odd ones.
@@ -168,6 +176,18 @@ def _record_of_another_model(bundle: Path, name: str) -> None:
     write_config(bundle, config)
 
 
+def _origin_recorded_as_not_json(bundle: Path, name: str) -> None:
+    """A graph whose origin entry is not JSON (a hand-edited or foreign export), its hash recorded."""
+    import onnx
+
+    graph = onnx.load(bundle / name)
+    for entry in graph.metadata_props:
+        if entry.key == GRAPH_SOURCE_METADATA:
+            entry.value = "converted from model.keras, trust me"
+    onnx.save(graph, bundle / name)
+    _record_the_files_hash(bundle, name)
+
+
 def _graph_missing(bundle: Path, name: str) -> None:
     (bundle / name).unlink()
 
@@ -218,6 +238,7 @@ def _an_export_without_onnx(bundle: Path, name: str) -> None:
     (_flip_a_byte, "does not match its config.json"),
     (_truncate_and_record_the_new_hash, "ONNX Runtime could not run graph_any_shape.onnx"),
     (_another_models_graph_recorded_as_this_ones, "was converted from another model or for another input"),
+    (_origin_recorded_as_not_json, "ONNX Runtime could not run graph_any_shape.onnx"),
     (_graph_missing, "is missing from the bundle"),
     (_an_export_without_onnx, "it carries no ONNX graph"),
 ])
