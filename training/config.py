@@ -44,7 +44,7 @@ class TrainingConfig:
     learning_rate: float
     schedule: str  # "cosine" or "constant"
     ema: float | None  # Polyak-averaging momentum, or None
-    loss: str  # "bce", "dice" or "bce+dice"
+    loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)
