@@ -50,10 +50,12 @@ class BceDiceLoss(keras.losses.Loss):
 class BceLovaszLoss(keras.losses.Loss):
     """Binary cross-entropy plus the Lovasz hinge (Berman et al., CVPR 2018), per image.
 
-    The Lovasz hinge is a convex surrogate whose minimum is the image's IoU itself: pixels' hinge
-    errors, sorted worst first, are weighted by how much each one adds to the Jaccard loss. It
-    needs logits; the model ends in a sigmoid, so they are recovered from its clipped probabilities.
-    An image without cars is charged for its most confident false positive.
+    The Lovasz hinge is the tight convex extension of the image's Jaccard loss (1 - IoU), applied to
+    the pixels' hinge errors: sorted worst first, each is weighted by what it adds to the Jaccard loss.
+    It needs logits; the model ends in a sigmoid, so they are recovered from its clipped probabilities.
+    An image without cars is charged for its most confident false positive. The union in the weights
+    is never zero (cars, or else every pixel, count in it), and training crops need no padding
+    weights (see DiceLoss).
     """
 
     def __init__(self, name: str = "bce_lovasz", **kwargs):
