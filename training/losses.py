@@ -6,6 +6,8 @@ IoU, Dice, precision and recall, never averaged per batch.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import keras
 import numpy as np
 from keras import ops
@@ -87,12 +89,19 @@ def lovasz_hinge_per_image(y_true, y_pred):
     return ops.sum(ops.relu(errors_sorted) * ops.stop_gradient(weights), axis=-1)
 
 
+# --loss's choices: each name and what makes that loss.
+LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
+    "bce": lambda: keras.losses.BinaryCrossentropy(name="bce"),
+    "dice": DiceLoss,
+    "bce+dice": BceDiceLoss,
+    "bce+lovasz": BceLovaszLoss,
+}
+
+
 def make_loss(name: str) -> keras.losses.Loss:
-    losses = {"bce": lambda: keras.losses.BinaryCrossentropy(name="bce"), "dice": DiceLoss, "bce+dice": BceDiceLoss,
-              "bce+lovasz": BceLovaszLoss}
-    if name not in losses:
-        raise ValueError(f"Unknown loss '{name}'; choose from {', '.join(losses)}.")
-    return losses[name]()
+    if name not in LOSSES:
+        raise ValueError(f"Unknown loss '{name}'; choose from {', '.join(LOSSES)}.")
+    return LOSSES[name]()
 
 
 def training_metrics(threshold: float = 0.5) -> list:

@@ -27,6 +27,7 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from training.losses import LOSSES
     from training.models import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validate, keep and ship an exponential moving average of the weights "
                              "(Polyak averaging, e.g. 0.99), not the last step's; with --frozen-epochs, "
                              "averaged from the unfreezing on")
-    parser.add_argument("--loss", choices=["bce", "dice", "bce+dice", "bce+lovasz"], default="bce+dice")
+    parser.add_argument("--loss", choices=list(LOSSES), default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="pretrained-encoder architectures: imagenet, none, or (vgg16-unet) hed (HED's VGG16, "
