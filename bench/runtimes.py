@@ -16,6 +16,7 @@ from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 from demo.bundle import load_bundle
 from demo.runtimes import (
+    ARITHMETIC_NAMES,
     LITERT,
     LITERT_FLOAT32,
     LITERT_INT8,
@@ -35,7 +36,7 @@ from demo.runtimes import (
 
 IOU_TOLERANCE = 0.005  # a runtime qualifies for the app if its val IoU stays this close to TensorFlow's
 REFERENCE = "TensorFlow graph (tf.function)"
-SERVED = "ONNX Runtime, float16 weights (the app's runtime, MODEL_RUNTIME=onnxruntime)"
+SERVED = "ONNX Runtime, the bundle's ONNX graph (the app's runtime, MODEL_RUNTIME=onnxruntime)"
 SERVED_LITERT = "LiteRT, float16 weights (MODEL_RUNTIME=litert: bundles without an ONNX graph)"
 CONVERTED_AT_START = "LiteRT, float16 weights, converted from model.keras at start (a bundle without graphs)"
 
@@ -65,7 +66,8 @@ def tensorflow_forward(network, network_input, folder):
 def app_onnx_forward(network, network_input, folder):
     if not isinstance(network, CarriedOnnxGraph):
         raise RuntimeError("this bundle carries no ONNX graph (python -m training.export_graphs exports one)")
-    return ONNX_RUNTIME, "the engine as the app serves it: the ONNX graph the bundle carries (demo/runtimes.py)"
+    return ONNX_RUNTIME, (f"the engine as the app serves it: the ONNX graph the bundle carries, "
+                          f"{ARITHMETIC_NAMES[network.weights]} (demo/runtimes.py)")
 
 
 def app_litert_forward(network, network_input, folder):

@@ -408,6 +408,13 @@ def is_onnx_graph(name: str) -> bool:
     return name.endswith(ONNX_SUFFIX)
 
 
+def onnx_graph_weights(config: BundleConfig) -> str | None:
+    """How the carried ONNX graph computes, as its record says: "float16" (float16 weights, float32
+    arithmetic) or "int8" (int8 weights and uint8 activations); None for a bundle without one."""
+    files = (config.serving_graphs or {}).get("files", {})
+    return next((entry.get("weights", "float16") for name, entry in files.items() if is_onnx_graph(name)), None)
+
+
 def verify_graphs(bundle_dir: Path, config: BundleConfig) -> dict[tuple | None, bytes]:
     """The carried LiteRT graphs' bytes by input shape, once each matches config.json; GraphError saying what does not.
 
@@ -505,7 +512,8 @@ def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
         # Checked with the session the app runs most photos through (fixed to 4:3 photos' shape),
         # so this pass also warms it; the any-shape session waits for the first photo of another shape.
         graph = CarriedOnnxGraph(data, tuple(input_shape) if input_shape else None,
-                                 keras_model=lambda: load_keras_model(bundle_dir), first_shape=planned)
+                                 keras_model=lambda: load_keras_model(bundle_dir), first_shape=planned,
+                                 weights=entry.get("weights", "float16"))
         origin = graph.source()
     except ImportError:
         raise

@@ -21,7 +21,9 @@ Where the LiteRT graphs come from:
   carry no graphs (older ones, a user's own) or whose graphs fail their checks.
 
 - `CarriedOnnxGraph`: the ONNX graph a bundle carries, written beside them by the same command
-  (float16 weights widened once at load, dynamic height and width), checked the same way.
+  (float16 weights widened once at load, dynamic height and width), checked the same way. With
+  `training.export_graphs --int8` it computes in int8 instead, its activation ranges calibrated
+  on training frames: about 0.8x the float graph's time on these CPUs (MODEL_HISTORY.md, round 9).
 
 MODEL_RUNTIME chooses ("onnxruntime", "litert", "litert-float32", "litert-int8" or "tensorflow");
 the last three always run the Keras model. A bundle with no usable ONNX graph is served by LiteRT,
@@ -39,16 +41,19 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TENSORFLOW = "tensorflow"
-ONNX_RUNTIME = "onnxruntime"  # the bundle's ONNX graph: float16 weights in the file, float32 arithmetic
+ONNX_RUNTIME = "onnxruntime"  # the bundle's ONNX graph: float16 weights (float32 arithmetic), or int8 throughout
 LITERT = "litert"  # float16 weights in the file, float32 arithmetic: what bundles carry
 LITERT_FLOAT32 = "litert-float32"
 LITERT_INT8 = "litert-int8"  # int8 weights (dynamic-range quantisation), float32 activations
 RUNTIMES = (ONNX_RUNTIME, LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW)
 DEFAULT_RUNTIME = ONNX_RUNTIME
 # Human names, for the page and the benchmark.
-RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime (float16 weights)",
+RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime",
                  LITERT: "LiteRT (XNNPACK, float16 weights)",
                  LITERT_FLOAT32: "LiteRT (XNNPACK, float32)", LITERT_INT8: "LiteRT (XNNPACK, int8 weights)"}
+# How a carried graph computes, by its record's "weights" (config.json's `serving_graphs`), in words.
+ARITHMETIC_NAMES = {"float16": "float16 weights, float32 arithmetic", "float32": "float32",
+                    "int8": "int8 weights and activations (static quantisation)"}
 # The names an ONNX graph gives its free input dimensions (`training.export_graphs`), which a
 # session may fix to one shape (`OnnxRuntimeForward`).
 ONNX_DIMENSIONS = ("height", "width")
@@ -243,16 +248,18 @@ class OnnxRuntimeForward:
 
 
 class CarriedOnnxGraph:
-    """A bundle's ONNX graph (float16 weights, float32 arithmetic), checked and loaded by `demo.bundle.load_onnx_graph`.
+    """A bundle's ONNX graph (float16 weights and float32 arithmetic, or int8 throughout: ONNX Runtime runs
+    either as it is), checked and loaded by `demo.bundle.load_onnx_graph`.
 
     Sessions are made when first needed, one per shape asked for (`session_for`), the first at
     construction (for `first_shape`), so bytes ONNX Runtime cannot load fail here. `fixed_shape`
-    is the one shape a graph of a fixed-size model takes (None: any).
+    is the one shape a graph of a fixed-size model takes (None: any); `weights`, how it computes, as
+    its record says ("float16" or "int8", `ARITHMETIC_NAMES`).
     """
 
     def __init__(self, data: bytes, fixed_shape: tuple | None, keras_model: Callable[[], object],
-                 first_shape: tuple | None = None):
-        self._data, self.fixed_shape = data, fixed_shape
+                 first_shape: tuple | None = None, weights: str = "float16"):
+        self._data, self.fixed_shape, self.weights = data, fixed_shape, weights
         self._keras_model, self._loaded_model = keras_model, None
         self.lock = threading.Lock()
         self._sessions: dict[tuple | None, object] = {}

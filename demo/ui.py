@@ -33,7 +33,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demo.bundle import Bundle, BundleConfig, atomic_write
+from demo.bundle import Bundle, BundleConfig, atomic_write, onnx_graph_weights
 from demo.engine import (
     SegmentationEngine,
     mask_stats,
@@ -44,7 +44,7 @@ from demo.engine import (
     timed,
 )
 from demo.imaging import ImageError, load_rgb
-from demo.runtimes import RUNTIME_NAMES, release_freed_memory
+from demo.runtimes import ARITHMETIC_NAMES, ONNX_RUNTIME, RUNTIME_NAMES, release_freed_memory
 from demo.safeguards import (
     KeptStore,
     limit_waiting_events_per_session,
@@ -188,6 +188,8 @@ def describe_architecture(config: BundleConfig) -> str:
 SPLIT_NAMES = {"val": "the validation frames", "train": "the training frames"}
 RUNTIME_IN_WORDS = {
     "onnxruntime": "ONNX Runtime, with the weights stored at half precision (float16) and computed at full precision",
+    "onnxruntime-int8": "ONNX Runtime, computing in 8-bit integers (weights and activations, quantised after "
+                        "training with ranges measured on its training frames)",
     "litert": "LiteRT, with the weights stored at half precision (float16) and computed at full precision",
     "litert-float32": "LiteRT",
     "litert-int8": "LiteRT, with the weights stored as 8-bit integers",
@@ -238,7 +240,8 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
         served += f"; model file SHA-256 `{config.model_sha256[:12]}`"
     paragraphs = [what, data, quality]
     if runtime:
-        paragraphs.append(f"**What runs it.** {RUNTIME_IN_WORDS.get(runtime, RUNTIME_NAMES.get(runtime, runtime))}, "
+        words = f"{runtime}-int8" if runtime == ONNX_RUNTIME and onnx_graph_weights(config) == "int8" else runtime
+        paragraphs.append(f"**What runs it.** {RUNTIME_IN_WORDS.get(words, RUNTIME_NAMES.get(runtime, runtime))}, "
                           f"on this server's CPU (`MODEL_RUNTIME={runtime}`).")
     return "\n\n".join([*paragraphs, served + "."])
 
@@ -320,7 +323,8 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE."""
     engine = SegmentationEngine(bundle.model, bundle.config)
     engine.warm_up()  # at start, not on the first user's request
-    logger.info("Serving %s with %s.", bundle.source, RUNTIME_NAMES[engine.runtime])
+    logger.info("Serving %s with %s%s.", bundle.source, RUNTIME_NAMES[engine.runtime],
+                f" ({ARITHMETIC_NAMES[onnx_graph_weights(bundle.config)]})" if engine.runtime == ONNX_RUNTIME else "")
 
     kept = KeptStore(MAX_KEPT_BYTES)
     # The examples' results, for every session: computed when an example is first shown.

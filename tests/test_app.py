@@ -222,3 +222,15 @@ def test_about_the_model_says_what_each_runtime_runs(tiny_bundle, runtime, words
     assert words in about and f"`MODEL_RUNTIME={runtime}`" in about
     if runtime != "litert-int8":
         assert "8-bit" not in about
+
+
+def test_about_the_model_says_when_the_onnx_graph_computes_in_int8(tiny_bundle):
+    record = tiny_bundle.config.serving_graphs
+    entry = record["files"]["graph_any_shape.onnx"]
+    try:
+        entry["weights"] = "int8"  # as `training.export_graphs --int8` records it
+        about = describe_model(tiny_bundle, "onnxruntime")
+    finally:
+        entry["weights"] = "float16"
+    assert "ONNX Runtime, computing in 8-bit integers" in about and "half precision" not in about
+    assert "`MODEL_RUNTIME=onnxruntime`" in about

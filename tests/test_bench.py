@@ -1,10 +1,13 @@
-"""`python -m bench --quick` keeps working: every section of the report is written, with numbers."""
+"""`python -m bench --quick` keeps working: every section of the report is written, with numbers; and
+`python -m bench.compare_bundles` times bundles side by side."""
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bench.runtimes import RUNTIMES
 
@@ -44,6 +47,28 @@ def test_quick_mode_writes_every_section_with_numbers(tmp_path):
     runtime_rows = [line for line in sections[SECTIONS[4]].splitlines()
                     if line.startswith("| ") and not line.startswith("| runtime |")]
     assert len(runtime_rows) == len(RUNTIMES) and not any("| failed |" in row for row in runtime_rows), runtime_rows
-    assert "**The app serves ONNX Runtime, float16 weights (the app's runtime, MODEL_RUNTIME=onnxruntime)** (`demo/runtimes.py`)" in (
+    assert "**The app serves ONNX Runtime, the bundle's ONNX graph (the app's runtime, MODEL_RUNTIME=onnxruntime)** (`demo/runtimes.py`)" in (
         sections[SECTIONS[4]])
     assert "Errors: 0." in sections[SECTIONS[7]], "the app answers every caller"
+
+
+def test_compare_bundles_times_bundles_and_scales_side_by_side(tiny_bundle_dir, capsys):
+    from bench.compare_bundles import main
+
+    assert main([str(tiny_bundle_dir), f"{tiny_bundle_dir}@90x120", "--repeats", "3", "--warmup", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    assert "| 180x240 | ONNX Runtime (float16 weights, float32 arithmetic) |" in rows[0]
+    assert "| 90x120 |" in rows[1]
+    assert rows[0].endswith("| 1.00 |") and float(rows[1].split("|")[-2]) > 0
+
+
+@pytest.mark.parametrize("argument, expected", [
+    ("nowhere", "nowhere"),
+    ("{bundle}@big", "expected HEIGHTxWIDTH"),
+])
+def test_compare_bundles_says_what_is_wrong_with_an_argument(tiny_bundle_dir, tmp_path, capsys, argument, expected):
+    from bench.compare_bundles import main
+
+    assert main([argument.format(bundle=tiny_bundle_dir).replace("nowhere", str(tmp_path / "nowhere"))]) == 1
+    assert expected in capsys.readouterr().err

@@ -311,6 +311,67 @@ def test_export_graphs_adds_graphs_to_an_older_bundle(bundle_copy, capsys):
     assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
 
 
+def test_an_int8_export_computes_in_int8_calibrated_on_training_frames_and_is_served(bundle_copy, camvid_dir,
+                                                                                      keras_reference, capsys):
+    import onnx
+
+    from training.export_graphs import main
+
+    assert main([str(bundle_copy), "--int8", str(camvid_dir)]) == 0
+    assert f"{ONNX_GRAPH}: any height and width, int8 weights" in capsys.readouterr().out
+    config = read_config(bundle_copy)
+    entry = config[GRAPHS_KEY]["files"][ONNX_GRAPH]
+    # Calibrated on the four training frames the fixture has, fed as the engine feeds a 480x360 photo.
+    assert entry["weights"] == "int8" and entry["activations"] == "uint8"
+    assert entry["calibration"] == {"split": "train", "frames": 4, "feed_size": config["input_size"], "method": "minmax"}
+    # Really int8: every convolution's weights are int8 numbers, widened by a DequantizeLinear.
+    graph = onnx.load(bundle_copy / ONNX_GRAPH).graph
+    stored = {weight.name: weight.data_type for weight in graph.initializer}
+    made_by = {output: node for node in graph.node for output in node.output}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    assert convolutions
+    for convolution in convolutions:
+        dequantize = made_by[convolution.input[1]]
+        assert dequantize.op_type == "DequantizeLinear" and stored[dequantize.input[0]] == onnx.TensorProto.INT8
+    # Activations too: the image is quantised on its way in.
+    assert any(node.op_type == "QuantizeLinear" and node.input[0] == "image" for node in graph.node)
+
+    bundle = load_bundle(bundle_copy)
+    assert isinstance(bundle.model, CarriedOnnxGraph)
+    served = SegmentationEngine(bundle.model, bundle.config)
+    assert served.runtime == ONNX_RUNTIME
+    # On real frames its error is a small part of how much model.keras' answer varies over the photo (this
+    # untrained model answers 0.48-0.54): measured 0.1 of it; calibrated on frames scaled to 0-1, 0.8-1.0.
+    from training.data import find_pairs, read_pair
+
+    for pair in find_pairs(camvid_dir, "val"):
+        rgb, _ = read_pair(pair)
+        reference = keras_reference.predict_probabilities(rgb)
+        assert np.abs(served.predict_probabilities(rgb) - reference).mean() < 0.25 * reference.std()
+    for shape in PHOTO_SHAPES:
+        assert served.predict_probabilities(photo(shape)).shape == shape
+
+
+def test_an_int8_export_without_training_frames_says_so_and_leaves_the_bundle_as_it_was(bundle_copy, tmp_path,
+                                                                                         capsys):
+    from training.export_graphs import main
+
+    before = {path.name: path.read_bytes() for path in bundle_copy.iterdir()}
+    assert main([str(bundle_copy), "--int8", str(tmp_path / "nowhere")]) == 1
+    assert "No 'train' split in" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+    assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
+
+
+def test_exporting_an_int8_bundle_again_without_frames_says_its_graph_is_float_now(bundle_copy, camvid_dir, capsys):
+    from training.export_graphs import main
+
+    assert main([str(bundle_copy), "--int8", str(camvid_dir)]) == 0
+    assert main([str(bundle_copy)]) == 0
+    assert "the ONNX graph was int8 and is float now" in capsys.readouterr().out
+    assert read_config(bundle_copy)[GRAPHS_KEY]["files"][ONNX_GRAPH]["weights"] == "float16"
+
+
 def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, capsys):
     import training.export_graphs as export_module
 

@@ -1,13 +1,15 @@
 """Add or refresh a bundle's serving graphs: an ONNX graph and LiteRT graphs, converted from its model.keras.
 
     python -m training.export_graphs BUNDLE_DIR
+    python -m training.export_graphs BUNDLE_DIR --int8 ../shared/data/camvid   # the ONNX graph in int8
 
 The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): the ONNX
 graph with ONNX Runtime (the fastest measured), else the LiteRT ones. For fully
 convolutional models each is one graph with dynamic height and width (named "height" and
 "width" in the ONNX graph, so a session can fix them to the shape most photos come at); for a
 model with one input size, a graph for that size. Both store their weights as float16 (half the
-file; arithmetic is float32). Each
+file; arithmetic is float32), unless `--int8` makes the ONNX graph compute in int8: its activation
+ranges are measured on training frames (`int8_onnx_graph`), so that step needs the dataset. Each
 graph records inside itself the SHA-256 of the model.keras it was converted from and its input
 shape; config.json records each file's SHA-256 (`serving_graphs`), and the model card lists them.
 model.keras stays the source of truth: run this again whenever it changes (training.train and
@@ -34,13 +36,15 @@ from demo.bundle import (
     load_graphs,
     load_keras_model,
     load_onnx_graph,
+    onnx_graph_weights,
+    read_config,
     replace_folder,
     sha256_of,
     staging_folder_beside,
     verify_bundle,
     write_config,
 )
-from demo.engine import canonical_input_shape
+from demo.engine import canonical_input_shape, feed_size, pad_to_multiple, resize_image
 from demo.runtimes import (
     GRAPH_SOURCE_METADATA,
     GRAPH_WEIGHTS,
@@ -53,19 +57,21 @@ from demo.runtimes import (
     run_interpreter,
     tflite_flatbuffer,
 )
+from training.data import DataError, find_pairs, read_pair
 
 # What the carried LiteRT graphs are (the record's "runtime" and "weights"; the ONNX graph's entry names its own).
 GRAPH_RUNTIME = "LiteRT (XNNPACK), float16 weights, float32 arithmetic"
+CALIBRATION_FRAMES = 64  # training frames an int8 ONNX graph's activation ranges are measured on
 
 
 def graph_file_name(shape: tuple | None, suffix: str = ".tflite") -> str:
     return f"graph_{shape[1]}x{shape[2]}{suffix}" if shape else f"graph_any_shape{suffix}"
 
 
-def onnx_graph(model, shape: tuple | None, source: dict) -> bytes:
+def onnx_graph(model, shape: tuple | None, source: dict, float16_weights: bool = True) -> bytes:
     """The model's inference graph in ONNX (Keras' export, tf2onnx underneath), with its free height
-    and width named `ONNX_DIMENSIONS`, its weights stored as float16 (`with_float16_weights`) and
-    `source` stored as JSON in its metadata."""
+    and width named `ONNX_DIMENSIONS`, its weights stored as float16 (`with_float16_weights`; float32
+    with `float16_weights=False`) and `source` stored as JSON in its metadata."""
     import tempfile
     import warnings
 
@@ -83,9 +89,62 @@ def onnx_graph(model, shape: tuple | None, source: dict) -> bytes:
         for tensor in (*graph.graph.input, *graph.graph.output):
             for dimension, name in zip(tensor.type.tensor_type.shape.dim[1:3], ONNX_DIMENSIONS):
                 dimension.dim_param = name
-    with_float16_weights(graph)
+    if float16_weights:
+        with_float16_weights(graph)
     graph.metadata_props.add(key=GRAPH_SOURCE_METADATA, value=json.dumps(source))
     return graph.SerializeToString()
+
+
+def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.ndarray]) -> bytes:
+    """`onnx_graph` with int8 arithmetic: ONNX Runtime's static quantisation (QDQ format) with int8
+    weights per output channel and uint8 activations whose ranges are the largest and smallest values
+    seen on `frames` (calibration photos as the engine feeds them, (1, H, W, 3) float32).
+
+    Weights keep 7 bits (`reduce_range`): CPUs without VNNI multiply uint8 by int8 in 16-bit sums
+    that 8-bit weights can overflow. ONNX Runtime runs the quantised convolutions as QLinearConv:
+    MODEL_HISTORY.md (round 9) has the speed and the held-out IoU against the float graph.
+    """
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Frames(CalibrationDataReader):
+        def __init__(self):
+            self._frames = iter(frames)
+
+        def get_next(self):
+            frame = next(self._frames, None)
+            return None if frame is None else {"image": frame}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path, prepared, quantised = (Path(scratch) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        float_path.write_bytes(onnx_graph(model, shape, source, float16_weights=False))
+        # Shapes inferred and the graph optimised by ONNX Runtime before quantising, as its documentation
+        # advises; its symbolic shape inference would need sympy, and ONNX's own suffices here.
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantised), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        graph = onnx.load(quantised)
+    del graph.metadata_props[:]  # the source again, once, whatever the quantiser kept
+    graph.metadata_props.add(key=GRAPH_SOURCE_METADATA, value=json.dumps(source))
+    return graph.SerializeToString()
+
+
+def calibration_frames(data_dir: Path, config: BundleConfig, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
+    """`count` frames spread evenly over `data_dir`'s training split, each resized and padded as the
+    engine feeds a photo of its size: what the int8 graph's activation ranges are measured on."""
+    pairs = find_pairs(data_dir, "train")
+    chosen = [pairs[index] for index in np.unique(np.linspace(0, len(pairs) - 1, count).round().astype(int))]
+    frames = []
+    for pair in chosen:
+        image, _ = read_pair(pair)
+        resized = resize_image(image, feed_size(*image.shape[:2], config))
+        frames.append(pad_to_multiple(resized, config.stride)[np.newaxis].astype(np.float32))
+    return frames
 
 
 def with_float16_weights(graph) -> None:
@@ -124,11 +183,12 @@ def with_source(flatbuffer: bytes, source: dict) -> bytes:
     return bytes(builder.Output())
 
 
-def write_graphs(folder: Path, config: BundleConfig) -> dict:
+def write_graphs(folder: Path, config: BundleConfig, calibration_dir: Path | None = None) -> dict:
     """Convert `folder`/model.keras into the graphs the app needs, written into `folder`; return
     config.json's record of them. The Keras model is read back from the file, in safe mode, so
     the graphs are what that file computes; each graph's largest difference from it on a probe
-    image is recorded."""
+    image is recorded. With `calibration_dir` (a CamVid root), the ONNX graph computes in int8,
+    calibrated on its training frames (`int8_onnx_graph`)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from training.bundle import library_versions
@@ -155,32 +215,46 @@ def write_graphs(folder: Path, config: BundleConfig) -> dict:
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
-    files.update(write_onnx_graph(folder, config, model, probe, expected))
+    files.update(write_onnx_graph(folder, config, model, probe, expected, calibration_dir))
     return {"runtime": GRAPH_RUNTIME, "weights": GRAPH_WEIGHTS[LITERT], "model_sha256": config.model_sha256,
             "files": files,
             "converted_with": library_versions()}
 
 
-def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarray, expected: np.ndarray) -> dict:
-    """The ONNX graph of `model` written into `folder`, and its entry in config.json's record."""
+def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarray, expected: np.ndarray,
+                     calibration_dir: Path | None = None) -> dict:
+    """The ONNX graph of `model` written into `folder` (int8 if `calibration_dir` is given), and its
+    entry in config.json's record."""
     shape = None if not config.fixed_input else canonical_input_shape(config)
     input_shape = list(shape) if shape else None
+    source = {"model_sha256": config.model_sha256, "input_shape": input_shape}
+    details = {"weights": "float16"}
     try:
-        data = onnx_graph(model, shape, {"model_sha256": config.model_sha256, "input_shape": input_shape})
-    except Exception as error:  # an op tf2onnx lacks, say
+        if calibration_dir is None:
+            data = onnx_graph(model, shape, source)
+        else:
+            frames = calibration_frames(calibration_dir, config)
+            data = int8_onnx_graph(model, shape, source, frames)
+            details = {"weights": "int8", "activations": "uint8",
+                       "calibration": {"split": "train", "frames": len(frames), "feed_size": list(config.input_size),
+                                       "method": "minmax"}}
+    except DataError:
+        raise
+    except Exception as error:  # an op tf2onnx or the quantiser lacks, say
         raise BundleError(f"the ONNX export failed for input {shape or 'of any shape'}: {first_line(error)}") from error
     release_freed_memory()
     session = CarriedOnnxGraph(data, shape, keras_model=lambda: model).session
     difference = float(np.max(np.abs(session.run(None, {session.get_inputs()[0].name: probe})[0] - expected)))
     name = graph_file_name(shape, ".onnx")
     (folder / name).write_bytes(data)
-    return {name: {"runtime": ONNX_RUNTIME, "weights": "float16", "input_shape": input_shape,
+    return {name: {"runtime": ONNX_RUNTIME, **details, "input_shape": input_shape,
                    "sha256": sha256_of(folder / name), "bytes": len(data),
                    "max_difference_from_keras": round(difference, 4)}}
 
 
-def export_graphs(bundle_dir: Path) -> dict:
-    """Give the bundle at `bundle_dir` fresh graphs (replacing any it has); return their record."""
+def export_graphs(bundle_dir: Path, calibration_dir: Path | None = None) -> dict:
+    """Give the bundle at `bundle_dir` fresh graphs (replacing any it has); return their record. With
+    `calibration_dir`, its ONNX graph computes in int8 (`write_graphs`)."""
     from training.model_card import write_model_card
 
     bundle_dir = Path(bundle_dir)
@@ -191,7 +265,7 @@ def export_graphs(bundle_dir: Path) -> dict:
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
                         ignore=lambda folder, names: [name for name in names
                                                       if name.startswith(".") or name.endswith((".tflite", ".onnx"))])
-        config.serving_graphs = write_graphs(staging, config)
+        config.serving_graphs = write_graphs(staging, config, calibration_dir)
         write_config(staging, config)
         load_graphs(staging, config)  # the app's own checks, before anything is replaced
         load_onnx_graph(staging, config)
@@ -207,16 +281,25 @@ def export_graphs(bundle_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.export_graphs", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="bundle folder (model.keras + config.json)")
+    parser.add_argument("--int8", type=Path, metavar="DATA_DIR",
+                        help="make the ONNX graph compute in int8, calibrated on this CamVid root's training frames "
+                             f"({CALIBRATION_FRAMES} of them, spread over the split): a training-time step, since "
+                             "the frames are needed")
     args = parser.parse_args(argv)
     try:
-        record = export_graphs(args.bundle)
-    except BundleError as error:
+        was_int8 = onnx_graph_weights(read_config(args.bundle)) == "int8"
+        record = export_graphs(args.bundle, args.int8)
+    except (BundleError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for name, entry in record["files"].items():
         shape = "x".join(map(str, entry["input_shape"][1:3])) if entry["input_shape"] else "any height and width"
-        print(f"{args.bundle / name}: {shape}, {entry['bytes'] / 2**20:.1f} MiB, SHA-256 {entry['sha256'][:12]}..., "
-              f"largest difference from model.keras on a probe image {entry['max_difference_from_keras']}")
+        print(f"{args.bundle / name}: {shape}, {entry.get('weights', record['weights'])} weights, {entry['bytes'] / 2**20:.1f} MiB, "
+              f"SHA-256 {entry['sha256'][:12]}..., largest difference from model.keras on a random probe image "
+              f"{entry['max_difference_from_keras']}")
+    if was_int8 and not args.int8:
+        print("note: the ONNX graph was int8 and is float now; --int8 DATA_DIR makes it int8 again "
+              "(then re-run training.evaluate, whose figures were measured with the int8 graph)")
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, read_config
-from demo.runtimes import LITERT, RUNTIME_NAMES
+from demo.runtimes import ARITHMETIC_NAMES, LITERT, RUNTIME_NAMES
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -63,15 +63,17 @@ config = json.load(open("config.json"))                           # input size, 
 ## Serving graphs
 
 What the app runs, converted from `model.keras`, so serving needs neither TensorFlow nor Keras:
-the ONNX graph with ONNX Runtime, the faster; else the LiteRT graphs. Both store their weights as
-float16 and compute in float32. Each records the SHA-256 of the `model.keras` it came from;
-`config.json` (`serving_graphs`) records each file's.
+the ONNX graph with ONNX Runtime, the faster; else the LiteRT graphs. The runtime column says how each
+computes: float16 weights with float32 arithmetic, or int8 weights and activations (`training.export_graphs
+--int8`, ranges calibrated on training frames). Each records the SHA-256 of the `model.keras` it came
+from; `config.json` (`serving_graphs`) records each file's.
 
 | file | runtime | input | size | SHA-256 | largest difference from model.keras (probe image) |
 |---|---|---|---|---|---|
 {% for name, entry in graphs %}| `{{ name }}` | {{ entry.runtime_text }} | {{ entry.input_text }} | {{ entry.size_text }} | `{{ entry.sha256[:16] }}...` | {{ entry.max_difference_from_keras }} |
 {% endfor %}
-Regenerate them after any change to `model.keras`: `python -m training.export_graphs BUNDLE_DIR`.
+Regenerate them after any change to `model.keras`: `python -m training.export_graphs BUNDLE_DIR`
+(with `--int8 DATA_DIR` for an int8 ONNX graph).
 {% endif %}
 ## Limitations
 
@@ -195,10 +197,12 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
 def graph_rows(config: BundleConfig) -> list[tuple[str, dict]]:
     """(file name, its record with `input_text` and `size_text`) for each serving graph config.json lists."""
     rows = []
-    for name, entry in sorted((config.serving_graphs or {}).get("files", {}).items()):
+    record = config.serving_graphs or {}
+    for name, entry in sorted(record.get("files", {}).items()):
         shape = entry["input_shape"]
+        arithmetic = ARITHMETIC_NAMES.get(entry.get("weights", record.get("weights", "float16")), "")
         rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
-                            "runtime_text": RUNTIME_NAMES[entry.get("runtime", LITERT)],
+                            "runtime_text": f"{RUNTIME_NAMES[entry.get('runtime', LITERT)]} ({arithmetic})",
                             "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
     return rows
 
