@@ -12,7 +12,7 @@ import numpy as np
 
 from demo.bundle import BundleConfig
 from demo.engine import canonical_input_shape, median_ms
-from demo.runtimes import RUNTIME_NAMES, TENSORFLOW, keras_model_of, make_forward
+from demo.runtimes import ARITHMETIC_NAMES, ONNX_RUNTIME, RUNTIME_NAMES, TENSORFLOW, keras_model_of, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9
 CONVOLUTION_TYPES = {"Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative"}
@@ -113,7 +113,8 @@ def measure_forward(name: str, network, config: BundleConfig, network_input: tup
     served_forward, runtime = make_forward(network, None, canonical_input_shape(config),
                                            any_shape=not config.fixed_input)
     if runtime != TENSORFLOW:
-        result.served_runtime = RUNTIME_NAMES[runtime]
+        result.served_runtime = RUNTIME_NAMES[runtime] + (
+            f" ({ARITHMETIC_NAMES[network.weights]})" if runtime == ONNX_RUNTIME else "")
         result.served_forward_ms = median_ms(lambda: served_forward(pixels), repeats, warmup)
     else:
         result.served_error = "no graph runtime could load the model (the app would fall back to TensorFlow)"

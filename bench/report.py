@@ -245,7 +245,9 @@ def served_rate_sentence(entry: ForwardEfficiency, matmul: dict[str, float]) -> 
     fraction = entry.served_gflop_per_s / matmul_rate
     return (f" {entry.served_runtime}, as the app runs this model, does the same pass in {entry.served_forward_ms:.1f} ms "
             f"against TensorFlow's {entry.forward_ms:.1f} ms: {entry.served_gflop_per_s:.1f} GFLOP/s, "
-            f"{fraction:.2f} of the matmul rate, "
+            f"{fraction:.2f} of the matmul rate"
+            + (" (its multiply-adds are in int8, counted as the float model's)" if "int8" in entry.served_runtime else "")
+            + ", "
             + ("which meets the target." if fraction >= TARGET_FRACTION_OF_MATMUL else
                f"short of the target by {TARGET_FRACTION_OF_MATMUL - fraction:.2f}."))
 
@@ -318,7 +320,8 @@ def time_share(widths, total_ms: float) -> str:
 
 def served_runtime_verdict(runtimes: list[RuntimeResult], reference: RuntimeResult) -> str:
     """What the app serves, and whether this run confirms it: within IOU_TOLERANCE of TensorFlow's
-    val IoU and as fast as the fastest runtime that is (or not told apart from it)."""
+    val IoU and as fast as the fastest runtime that is (or not told apart from it). An int8 graph,
+    chosen on held-out drives, has its val IoU reported rather than held to that tolerance."""
     served = next(result for result in runtimes if result.name == SERVED)
     if served.error or served.val_iou is None or reference.val_iou is None:
         return f"**The app serves {SERVED}**, which this run could not measure: {served.error or 'no val IoU'}."
@@ -327,6 +330,15 @@ def served_runtime_verdict(runtimes: list[RuntimeResult], reference: RuntimeResu
                f"(Δ {change:+.4f} against TensorFlow), {served.latency.median:.1f} ms per photo against "
                f"TensorFlow's {reference.latency.median:.1f} ms ({reference.latency.median / served.latency.median:.2f}x).")
     chosen, ties = recommend(runtimes)
+    if served.int8:
+        # Quantising moves probabilities; whether that costs IoU is measured where the product is judged.
+        return verdict + (" Its graph computes in int8, chosen on drives held out of training rather than on "
+                          "val (MODEL_HISTORY.md, round 9), so its val IoU is reported here, not held to "
+                          f"{IOU_TOLERANCE} of TensorFlow's. "
+                          + (f"Of the float runtimes, the fastest within {IOU_TOLERANCE} of TensorFlow's val IoU "
+                             f"is {chosen.name} ({chosen.latency.median:.1f} ms, "
+                             f"{chosen.latency.median / served.latency.median:.2f}x the app's time)."
+                             if chosen else "No float runtime kept TensorFlow's val IoU in this run."))
     if abs(change) > IOU_TOLERANCE:
         return verdict + (f" **Its val IoU is not within {IOU_TOLERANCE} of TensorFlow's: the app should serve "
                           f"{chosen.name if chosen else REFERENCE} instead.**")

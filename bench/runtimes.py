@@ -49,6 +49,7 @@ class RuntimeResult:
     max_probability_change: float | None = None  # against TensorFlow, on the benchmark photo
     notes: str = ""
     error: str = ""
+    int8: bool = False  # computes in int8: chosen on held-out drives, so val IoU is reported, not a criterion
 
 
 class RuntimeEngine(SegmentationEngine):
@@ -233,6 +234,7 @@ def measure_runtimes(bundle, photo_path: Path, data_dir: Path, repeats: int, war
                     RuntimeEngine(network, bundle.config, forward)
                 if engine.runtime != (forward if isinstance(forward, str) else TENSORFLOW):
                     raise RuntimeError(f"the engine fell back to {engine.runtime} (see the log)")
+                results[name].int8 = getattr(network, "weights", None) == "int8" and engine.runtime == ONNX_RUNTIME
                 results[name].max_probability_change = float(np.abs(
                     engine.predict_probabilities(photo) - reference_probabilities).max())
                 engines[name] = engine

@@ -53,7 +53,7 @@ RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime",
                  LITERT_FLOAT32: "LiteRT (XNNPACK, float32)", LITERT_INT8: "LiteRT (XNNPACK, int8 weights)"}
 # How a carried graph computes, by its record's "weights" (config.json's `serving_graphs`), in words.
 ARITHMETIC_NAMES = {"float16": "float16 weights, float32 arithmetic", "float32": "float32",
-                    "int8": "int8 weights and activations (static quantisation)"}
+                    "int8": "int8 weights and activations, statically quantised"}
 # The names an ONNX graph gives its free input dimensions (`training.export_graphs`), which a
 # session may fix to one shape (`OnnxRuntimeForward`).
 ONNX_DIMENSIONS = ("height", "width")

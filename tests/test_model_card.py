@@ -77,3 +77,22 @@ def test_card_says_how_a_pretrained_encoder_was_fine_tuned():
     assert "then everything at 0.001, the encoder's" in build_model_card(BundleConfig.from_dict(one_rate)).text
     hed = {**CONFIG, "architecture": "vgg16-unet", "training": {**CONFIG["training"], "encoder_weights": "hed"}}
     assert "Encoder initialised from HED's VGG16" in build_model_card(BundleConfig.from_dict(hed)).text
+
+
+def test_card_says_how_each_graph_computes_and_what_an_int8_one_measured():
+    onnx_entry = {"runtime": "onnxruntime", "weights": "float16", "input_shape": None, "sha256": "a" * 64,
+                  "bytes": 2**20, "max_difference_from_keras": 0.002}
+    graphs = {"runtime": "LiteRT (XNNPACK), float16 weights, float32 arithmetic", "weights": "float16",
+              "model_sha256": "0" * 64, "files": {
+                  "graph_any_shape.tflite": {"input_shape": None, "sha256": "b" * 64, "bytes": 2**20,
+                                             "max_difference_from_keras": 0.001},
+                  "graph_any_shape.onnx": onnx_entry}}
+    text = build_model_card(BundleConfig.from_dict({**CONFIG, "serving_graphs": graphs})).text
+    assert "| `graph_any_shape.onnx` | ONNX Runtime (float16 weights, float32 arithmetic) |" in text
+    assert "| `graph_any_shape.tflite` | LiteRT (float16 weights, float32 arithmetic) |" in text
+    assert "measured through the int8 ONNX graph" not in text
+
+    onnx_entry.update(weights="int8", activations="uint8", max_difference_from_keras=0.14)
+    text = build_model_card(BundleConfig.from_dict({**CONFIG, "serving_graphs": graphs})).text
+    assert "| `graph_any_shape.onnx` | ONNX Runtime (int8 weights and activations, statically quantised) |" in text
+    assert "The figures above were measured through the int8 ONNX graph below, which is what the app serves" in text

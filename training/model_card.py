@@ -5,7 +5,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, read_config
+from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, onnx_graph_weights, read_config
 from demo.runtimes import ARITHMETIC_NAMES, LITERT, RUNTIME_NAMES
 
 CARD_TEMPLATE = """---
@@ -182,7 +182,10 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
          f"{config.input_size_selected_on}, and every figure here was measured at it."
          if config.input_size_selected_on else ""
     ) + (" The metrics above average each photo's answer with its mirror image's (mirrored back), as the app "
-         "does when config.json says `\"test_time_flip\": true`." if config.test_time_flip else "")
+         "does when config.json says `\"test_time_flip\": true`." if config.test_time_flip else ""
+    ) + (" The figures above were measured through the int8 ONNX graph below, which is what the app serves: "
+         "`model.keras` computes in float and answers a little differently, so measure it before relying on "
+         "them for it." if onnx_graph_weights(config) == "int8" else "")
     metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,
@@ -202,7 +205,7 @@ def graph_rows(config: BundleConfig) -> list[tuple[str, dict]]:
         shape = entry["input_shape"]
         arithmetic = ARITHMETIC_NAMES.get(entry.get("weights", record.get("weights", "float16")), "")
         rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
-                            "runtime_text": f"{RUNTIME_NAMES[entry.get('runtime', LITERT)]} ({arithmetic})",
+                            "runtime_text": f"{RUNTIME_NAMES[entry.get('runtime', LITERT)].split(' (')[0]} ({arithmetic})",
                             "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
     return rows
 
