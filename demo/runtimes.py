@@ -1,12 +1,14 @@
 """The network's forward pass on the CPU: an ONNX graph, LiteRT graphs, or TensorFlow.
 
 BENCHMARKS.md (section 4) measures every runtime on the default model through the engine. The
-app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): on 2 cores it
-does a photo of the default model in 55.6 ms end to end against LiteRT's 63.1 (its forward pass
-in about 0.8 of LiteRT's), which no LiteRT setting matched. Bundles without an ONNX graph are
+app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): a float graph did
+a photo of the then default model in 55.6 ms end to end on 2 cores against LiteRT's 63.1, which
+no LiteRT setting matched; the shipped model's int8 graph (static quantisation) does one in 61.0
+ms at a larger feed scale, against 79.4 for a float32 ONNX graph and 97.9 for LiteRT in the same
+run (a slower machine). Bundles without an ONNX graph are
 served by LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
 convolutions) from a graph that stores its weights as float16 (half the file; XNNPACK widens
-them once at load). Int8 weights (dynamic-range quantisation) looked cheaper but measured
+them once at load). LiteRT's int8 weights (dynamic-range quantisation) looked cheaper but measured
 slower on the EfficientNet-Lite models (XNNPACK has no fast int8-weight depthwise kernels):
 on 2 cores, 114 ms against 79 ms at 288x384 with a fixed shape, and 300 ms with dynamic
 height and width against 82 ms for float, which also cost 0.007 val IoU. A float graph with
