@@ -20,7 +20,7 @@ from bench.slider import PHOTO
 from bench.timing import Latency, interleaved_durations_ms
 from demo.bundle import BundleError, load_bundle, onnx_graph_weights
 from demo.engine import SegmentationEngine
-from demo.runtimes import ARITHMETIC_NAMES, ONNX_RUNTIME, RUNTIME_NAMES
+from demo.runtimes import describe_runtime
 from training.data import parse_size
 
 
@@ -37,12 +37,6 @@ def served_engine(path: Path, size: tuple[int, int] | None) -> SegmentationEngin
             raise BundleError(f"{path} holds a fixed-size model: it cannot be fed at {size[0]}x{size[1]}.")
         bundle.config.input_size = size
     return SegmentationEngine(bundle.model, bundle.config)
-
-
-def runtime_text(engine: SegmentationEngine) -> str:
-    if engine.runtime == ONNX_RUNTIME:
-        return f"{RUNTIME_NAMES[ONNX_RUNTIME]} ({ARITHMETIC_NAMES[onnx_graph_weights(engine.config)]})"
-    return RUNTIME_NAMES[engine.runtime]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     for text, engine in engines.items():
         latency = Latency.of(durations[text])
         height, width = engine.config.input_size
-        rows.append([f"`{text}`", f"{height}x{width}", runtime_text(engine), str(latency),
+        runtime = describe_runtime(engine.runtime, onnx_graph_weights(engine.config))
+        rows.append([f"`{text}`", f"{height}x{width}", runtime, str(latency),
                      f"{latency.median / first:.2f}"])
     print(f"One photo ({args.photo.name}) end to end, {args.repeats} interleaved rounds:\n")
     print(table(["bundle", "fed at", "runtime", "latency, ms: median (quartiles)", "ratio to the first"], rows))

@@ -12,7 +12,7 @@ import numpy as np
 
 from demo.bundle import BundleConfig
 from demo.engine import canonical_input_shape, median_ms
-from demo.runtimes import ARITHMETIC_NAMES, ONNX_RUNTIME, RUNTIME_NAMES, TENSORFLOW, keras_model_of, make_forward
+from demo.runtimes import TENSORFLOW, describe_runtime, keras_model_of, make_forward
 
 TARGET_FRACTION_OF_MATMUL = 0.9
 CONVOLUTION_TYPES = {"Conv2D", "Conv2DBackpropInput", "DepthwiseConv2dNative"}
@@ -53,7 +53,7 @@ class ForwardEfficiency:
     gflops_per_image: float
     forward_ms: float  # TensorFlow
     served_forward_ms: float | None = None  # the same pass in the app's runtime
-    served_runtime: str = ""  # which (demo.runtimes.RUNTIME_NAMES)
+    served_runtime: str = ""  # which (demo.runtimes.describe_runtime)
     served_error: str = ""
     op_types: list[OpTypeTime] = field(default_factory=list)
     convolution_widths: list[ConvolutionWidth] = field(default_factory=list)
@@ -113,8 +113,7 @@ def measure_forward(name: str, network, config: BundleConfig, network_input: tup
     served_forward, runtime = make_forward(network, None, canonical_input_shape(config),
                                            any_shape=not config.fixed_input)
     if runtime != TENSORFLOW:
-        result.served_runtime = RUNTIME_NAMES[runtime] + (
-            f" ({ARITHMETIC_NAMES[network.weights]})" if runtime == ONNX_RUNTIME else "")
+        result.served_runtime = describe_runtime(runtime, getattr(network, "weights", None))
         result.served_forward_ms = median_ms(lambda: served_forward(pixels), repeats, warmup)
     else:
         result.served_error = "no graph runtime could load the model (the app would fall back to TensorFlow)"

@@ -246,7 +246,8 @@ def served_rate_sentence(entry: ForwardEfficiency, matmul: dict[str, float]) -> 
     return (f" {entry.served_runtime}, as the app runs this model, does the same pass in {entry.served_forward_ms:.1f} ms "
             f"against TensorFlow's {entry.forward_ms:.1f} ms: {entry.served_gflop_per_s:.1f} GFLOP/s, "
             f"{fraction:.2f} of the matmul rate"
-            + (" (its multiply-adds are in int8, counted as the float model's)" if "int8" in entry.served_runtime else "")
+            + (" (its multiply-adds are in int8, counted as the float model's)"
+               if "int8" in entry.served_runtime else "")
             + ", "
             + ("which meets the target." if fraction >= TARGET_FRACTION_OF_MATMUL else
                f"short of the target by {TARGET_FRACTION_OF_MATMUL - fraction:.2f}."))

@@ -56,6 +56,16 @@ RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime",
 # How a carried graph computes, by its record's "weights" (config.json's `serving_graphs`), in words.
 ARITHMETIC_NAMES = {"float16": "float16 weights, float32 arithmetic", "float32": "float32",
                     "int8": "int8 weights and activations, statically quantised"}
+
+
+def describe_runtime(runtime: str, onnx_weights: str | None = None) -> str:
+    """The runtime's name for logs and reports; for ONNX Runtime, with how the bundle's graph computes
+    (`onnx_weights`: its record's "weights", `demo.bundle.onnx_graph_weights`)."""
+    if runtime == ONNX_RUNTIME and onnx_weights in ARITHMETIC_NAMES:
+        return f"{RUNTIME_NAMES[runtime]} ({ARITHMETIC_NAMES[onnx_weights]})"
+    return RUNTIME_NAMES.get(runtime, runtime)
+
+
 # The names an ONNX graph gives its free input dimensions (`training.export_graphs`), which a
 # session may fix to one shape (`OnnxRuntimeForward`).
 ONNX_DIMENSIONS = ("height", "width")

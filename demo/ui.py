@@ -44,7 +44,7 @@ from demo.engine import (
     timed,
 )
 from demo.imaging import ImageError, load_rgb
-from demo.runtimes import ARITHMETIC_NAMES, ONNX_RUNTIME, RUNTIME_NAMES, release_freed_memory
+from demo.runtimes import ONNX_RUNTIME, RUNTIME_NAMES, describe_runtime, release_freed_memory
 from demo.safeguards import (
     KeptStore,
     limit_waiting_events_per_session,
@@ -323,8 +323,8 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE."""
     engine = SegmentationEngine(bundle.model, bundle.config)
     engine.warm_up()  # at start, not on the first user's request
-    logger.info("Serving %s with %s%s.", bundle.source, RUNTIME_NAMES[engine.runtime],
-                f" ({ARITHMETIC_NAMES[onnx_graph_weights(bundle.config)]})" if engine.runtime == ONNX_RUNTIME else "")
+    logger.info("Serving %s with %s.", bundle.source,
+                describe_runtime(engine.runtime, onnx_graph_weights(bundle.config)))
 
     kept = KeptStore(MAX_KEPT_BYTES)
     # The examples' results, for every session: computed when an example is first shown.

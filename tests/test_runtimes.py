@@ -169,3 +169,11 @@ def test_a_shape_litert_cannot_convert_is_run_by_tensorflow(vgg16_unet, caplog):
     for shape in [(64, 64), (64, 128)]:
         rgb = photo(shape, 4)
         np.testing.assert_allclose(served.predict_probabilities(rgb), reference.predict_probabilities(rgb), atol=1e-4)
+
+
+def test_logs_and_reports_name_how_the_onnx_graph_computes():
+    from demo.runtimes import describe_runtime
+
+    assert describe_runtime("onnxruntime", "int8") == "ONNX Runtime (int8 weights and activations, statically quantised)"
+    assert describe_runtime("onnxruntime", "float16") == "ONNX Runtime (float16 weights, float32 arithmetic)"
+    assert describe_runtime("litert", "int8") == "LiteRT (XNNPACK, float16 weights)"  # the ONNX graph's record is not its

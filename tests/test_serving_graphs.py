@@ -323,7 +323,8 @@ def test_an_int8_export_computes_in_int8_calibrated_on_training_frames_and_is_se
     entry = config[GRAPHS_KEY]["files"][ONNX_GRAPH]
     # Calibrated on the four training frames the fixture has, fed as the engine feeds a 480x360 photo.
     assert entry["weights"] == "int8" and entry["activations"] == "uint8"
-    assert entry["calibration"] == {"split": "train", "frames": 4, "feed_size": config["input_size"], "method": "minmax"}
+    assert entry["calibration"] == {"split": "train", "frames": 4, "feed_size": config["input_size"],
+                                    "method": "minmax"}
     # Really int8: every convolution's weights are int8 numbers, widened by a DequantizeLinear.
     graph = onnx.load(bundle_copy / ONNX_GRAPH).graph
     stored = {weight.name: weight.data_type for weight in graph.initializer}

@@ -120,7 +120,8 @@ def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.nd
             return None if frame is None else {"image": frame}
 
     with tempfile.TemporaryDirectory() as scratch:
-        float_path, prepared, quantised = (Path(scratch) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        float_path, prepared, quantised = (Path(scratch) / name
+                                           for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
         float_path.write_bytes(onnx_graph(model, shape, source, float16_weights=False))
         # Shapes inferred and the graph optimised by ONNX Runtime before quantising, as its documentation
         # advises; its symbolic shape inference would need sympy, and ONNX's own suffices here.
@@ -294,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name, entry in record["files"].items():
         shape = "x".join(map(str, entry["input_shape"][1:3])) if entry["input_shape"] else "any height and width"
-        print(f"{args.bundle / name}: {shape}, {entry.get('weights', record['weights'])} weights, {entry['bytes'] / 2**20:.1f} MiB, "
+        weights = entry.get("weights", record["weights"])
+        print(f"{args.bundle / name}: {shape}, {weights} weights, {entry['bytes'] / 2**20:.1f} MiB, "
               f"SHA-256 {entry['sha256'][:12]}..., largest difference from model.keras on a random probe image "
               f"{entry['max_difference_from_keras']}")
     if was_int8 and not args.int8:

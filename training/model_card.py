@@ -204,8 +204,9 @@ def graph_rows(config: BundleConfig) -> list[tuple[str, dict]]:
     for name, entry in sorted(record.get("files", {}).items()):
         shape = entry["input_shape"]
         arithmetic = ARITHMETIC_NAMES.get(entry.get("weights", record.get("weights", "float16")), "")
+        runtime = RUNTIME_NAMES[entry.get("runtime", LITERT)].split(" (")[0]  # "LiteRT", "ONNX Runtime"
         rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
-                            "runtime_text": f"{RUNTIME_NAMES[entry.get('runtime', LITERT)].split(' (')[0]} ({arithmetic})",
+                            "runtime_text": f"{runtime} ({arithmetic})",
                             "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
     return rows
 
