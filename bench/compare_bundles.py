@@ -33,9 +33,7 @@ def bundle_at_scale(text: str) -> tuple[Path, tuple[int, int] | None]:
 def served_engine(path: Path, size: tuple[int, int] | None) -> SegmentationEngine:
     bundle = load_bundle(path)
     if size:
-        if bundle.config.fixed_input:
-            raise BundleError(f"{path} holds a fixed-size model: it cannot be fed at {size[0]}x{size[1]}.")
-        bundle.config.input_size = size
+        bundle.feed_at(size)
     return SegmentationEngine(bundle.model, bundle.config)
 
 

@@ -190,6 +190,14 @@ class Bundle:
     def val_iou(self) -> float | None:
         return self.config.val_iou
 
+    def feed_at(self, size: tuple[int, int]) -> None:
+        """Feed photos at the scale of `size` (height, width) instead of the config's: a what-if of
+        `training.evaluate --input-size` and `bench.compare_bundles`. BundleError for a fixed-size model."""
+        if self.config.fixed_input:
+            height, width = self.config.input_size
+            raise BundleError(f"{self.path} holds a fixed-size model: it takes only {height}x{width}.")
+        self.config.input_size = tuple(size)
+
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()

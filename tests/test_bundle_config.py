@@ -63,3 +63,16 @@ def test_reading_and_verifying_a_bundle_imports_neither_tensorflow_nor_keras():
     result = subprocess.run([sys.executable, "-c", code], cwd=DEFAULT_BUNDLE_DIR.parents[1], capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_what_if_feed_scale_applies_to_a_fully_convolutional_model_and_is_refused_for_a_fixed_size_one(tmp_path):
+    from demo.bundle import Bundle
+
+    convolutional = Bundle(path=tmp_path, config=BundleConfig.from_dict(REQUIRED_ONLY), model=None, source="test")
+    convolutional.feed_at((312, 416))
+    assert convolutional.config.input_size == (312, 416)
+    fixed = Bundle(path=tmp_path, config=BundleConfig.from_dict({**REQUIRED_ONLY, "resize": "stretch"}), model=None,
+                   source="test")
+    with pytest.raises(BundleError, match="holds a fixed-size model: it takes only 240x320"):
+        fixed.feed_at((312, 416))
+    assert fixed.config.input_size == (240, 320)

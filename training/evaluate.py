@@ -298,10 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.test_time_flip:
             bundle.config.test_time_flip = args.test_time_flip == "on"
         if args.input_size:
-            if bundle.config.fixed_input:
-                raise BundleError(f"{args.bundle} holds a fixed-size model: it takes only "
-                                  f"{bundle.config.input_size[0]}x{bundle.config.input_size[1]}.")
-            bundle.config.input_size = args.input_size
+            bundle.feed_at(args.input_size)
         held_out = held_out_reports(args.held_out, bundle.config.input_size) if args.held_out else None
         if held_out:
             bundle.config.threshold = held_out_threshold(held_out)
