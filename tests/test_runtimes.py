@@ -176,4 +176,4 @@ def test_logs_and_reports_name_how_the_onnx_graph_computes():
 
     assert describe_runtime("onnxruntime", "int8") == "ONNX Runtime (int8 weights and activations, statically quantised)"
     assert describe_runtime("onnxruntime", "float16") == "ONNX Runtime (float16 weights, float32 arithmetic)"
-    assert describe_runtime("litert", "int8") == "LiteRT (XNNPACK, float16 weights)"  # the ONNX graph's record is not its
+    assert describe_runtime("litert", "int8") == "LiteRT (XNNPACK, float16 weights)"  # the ONNX record is not LiteRT's
