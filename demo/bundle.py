@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -166,6 +166,14 @@ class BundleConfig:
         """Whether the network takes only its input size (every photo stretched to it)."""
         return self.resize == "stretch"
 
+    def fed_at(self, size: tuple[int, int], where: object = "this bundle") -> BundleConfig:
+        """A copy whose photos are fed at the scale of `size` (height, width): what-ifs and int8
+        calibration at another scale. BundleError, naming `where`, for a fixed-size model."""
+        if self.fixed_input and tuple(size) != tuple(self.input_size):
+            height, width = self.input_size
+            raise BundleError(f"{where} holds a fixed-size model: it takes only {height}x{width}.")
+        return replace(self, input_size=tuple(size))
+
     @property
     def val_iou(self) -> float | None:
         return self.metrics.get("val", {}).get("iou")
@@ -193,10 +201,7 @@ class Bundle:
     def feed_at(self, size: tuple[int, int]) -> None:
         """Feed photos at the scale of `size` (height, width) instead of the config's: a what-if of
         `training.evaluate --input-size` and `bench.compare_bundles`. BundleError for a fixed-size model."""
-        if self.config.fixed_input:
-            height, width = self.config.input_size
-            raise BundleError(f"{self.path} holds a fixed-size model: it takes only {height}x{width}.")
-        self.config.input_size = tuple(size)
+        self.config.input_size = self.config.fed_at(size, self.path).input_size
 
 
 def sha256_of(path: Path) -> str:

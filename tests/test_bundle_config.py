@@ -76,3 +76,7 @@ def test_a_what_if_feed_scale_applies_to_a_fully_convolutional_model_and_is_refu
     with pytest.raises(BundleError, match="holds a fixed-size model: it takes only 240x320"):
         fixed.feed_at((312, 416))
     assert fixed.config.input_size == (240, 320)
+    fixed.feed_at((240, 320))  # its own size is no what-if
+    # The config's copy fed elsewhere (int8 calibration at the served scale) leaves the config as it was.
+    config = BundleConfig.from_dict(REQUIRED_ONLY)
+    assert config.fed_at((312, 416)).input_size == (312, 416) and config.input_size == (240, 320)

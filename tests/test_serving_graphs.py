@@ -353,6 +353,53 @@ def test_an_int8_export_computes_in_int8_calibrated_on_training_frames_and_is_se
         assert served.predict_probabilities(photo(shape)).shape == shape
 
 
+def activation_scales(graph_path: Path) -> list[float]:
+    """Each quantised activation's scale in an int8 graph (its range / 255), in the graph's order (tf2onnx
+    names some nodes by a counter, so two exports of one model differ in names, not in order)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(graph_path).graph
+    stored = {weight.name: numpy_helper.to_array(weight) for weight in graph.initializer}
+    return [float(stored[node.input[1]]) for node in graph.node
+            if node.op_type == "QuantizeLinear" and node.input[0] not in stored]
+
+
+def test_an_int8_export_calibrated_at_the_served_scale_on_the_mean_of_each_frames_extremes(bundle_copy, camvid_dir,
+                                                                                             monkeypatch):
+    import training.export_graphs as export_module
+
+    fed_shapes = []
+    quantise = export_module.int8_onnx_graph
+    monkeypatch.setattr(export_module, "int8_onnx_graph", lambda model, shape, source, frames, method: (
+        fed_shapes.append([frame.shape for frame in frames]), quantise(model, shape, source, frames, method))[1])
+    for method in ("minmax", "mean-minmax"):
+        assert export_module.main([str(bundle_copy), "--int8", str(camvid_dir), "--calibration", method,
+                                   "--calibrate-at", "312x416"]) == 0
+        config = read_config(bundle_copy)
+        assert config[GRAPHS_KEY]["files"][ONNX_GRAPH]["calibration"] == {
+            "split": "train", "frames": 4, "feed_size": [312, 416], "method": method}
+        assert config["input_size"] == [180, 240]  # what the app feeds is not changed by calibrating
+        scales = activation_scales(bundle_copy / ONNX_GRAPH)
+        if method == "minmax":
+            extremes = scales
+    # The fixture's 480x360 frames fed as the engine feeds them at 312x416: resized, padded to the stride.
+    assert fed_shapes == [[(1, 320, 416, 3)] * 4] * 2
+    # A mean of extremes lies inside the extremes: no activation range is wider than minmax's, many narrower.
+    assert len(scales) == len(extremes) > 0
+    assert all(mean <= extreme * 1.001 for mean, extreme in zip(scales, extremes))
+    assert sum(mean < extreme * 0.99 for mean, extreme in zip(scales, extremes)) >= len(scales) // 4
+
+
+def test_calibration_choices_without_int8_are_refused(bundle_copy, capsys):
+    from training.export_graphs import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([str(bundle_copy), "--calibrate-at", "312x416"])
+    assert stopped.value.code == 2
+    assert "give --int8 DATA_DIR too" in capsys.readouterr().err
+
+
 def test_an_int8_export_without_training_frames_says_so_and_leaves_the_bundle_as_it_was(bundle_copy, tmp_path,
                                                                                          capsys):
     from training.export_graphs import main

@@ -2,6 +2,7 @@
 
     python -m training.export_graphs BUNDLE_DIR
     python -m training.export_graphs BUNDLE_DIR --int8 ../shared/data/camvid   # the ONNX graph in int8
+    python -m training.export_graphs BUNDLE_DIR --int8 ../shared/data/camvid --calibration mean-minmax --calibrate-at 312x416
 
 The app serves these graphs without importing TensorFlow or Keras (demo/runtimes.py): the ONNX
 graph with ONNX Runtime (the fastest measured), else the LiteRT ones. For fully
@@ -24,6 +25,7 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +59,27 @@ from demo.runtimes import (
     run_interpreter,
     tflite_flatbuffer,
 )
-from training.data import DataError, find_pairs, read_pair
+from training.data import DataError, find_pairs, parse_size, read_pair
 
 # What the carried LiteRT graphs are (the record's "runtime" and "weights"; the ONNX graph's entry names its own).
 GRAPH_RUNTIME = "LiteRT (XNNPACK), float16 weights, float32 arithmetic"
 CALIBRATION_FRAMES = 64  # training frames an int8 ONNX graph's activation ranges are measured on
+# How an int8 graph's activation ranges are taken from the calibration frames, both by ONNX Runtime's MinMax
+# calibrator: "minmax" keeps each tensor's extremes over all frames, "mean-minmax" the mean over frames of each
+# frame's extremes (less swayed by one frame's outlier). Its histogram calibrators (percentile, entropy) are
+# not offered: they hold every activation of every frame in memory (over 16 GB for 64 frames at 312x416) and
+# make symmetric ranges, or, asked for asymmetric ones, clip negative activations (onnxruntime issue 10571).
+CALIBRATION_METHODS = ("minmax", "mean-minmax")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How to make the ONNX graph int8: the CamVid root whose training frames measure the activation
+    ranges, the method, and the scale frames are fed at (None: the bundle's own feed scale). Calibrate at
+    the scale the app will feed: activation ranges, histograms above all, shift a little with scale."""
+    data_dir: Path
+    method: str = "minmax"
+    feed_size: tuple[int, int] | None = None
 
 
 def graph_file_name(shape: tuple | None, suffix: str = ".tflite") -> str:
@@ -95,10 +113,11 @@ def onnx_graph(model, shape: tuple | None, source: dict, float16_weights: bool =
     return graph.SerializeToString()
 
 
-def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.ndarray]) -> bytes:
+def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.ndarray],
+                    method: str = "minmax") -> bytes:
     """`onnx_graph` with int8 arithmetic: ONNX Runtime's static quantisation (QDQ format) with int8
-    weights per output channel and uint8 activations whose ranges are the largest and smallest values
-    seen on `frames` (calibration photos as the engine feeds them, (1, H, W, 3) float32).
+    weights per output channel and uint8 activations whose ranges `method` (CALIBRATION_METHODS) takes
+    from what `frames` produce (calibration photos as the engine feeds them, (1, H, W, 3) float32).
 
     Weights keep 7 bits (`reduce_range`): CPUs without VNNI multiply uint8 by int8 in 16-bit sums
     that 8-bit weights can overflow. ONNX Runtime runs the quantised convolutions as QLinearConv:
@@ -128,7 +147,8 @@ def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.nd
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantised), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibMovingAverage": method == "mean-minmax"})
         graph = onnx.load(quantised)
     del graph.metadata_props[:]  # the source again, once, whatever the quantiser kept
     graph.metadata_props.add(key=GRAPH_SOURCE_METADATA, value=json.dumps(source))
@@ -137,7 +157,8 @@ def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.nd
 
 def calibration_frames(data_dir: Path, config: BundleConfig, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     """`count` frames spread evenly over `data_dir`'s training split, each resized and padded as the
-    engine feeds a photo of its size: what the int8 graph's activation ranges are measured on."""
+    engine feeds a photo of its size when `config` is served: what the int8 graph's activation ranges are
+    measured on."""
     pairs = find_pairs(data_dir, "train")
     chosen = [pairs[index] for index in np.unique(np.linspace(0, len(pairs) - 1, count).round().astype(int))]
     frames = []
@@ -184,12 +205,12 @@ def with_source(flatbuffer: bytes, source: dict) -> bytes:
     return bytes(builder.Output())
 
 
-def write_graphs(folder: Path, config: BundleConfig, calibration_dir: Path | None = None) -> dict:
+def write_graphs(folder: Path, config: BundleConfig, calibration: Calibration | None = None) -> dict:
     """Convert `folder`/model.keras into the graphs the app needs, written into `folder`; return
     config.json's record of them. The Keras model is read back from the file, in safe mode, so
     the graphs are what that file computes; each graph's largest difference from it on a probe
-    image is recorded. With `calibration_dir` (a CamVid root), the ONNX graph computes in int8,
-    calibrated on its training frames (`int8_onnx_graph`)."""
+    image is recorded. With `calibration`, the ONNX graph computes in int8, calibrated on training
+    frames (`int8_onnx_graph`)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from training.bundle import library_versions
@@ -216,29 +237,30 @@ def write_graphs(folder: Path, config: BundleConfig, calibration_dir: Path | Non
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
-    files.update(write_onnx_graph(folder, config, model, probe, expected, calibration_dir))
+    files.update(write_onnx_graph(folder, config, model, probe, expected, calibration))
     return {"runtime": GRAPH_RUNTIME, "weights": GRAPH_WEIGHTS[LITERT], "model_sha256": config.model_sha256,
             "files": files,
             "converted_with": library_versions()}
 
 
 def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarray, expected: np.ndarray,
-                     calibration_dir: Path | None = None) -> dict:
-    """The ONNX graph of `model` written into `folder` (int8 if `calibration_dir` is given), and its
+                     calibration: Calibration | None = None) -> dict:
+    """The ONNX graph of `model` written into `folder` (int8 if `calibration` is given), and its
     entry in config.json's record."""
     shape = None if not config.fixed_input else canonical_input_shape(config)
     input_shape = list(shape) if shape else None
     source = {"model_sha256": config.model_sha256, "input_shape": input_shape}
     details = {"weights": "float16"}
     try:
-        if calibration_dir is None:
+        if calibration is None:
             data = onnx_graph(model, shape, source)
         else:
-            frames = calibration_frames(calibration_dir, config)
-            data = int8_onnx_graph(model, shape, source, frames)
+            fed = config.fed_at(calibration.feed_size) if calibration.feed_size else config
+            frames = calibration_frames(calibration.data_dir, fed)
+            data = int8_onnx_graph(model, shape, source, frames, calibration.method)
             details = {"weights": "int8", "activations": "uint8",
-                       "calibration": {"split": "train", "frames": len(frames), "feed_size": list(config.input_size),
-                                       "method": "minmax"}}
+                       "calibration": {"split": "train", "frames": len(frames), "feed_size": list(fed.input_size),
+                                       "method": calibration.method}}
     except DataError:
         raise
     except Exception as error:  # an op tf2onnx or the quantiser lacks, say
@@ -253,20 +275,22 @@ def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarra
                    "max_difference_from_keras": round(difference, 4)}}
 
 
-def export_graphs(bundle_dir: Path, calibration_dir: Path | None = None) -> dict:
+def export_graphs(bundle_dir: Path, calibration: Calibration | None = None) -> dict:
     """Give the bundle at `bundle_dir` fresh graphs (replacing any it has); return their record. With
-    `calibration_dir`, its ONNX graph computes in int8 (`write_graphs`)."""
+    `calibration`, its ONNX graph computes in int8 (`write_graphs`)."""
     from training.model_card import write_model_card
 
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
+    if calibration and calibration.feed_size:
+        config.fed_at(calibration.feed_size, bundle_dir)  # refused for a fixed-size model before any work
     staging = staging_folder_beside(bundle_dir)
     try:
         # The old graphs and leftovers of interrupted writes stay behind.
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
                         ignore=lambda folder, names: [name for name in names
                                                       if name.startswith(".") or name.endswith((".tflite", ".onnx"))])
-        config.serving_graphs = write_graphs(staging, config, calibration_dir)
+        config.serving_graphs = write_graphs(staging, config, calibration)
         write_config(staging, config)
         load_graphs(staging, config)  # the app's own checks, before anything is replaced
         load_onnx_graph(staging, config)
@@ -286,10 +310,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="make the ONNX graph compute in int8, calibrated on this CamVid root's training frames "
                              f"({CALIBRATION_FRAMES} of them, spread over the split): a training-time step, since "
                              "the frames are needed")
+    parser.add_argument("--calibration", choices=CALIBRATION_METHODS, default="minmax",
+                        help="with --int8: how activation ranges are taken from the frames (default minmax: the "
+                             "extremes over all frames; mean-minmax: the mean of each frame's extremes)")
+    parser.add_argument("--calibrate-at", type=parse_size, metavar="HxW",
+                        help="with --int8: feed the frames at the scale of HxW (default: the bundle's feed scale, "
+                             "config.json's input_size); calibrate at the scale the app serves")
     args = parser.parse_args(argv)
+    if not args.int8 and (args.calibrate_at or args.calibration != "minmax"):
+        parser.error("--calibration and --calibrate-at shape an int8 graph: give --int8 DATA_DIR too")
+    calibration = Calibration(args.int8, args.calibration, args.calibrate_at) if args.int8 else None
     try:
         was_int8 = onnx_graph_weights(read_config(args.bundle)) == "int8"
-        record = export_graphs(args.bundle, args.int8)
+        record = export_graphs(args.bundle, calibration)
     except (BundleError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
