@@ -49,10 +49,12 @@ LITERT_FLOAT32 = "litert-float32"
 LITERT_INT8 = "litert-int8"  # int8 weights (dynamic-range quantisation), float32 activations
 RUNTIMES = (ONNX_RUNTIME, LITERT, LITERT_FLOAT32, LITERT_INT8, TENSORFLOW)
 DEFAULT_RUNTIME = ONNX_RUNTIME
-# Human names, for the page and the benchmark.
+# Human names, for the page and the benchmark; the family alone where a table says how each graph computes.
 RUNTIME_NAMES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime",
                  LITERT: "LiteRT (XNNPACK, float16 weights)",
                  LITERT_FLOAT32: "LiteRT (XNNPACK, float32)", LITERT_INT8: "LiteRT (XNNPACK, int8 weights)"}
+RUNTIME_FAMILIES = {TENSORFLOW: "TensorFlow", ONNX_RUNTIME: "ONNX Runtime",
+                    LITERT: "LiteRT", LITERT_FLOAT32: "LiteRT", LITERT_INT8: "LiteRT"}
 # How a carried graph computes, by its record's "weights" (config.json's `serving_graphs`), in words.
 ARITHMETIC_NAMES = {"float16": "float16 weights, float32 arithmetic", "float32": "float32",
                     "int8": "int8 weights and activations, statically quantised"}

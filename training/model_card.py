@@ -6,7 +6,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, onnx_graph_weights, read_config
-from demo.runtimes import ARITHMETIC_NAMES, LITERT, RUNTIME_NAMES
+from demo.runtimes import ARITHMETIC_NAMES, LITERT, RUNTIME_FAMILIES
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -204,7 +204,7 @@ def graph_rows(config: BundleConfig) -> list[tuple[str, dict]]:
     for name, entry in sorted(record.get("files", {}).items()):
         shape = entry["input_shape"]
         arithmetic = ARITHMETIC_NAMES.get(entry.get("weights", record.get("weights", "float16")), "")
-        runtime = RUNTIME_NAMES[entry.get("runtime", LITERT)].split(" (")[0]  # "LiteRT", "ONNX Runtime"
+        runtime = RUNTIME_FAMILIES[entry.get("runtime", LITERT)]
         rows.append((name, {**entry, "size_text": f"{entry['bytes'] / 2**20:.1f} MiB",
                             "runtime_text": f"{runtime} ({arithmetic})",
                             "input_text": f"{shape[1]}x{shape[2]}" if shape else "any height and width"}))
