@@ -445,6 +445,26 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
     assert "the ONNX export failed for input of any shape: RuntimeError: an op tf2onnx lacks" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
+    monkeypatch.undo()
+    real_onnx_graph = export_module.onnx_graph
+
+    def graph_with_an_extra_axis(model, shape, source):
+        # What tf2onnx once wrote: the final Squeeze dropped, so the graph answers (1, 1, H, W, 1).
+        import onnx
+
+        graph = onnx.load_from_string(real_onnx_graph(model, shape, source))
+        output = graph.graph.output[0]
+        graph.graph.node.append(onnx.helper.make_node("Unsqueeze", [output.name, "extra_axis"], ["with_extra_axis"]))
+        graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1], np.int64), "extra_axis"))
+        graph.graph.output.remove(output)
+        graph.graph.output.append(onnx.helper.make_tensor_value_info("with_extra_axis", onnx.TensorProto.FLOAT, None))
+        return graph.SerializeToString()
+
+    monkeypatch.setattr(export_module, "onnx_graph", graph_with_an_extra_axis)
+    assert export_module.main([str(bundle_copy)]) == 1
+    assert "graph_any_shape.onnx answered the probe image with shape (1, 1, " in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+
 
 @pytest.mark.parametrize("architecture, input_size, resize", [
     ("efficientnet-lite0-unet", (64, 96), "keep_aspect"),  # a nested encoder model, stride 32

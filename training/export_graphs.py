@@ -206,6 +206,16 @@ def with_source(flatbuffer: bytes, source: dict) -> bytes:
     return bytes(builder.Output())
 
 
+def difference_from_keras(name: str, answer: np.ndarray, expected: np.ndarray) -> float:
+    """The largest difference of a graph's `answer` on the probe image from model.keras' `expected`.
+    BundleError if its shape differs: tf2onnx once wrote a graph whose final Squeeze its optimiser had
+    dropped, answering (1, 1, H, W, 1), and subtracting would have broadcast that away."""
+    if answer.shape != expected.shape:
+        raise BundleError(f"{name} answered the probe image with shape {answer.shape} where model.keras "
+                          f"answers {expected.shape}")
+    return float(np.max(np.abs(answer - expected)))
+
+
 def write_graphs(folder: Path, config: BundleConfig, calibration: Calibration | None = None) -> dict:
     """Convert `folder`/model.keras into the graphs the app needs, written into `folder`; return
     config.json's record of them. The Keras model is read back from the file, in safe mode, so
@@ -233,8 +243,8 @@ def write_graphs(folder: Path, config: BundleConfig, calibration: Calibration | 
         interpreter = Interpreter(model_content=flatbuffer)
         interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], probe_shape, strict=False)
         interpreter.allocate_tensors()
-        difference = float(np.max(np.abs(run_interpreter(interpreter, probe) - expected)))
         name = graph_file_name(shape)
+        difference = difference_from_keras(name, run_interpreter(interpreter, probe), expected)
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
@@ -268,8 +278,8 @@ def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarra
         raise BundleError(f"the ONNX export failed for input {shape or 'of any shape'}: {first_line(error)}") from error
     release_freed_memory()
     session = CarriedOnnxGraph(data, shape, keras_model=lambda: model).session
-    difference = float(np.max(np.abs(session.run(None, {session.get_inputs()[0].name: probe})[0] - expected)))
     name = graph_file_name(shape, ".onnx")
+    difference = difference_from_keras(name, session.run(None, {session.get_inputs()[0].name: probe})[0], expected)
     (folder / name).write_bytes(data)
     return {name: {"runtime": ONNX_RUNTIME, **details, "input_shape": input_shape,
                    "sha256": sha256_of(folder / name), "bytes": len(data),
