@@ -315,10 +315,20 @@ def test_an_int8_export_computes_in_int8_calibrated_on_training_frames_and_is_se
                                                                                       keras_reference, capsys):
     import onnx
 
+    from training.evaluate import main as evaluate
     from training.export_graphs import main
+    from training.feed_scales import main as feed_scales
 
+    assert evaluate([str(bundle_copy), "--data-dir", str(camvid_dir), "--no-plots"]) == 0
+    size = "x".join(map(str, read_config(bundle_copy)["input_size"]))
     assert main([str(bundle_copy), "--int8", str(camvid_dir)]) == 0
     assert f"{ONNX_GRAPH}: any height and width, int8 weights" in capsys.readouterr().out
+    # The float graphs' evaluation no longer describes the bundle, so it cannot pass for the int8 graph's.
+    assert feed_scales([str(bundle_copy), "--sizes", size]) == 1
+    assert "evaluation_val.json measured files" in capsys.readouterr().err
+    assert evaluate([str(bundle_copy), "--data-dir", str(camvid_dir), "--no-plots"]) == 0
+    assert feed_scales([str(bundle_copy), "--sizes", size]) == 0
+    capsys.readouterr()
     config = read_config(bundle_copy)
     entry = config[GRAPHS_KEY]["files"][ONNX_GRAPH]
     # Calibrated on the four training frames the fixture has, fed as the engine feeds a 480x360 photo.

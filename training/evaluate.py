@@ -72,9 +72,18 @@ def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limi
         },
         "seconds_per_image_median": float(np.median(seconds)),
         "runtime": engine.runtime,
+        "measured_files": measured_files(engine.config),
         "input_size": list(engine.config.input_size),
         "test_time_flip": engine.test_time_flip,
     }
+
+
+def measured_files(config) -> dict[str, str]:
+    """File -> SHA-256 of what a report measured: model.keras and the graphs the bundle carried. A
+    report whose files differ measured something the bundle no longer holds (graphs exported again
+    since, say float graphs replaced by int8 ones)."""
+    graphs = (config.serving_graphs or {}).get("files") or {}
+    return {"model.keras": config.model_sha256, **{name: entry.get("sha256") for name, entry in sorted(graphs.items())}}
 
 
 def _at(sweep: dict, index: int) -> dict:
@@ -152,6 +161,9 @@ def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -
                               f"`python -m training.evaluate {bundle_dir} --data-dir DATA --input-size {height}x{width}` "
                               f"first, so that every drive is measured at the scale being served.")
         report = found[path]
+        if config is not None and report.get("measured_files", measured_files(config)) != measured_files(config):
+            raise BundleError(f"{path} measured files {bundle_dir} no longer holds (its graphs were exported "
+                              f"again since?): evaluate it again with --input-size {height}x{width}.")
         drives = sorted({sequence_of(stem) for stem in report["per_image_iou"]["all"]})
         if len(drives) != 1:
             raise BundleError(f"{path} covers drives {drives}; a held-out run's val split is one drive.")
