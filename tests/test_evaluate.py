@@ -141,6 +141,25 @@ def test_held_out_drives_choose_the_served_threshold_and_are_recorded(bundle_cop
     assert "Results on streets it never saw" in card and "| 0006R0 | 5 | 0.8000 |" in card
 
 
+def test_a_threshold_tie_serves_the_highest_threshold_near_the_held_out_best(bundle_copy, tmp_path, capsys):
+    from training.feed_scales import main as feed_scales
+
+    # Means: 0.3 -> 0.650 (best), 0.5 -> 0.648, 0.7 -> 0.600. Within 0.003 of the best, 0.5 is the highest.
+    holdouts = write_holdout_reports(tmp_path, {"0006R0": {0.3: 0.80, 0.5: 0.796, 0.7: 0.70},
+                                                "0001TP": {0.3: 0.50, 0.5: 0.50, 0.7: 0.50}})
+    assert feed_scales([*holdouts, "--sizes", "180x240"]) == 0
+    assert "| 180x240 | 0.30 | 0.5000 | 0.8000 |" in capsys.readouterr().out
+    assert feed_scales([*holdouts, "--sizes", "180x240", "--threshold-tie", "0.003"]) == 0
+    assert "| 180x240 | 0.50 | 0.5000 | 0.7960 |" in capsys.readouterr().out
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--no-plots",
+                 "--held-out", *holdouts, "--threshold-tie", "0.003"]) == 0
+    config = json.loads((bundle_copy / "config.json").read_text())
+    assert config["threshold"] == 0.5 and config["metrics"]["held_out_drives"]["0006R0"]["iou"] == 0.796
+    with pytest.raises(SystemExit):
+        main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--threshold-tie", "0.003"])
+    assert "use it with --held-out" in capsys.readouterr().err
+
+
 def test_held_out_needs_update_bundle(bundle_copy, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(bundle_copy), "--data-dir", str(FIXTURES), "--held-out", str(tmp_path)])

@@ -193,14 +193,18 @@ def seed_mean_report(drive: str, runs: list[dict]) -> dict:
             "metrics_at_best_threshold": {"iou": max(sweep["iou"])}}
 
 
-def held_out_threshold(reports: dict[str, dict]) -> float:
-    """The threshold with the best IoU averaged over the held-out drives (each drive counts once)."""
+def held_out_threshold(reports: dict[str, dict], tie: float = 0.0) -> float:
+    """The threshold with the best IoU averaged over the held-out drives (each drive counts once), or
+    the highest one whose mean is within `tie` of that best: the curve is often flat near its top, and
+    a model trained on all frames is surer than the runs trained without a drive."""
     def iou_by_threshold(report):
         return dict(zip(report["sweep"]["threshold"], report["sweep"]["iou"]))
 
     curves = [iou_by_threshold(report) for report in reports.values()]
     common = sorted(set.intersection(*(set(curve) for curve in curves)))
-    return max(common, key=lambda threshold: sum(curve[threshold] for curve in curves))
+    mean = {threshold: sum(curve[threshold] for curve in curves) / len(curves) for threshold in common}
+    best = max(mean.values())
+    return max(threshold for threshold in common if mean[threshold] >= best - tie)
 
 
 def held_out_entry(report: dict, threshold: float) -> dict:
@@ -215,7 +219,7 @@ def held_out_entry(report: dict, threshold: float) -> dict:
 
 
 def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict,
-                            held_out: dict[str, dict] | None = None) -> None:
+                            held_out: dict[str, dict] | None = None, tie: float = 0.0) -> None:
     """Make the bundle serve at the measured threshold, flip setting and feed scale, and say so.
 
     The threshold is val's best, or, given the evaluations of the same recipe trained without each
@@ -226,7 +230,7 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
     from training.model_card import write_model_card
     from training.plots import plot_threshold_sweep
 
-    served = held_out_threshold(held_out) if held_out else report["best_threshold"]
+    served = held_out_threshold(held_out, tie) if held_out else report["best_threshold"]
     if served != report["threshold"] and held_out:
         raise ValueError("evaluate the bundle at the held-out threshold before recording it")
     engine.config.threshold = served
@@ -297,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --update-bundle: bundles of the same recipe trained without one drive each "
                              "(training.holdout); the threshold is chosen on those drives, not on val, and "
                              "their figures are recorded")
+    parser.add_argument("--threshold-tie", type=float, default=0.0, metavar="IOU",
+                        help="with --held-out: serve the highest threshold whose mean held-out IoU is within "
+                             "IOU of the best (default 0: the best itself)")
     args = parser.parse_args(argv)
+    if args.threshold_tie and not args.held_out:
+        parser.error("--threshold-tie chooses among held-out drives' thresholds: use it with --held-out")
     if args.held_out and not args.update_bundle:
         parser.error("--held-out chooses the threshold the bundle serves: use it with --update-bundle")
     if args.update_bundle and (args.split != "val" or args.limit):
@@ -313,12 +322,12 @@ def main(argv: list[str] | None = None) -> int:
             bundle.feed_at(args.input_size)
         held_out = held_out_reports(args.held_out, bundle.config.input_size) if args.held_out else None
         if held_out:
-            bundle.config.threshold = held_out_threshold(held_out)
+            bundle.config.threshold = held_out_threshold(held_out, args.threshold_tie)
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
         report.update(bundle=str(args.bundle))
         if args.update_bundle:
-            record_serving_settings(args.bundle, engine, report, held_out)
+            record_serving_settings(args.bundle, engine, report, held_out, args.threshold_tie)
         # Files in the bundle describe the bundle as it serves; a what-if of the feed scale alone keeps
         # its report under its own name (what --held-out reads at that scale), other what-ifs only print.
         if args.update_bundle or not (args.test_time_flip or args.input_size):

@@ -25,10 +25,10 @@ from training.data import parse_size
 from training.evaluate import held_out_entry, held_out_reports, held_out_threshold
 
 
-def scale_row(holdout_bundles: list[Path], size: tuple[int, int]) -> dict:
+def scale_row(holdout_bundles: list[Path], size: tuple[int, int], threshold_tie: float = 0.0) -> dict:
     """The held-out figures of one feed scale: threshold chosen on the drives, IoU per drive, mean."""
     reports = held_out_reports(holdout_bundles, size)
-    threshold = held_out_threshold(reports)
+    threshold = held_out_threshold(reports, threshold_tie)
     ious = {drive: held_out_entry(report, threshold)["iou"] for drive, report in sorted(reports.items())}
     runs = {drive: report.get("runs", 1) for drive, report in reports.items()}
     return {"size": size, "threshold": threshold, "ious": ious, "runs": runs,
@@ -69,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=parse_size, required=True, metavar="HEIGHTxWIDTH")
     parser.add_argument("--tie", type=float, default=0.005,
                         help="mean IoUs this close to the best count as equal; the cheapest of them is chosen")
+    parser.add_argument("--threshold-tie", type=float, default=0.0, metavar="IOU",
+                        help="each scale's threshold: the highest whose mean IoU is within IOU of the best "
+                             "(as training.evaluate --threshold-tie; default 0: the best itself)")
     args = parser.parse_args(argv)
     try:
-        rows = [scale_row(args.holdout_bundles, size) for size in args.sizes]
+        rows = [scale_row(args.holdout_bundles, size, args.threshold_tie) for size in args.sizes]
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
