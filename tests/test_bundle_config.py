@@ -17,8 +17,8 @@ def test_the_default_models_config_round_trips_byte_for_byte():
     text = (DEFAULT_BUNDLE_DIR / CONFIG_FILE).read_text()
     config = BundleConfig.from_json(text)
     assert config.to_json() == text
-    assert config.input_size == (312, 416) and config.trained_input_size == (336, 448)
-    assert config.scales_text == "trained at 336x448, fed at 312x416"
+    assert config.input_size == (360, 480) and config.trained_input_size == (432, 576)
+    assert config.scales_text == "trained at 432x576, fed at 360x480"
     assert config.target_class.name == "car" and config.input_size_selected_on == "held-out drives 0001TP, 0006R0"
     assert config.dataset.train_drives == ["0001TP", "0006R0", "0016E5"] and config.held_out_drives
 
