@@ -214,7 +214,7 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
         what += " Each photo is also run mirrored, and the two answers averaged."
     data = (f"**What it learnt from.** {config.dataset.name or 'An unnamed dataset'}: frames of "
             "videos filmed from a car driving through Cambridge (UK), every pixel labelled by people. The "
-            f"default threshold, {float(config.threshold):.2f}, is the best on "
+            f"default threshold, {float(config.threshold):.2f}, was chosen on "
             f"{threshold_chosen_on(config)}.")
     val = config.metrics.get("val", {})
     scores = [f"- validation frames: **{val['iou']:.2f}**" + (f" ({val['images']} frames)" if val.get("images") else "")
@@ -446,7 +446,7 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
                 threshold_slider = gr.Slider(
                     0.0, 1.0, value=engine.default_threshold, step=0.01, label="Threshold",
                     info="Lower finds more cars and more false alarms; higher, fewer of both. It starts at "
-                         f"the best on {threshold_chosen_on(bundle.config)}.",
+                         f"the threshold chosen on {threshold_chosen_on(bundle.config)}.",
                     elem_id="threshold",
                 )
                 opacity_slider = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Fill opacity",

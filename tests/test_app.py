@@ -138,7 +138,7 @@ def test_about_the_model_gives_the_held_out_drives_when_the_bundle_has_them(tiny
     assert "- drive 0006R0, by the same recipe trained without it: **0.65** (101 frames), the mean of 2 training runs" in about
     assert "- drive 0001TP, by the same recipe trained without it: **0.59** (62 frames)" in about
     assert "no drive held out" not in about
-    assert "is the best on the training frames" in about
+    assert "was chosen on the training frames" in about
     assert "revision `0123456789ab`" in about and "TensorFlow" in about
     assert f"SHA-256 `{config.model_sha256[:12]}`" in about
     # Held-out figures describe the recipe's other runs: the served model may well have trained on those drives.
