@@ -476,6 +476,22 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
 
+def test_training_keeps_the_litert_graphs_when_only_the_onnx_export_fails(tmp_path, monkeypatch, caplog):
+    import training.export_graphs as export_module
+
+    def onnx_export_fails(model, shape, source):
+        raise RuntimeError("an op tf2onnx lacks")
+
+    monkeypatch.setattr(export_module, "onnx_graph", onnx_export_fails)
+    caplog.set_level(logging.WARNING)
+    bundle_dir = make_tiny_bundle(tmp_path / "bundle")
+    assert set(read_config(bundle_dir)[GRAPHS_KEY]["files"]) == {"graph_any_shape.tflite"}
+    assert not list(bundle_dir.glob("*.onnx"))
+    assert "gets no ONNX graph" in caplog.text and "python -m training.export_graphs" in caplog.text
+    bundle = load_bundle(bundle_dir)
+    assert isinstance(bundle.model, CarriedGraphs)  # served by the carried LiteRT graph, not converted at start
+
+
 @pytest.mark.parametrize("architecture, input_size, resize", [
     ("efficientnet-lite0-unet", (64, 96), "keep_aspect"),  # a nested encoder model, stride 32
     ("unet-separable", (48, 64), "keep_aspect"),

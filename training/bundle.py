@@ -33,7 +33,8 @@ def write_model_files(folder: Path, model: keras.Model, config: BundleConfig) ->
     """Save `model` into `folder` with its serving graphs and config.json (recording their hashes in `config`).
 
     Graphs that cannot be converted do not cost the model: the bundle is written without
-    them (the app then converts at start), and the log says why.
+    them (the app then converts at start), or, when only the ONNX export fails, with the LiteRT
+    graphs alone (the app serves those); the log says why.
     """
     from training.export_graphs import write_graphs
 
@@ -41,7 +42,7 @@ def write_model_files(folder: Path, model: keras.Model, config: BundleConfig) ->
     serving_model(model).save(folder / MODEL_FILE)
     config.model_sha256 = sha256_of(folder / MODEL_FILE)
     try:
-        config.serving_graphs = write_graphs(folder, config)
+        config.serving_graphs = write_graphs(folder, config, onnx_optional=True)
     except BundleError as error:
         for partial in folder.glob("*.tflite"):
             partial.unlink()

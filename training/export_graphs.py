@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ from demo.runtimes import (
     tflite_flatbuffer,
 )
 from training.data import DataError, find_pairs, parse_size, read_pair
+
+logger = logging.getLogger(__name__)
 
 # What the carried LiteRT graphs are (the record's "runtime" and "weights"; the ONNX graph's entry names its own).
 GRAPH_RUNTIME = "LiteRT (XNNPACK), float16 weights, float32 arithmetic"
@@ -216,12 +219,14 @@ def difference_from_keras(name: str, answer: np.ndarray, expected: np.ndarray) -
     return float(np.max(np.abs(answer - expected)))
 
 
-def write_graphs(folder: Path, config: BundleConfig, calibration: Calibration | None = None) -> dict:
+def write_graphs(folder: Path, config: BundleConfig, calibration: Calibration | None = None,
+                 onnx_optional: bool = False) -> dict:
     """Convert `folder`/model.keras into the graphs the app needs, written into `folder`; return
     config.json's record of them. The Keras model is read back from the file, in safe mode, so
     the graphs are what that file computes; each graph's largest difference from it on a probe
     image is recorded. With `calibration`, the ONNX graph computes in int8, calibrated on training
-    frames (`int8_onnx_graph`)."""
+    frames (`int8_onnx_graph`). With `onnx_optional`, an ONNX graph that cannot be made is left out
+    (the app then serves the LiteRT graphs) and the log says why; otherwise BundleError."""
     from ai_edge_litert.interpreter import Interpreter
 
     from training.bundle import library_versions
@@ -248,7 +253,13 @@ def write_graphs(folder: Path, config: BundleConfig, calibration: Calibration | 
         (folder / name).write_bytes(flatbuffer)
         files[name] = {"input_shape": input_shape, "sha256": sha256_of(folder / name), "bytes": len(flatbuffer),
                        "max_difference_from_keras": round(difference, 4)}
-    files.update(write_onnx_graph(folder, config, model, probe, expected, calibration))
+    try:
+        files.update(write_onnx_graph(folder, config, model, probe, expected, calibration))
+    except BundleError as error:
+        if not onnx_optional:
+            raise
+        logger.warning("%s gets no ONNX graph (%s); the app will serve its LiteRT graphs. Retry with: "
+                       "python -m training.export_graphs BUNDLE_DIR", folder, error)
     return {"runtime": GRAPH_RUNTIME, "weights": GRAPH_WEIGHTS[LITERT], "model_sha256": config.model_sha256,
             "files": files,
             "converted_with": library_versions()}
