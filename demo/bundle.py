@@ -501,7 +501,7 @@ def onnx_graph_file(bundle_dir: Path, config: BundleConfig) -> tuple[str, dict, 
     record = graph_record(config)
     onnx_files = [(name, entry) for name, entry in record["files"].items() if is_onnx_graph(name)]
     if not onnx_files:
-        raise GraphError("it carries no ONNX graph (an export by an older version)")
+        raise GraphError("it carries no ONNX graph (an export by an older version, or one whose ONNX export failed)")
     name, entry = onnx_files[0]
     return name, entry, graph_bytes(bundle_dir, name, entry)
 
