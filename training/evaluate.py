@@ -161,7 +161,8 @@ def held_out_reports(holdout_bundles: list[Path], input_size: tuple[int, int]) -
                               f"`python -m training.evaluate {bundle_dir} --data-dir DATA --input-size {height}x{width}` "
                               f"first, so that every drive is measured at the scale being served.")
         report = found[path]
-        if config is not None and report.get("measured_files", measured_files(config)) != measured_files(config):
+        current = measured_files(config) if config is not None else None
+        if current is not None and report.get("measured_files", current) != current:
             raise BundleError(f"{path} measured files {bundle_dir} no longer holds (its graphs were exported "
                               f"again since?): evaluate it again with --input-size {height}x{width}.")
         drives = sorted({sequence_of(stem) for stem in report["per_image_iou"]["all"]})
