@@ -430,6 +430,10 @@ def test_exporting_an_int8_bundle_again_without_frames_says_its_graph_is_float_n
     assert read_config(bundle_copy)[GRAPHS_KEY]["files"][ONNX_GRAPH]["weights"] == "float16"
 
 
+def onnx_export_fails(model, shape, source):
+    raise RuntimeError("an op tf2onnx lacks")
+
+
 def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, capsys):
     import training.export_graphs as export_module
 
@@ -446,9 +450,6 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
     assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
 
     monkeypatch.undo()
-
-    def onnx_export_fails(model, shape, source):
-        raise RuntimeError("an op tf2onnx lacks")
 
     monkeypatch.setattr(export_module, "onnx_graph", onnx_export_fails)
     assert export_module.main([str(bundle_copy)]) == 1
@@ -478,9 +479,6 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
 
 def test_training_keeps_the_litert_graphs_when_only_the_onnx_export_fails(tmp_path, monkeypatch, caplog):
     import training.export_graphs as export_module
-
-    def onnx_export_fails(model, shape, source):
-        raise RuntimeError("an op tf2onnx lacks")
 
     monkeypatch.setattr(export_module, "onnx_graph", onnx_export_fails)
     caplog.set_level(logging.WARNING)
