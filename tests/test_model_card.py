@@ -75,6 +75,11 @@ def test_card_says_how_a_pretrained_encoder_was_fine_tuned():
             "(the encoder at 0.0001), the encoder's BatchNorm statistics kept.") in text
     one_rate = {**fine_tuned, "training": {**fine_tuned["training"], "encoder_learning_rate": 0.001}}
     assert "then everything at 0.001, the encoder's" in build_model_card(BundleConfig.from_dict(one_rate)).text
+    recomputed = {**fine_tuned, "training": {**fine_tuned["training"], "batchnorm_statistics_recomputed": {
+        "layers": 10, "frames": 367, "size": [432, 576], "split": "train"}}}
+    assert ("statistics kept. After training, the statistics of its 10 trained BatchNorm layers were recomputed on "
+            "the 367 training frames, un-augmented, at 432x576") in build_model_card(BundleConfig.from_dict(recomputed)).text
+    assert "recomputed" not in text
     hed = {**CONFIG, "architecture": "vgg16-unet", "training": {**CONFIG["training"], "encoder_weights": "hed"}}
     assert "Encoder initialised from HED's VGG16" in build_model_card(BundleConfig.from_dict(hed)).text
 

@@ -44,6 +44,7 @@ class TrainingConfig:
     learning_rate: float
     schedule: str  # "cosine" or "constant"
     ema: float | None  # Polyak-averaging momentum, or None
+    recompute_batchnorm: bool  # after training, BatchNorm statistics recomputed on the clean training frames
     loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation

@@ -124,6 +124,12 @@ def encoder_text(training: dict) -> str:
         text += (f" The decoder trained alone for {training['frozen_epochs']} epochs, then everything at {rate}"
                  + (f" (the encoder at {encoder_rate})" if encoder_rate != rate else "")
                  + ", the encoder's BatchNorm statistics kept.")
+    recomputed = training.get("batchnorm_statistics_recomputed")
+    if recomputed:
+        height, width = recomputed["size"]
+        text += (f" After training, the statistics of its {recomputed['layers']} trained BatchNorm layers were"
+                 f" recomputed on the {recomputed['frames']} training frames, un-augmented, at {height}x{width}"
+                 " (`training.recompute_batchnorm`).")
     return text
 
 

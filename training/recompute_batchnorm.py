@@ -1,6 +1,7 @@
 """Recompute a bundle's BatchNorm statistics on its clean training frames ("precise BN").
 
     python -m training.recompute_batchnorm BUNDLE_DIR --data-dir runs/holdout-0006R0/data
+    python -m training.train ... --recompute-batchnorm     # the same, as the last step of training
 
 During training each BatchNorm layer keeps a moving average of its batch statistics (momentum
 0.99: about the last 100 steps, several epochs of a short run), taken on augmented crops while the
@@ -98,6 +99,16 @@ def recompute_batchnorm_statistics(model, images: np.ndarray, batch_size: int = 
     return len(layers)
 
 
+def recompute_on_training_frames(model, data_dir: Path, input_size: tuple[int, int], target_class: int, stride: int,
+                                 batch_size: int = BATCH_SIZE, limit: int | None = None) -> dict:
+    """Recompute `model`'s statistics on `data_dir`'s training split at `input_size`; return the record a
+    bundle keeps (config.json's training.batchnorm_statistics_recomputed)."""
+    images, _, pairs = load_split(Path(data_dir), "train", input_size, target_class, limit)
+    changed = recompute_batchnorm_statistics(model, images, batch_size, stride)
+    return {"layers": changed, "frames": len(pairs), "size": list(input_size), "split": "train",
+            "drives": sorted({sequence_of(pair.stem) for pair in pairs})}
+
+
 def recompute_bundle(bundle_dir: Path, data_dir: Path, batch_size: int = BATCH_SIZE) -> dict:
     """Recompute the statistics of the bundle at `bundle_dir` on `data_dir`'s training split, and
     rewrite it (model.keras, float graphs, config.json, card) in one rename. Returns what it recorded."""
@@ -107,13 +118,11 @@ def recompute_bundle(bundle_dir: Path, data_dir: Path, batch_size: int = BATCH_S
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
     model = load_keras_model(bundle_dir)
-    images, _, pairs = load_split(Path(data_dir), "train", config.input_size, config.target_class.id)
-    changed = recompute_batchnorm_statistics(model, images, batch_size, config.stride)
-    if not changed:
+    record = recompute_on_training_frames(model, data_dir, config.input_size, config.target_class.id, config.stride,
+                                          batch_size)
+    if not record["layers"]:
         raise BundleError(f"{bundle_dir}'s model has no trained BatchNorm layers: nothing to recompute")
-    record = {"layers": changed, "frames": len(pairs), "size": list(config.input_size), "split": "train",
-              "drives": sorted({sequence_of(pair.stem) for pair in pairs}),
-              "from_model_sha256": config.model_sha256}
+    record["from_model_sha256"] = config.model_sha256
     config.training["batchnorm_statistics_recomputed"] = record
     # The figures and the threshold chosen from them described the old weights.
     config.metrics, config.threshold_selected_on = {}, None

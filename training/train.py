@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validate, keep and ship an exponential moving average of the weights "
                              "(Polyak averaging, e.g. 0.99), not the last step's; with --frozen-epochs, "
                              "averaged from the unfreezing on")
+    parser.add_argument("--recompute-batchnorm", action="store_true",
+                        help="after training, replace the trained BatchNorm layers' moving statistics with their "
+                             "average over the training frames, un-augmented, with the kept weights "
+                             "(training.recompute_batchnorm; the encoder's frozen ones stay)")
     parser.add_argument("--loss", choices=list(LOSSES), default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet",
@@ -216,7 +220,15 @@ def run(config: TrainingConfig) -> int:
     kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
     best = keras.saving.load_model(kept, compile=False)
     print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
-    bundle_dir = finish_bundle(config, best, tracker, crop_size)
+    batchnorm = None
+    if config.recompute_batchnorm:
+        from training.recompute_batchnorm import recompute_on_training_frames
+
+        batchnorm = recompute_on_training_frames(best, config.data_dir, config.input_size, config.target_class,
+                                                 architecture.stride, limit=config.limit)
+        print(f"BatchNorm statistics of {batchnorm['layers']} layers recomputed on {batchnorm['frames']} "
+              f"training frames, un-augmented")
+    bundle_dir = finish_bundle(config, best, tracker, crop_size, batchnorm)
     print(f"bundle written to {bundle_dir}")
     return 0
 
@@ -236,7 +248,7 @@ def training_pipeline(config: TrainingConfig):
     return dataset, crop_size, len(images)
 
 
-def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
+def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: dict | None = None) -> Path:
     """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
 
     Everything (model, graphs, evaluation, the threshold it chose, card and plots) is written into a
@@ -277,6 +289,7 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
             "imagenet_weights_used": architecture.pretrained_encoder and config.encoder_weights == "imagenet",
             # The name alone cannot tell which of several cycles a run started from; the hash can.
             **({"init_from_sha256": sha256_of(initial_weights_file(config.init_from))} if config.init_from else {}),
+            **({"batchnorm_statistics_recomputed": batchnorm} if batchnorm else {}),
         },
         versions=library_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
