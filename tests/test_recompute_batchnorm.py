@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.bundle import load_bundle, load_keras_model, read_config, sha256_of
+from demo.bundle import load_bundle, load_keras_model, read_config, sha256_of, write_config
 from tests.helpers import CAMVID_FIXTURE
 from training.recompute_batchnorm import main, recompute_batchnorm_statistics, trained_batchnorm_layers
 
@@ -71,7 +71,12 @@ def bundle_copy(tiny_bundle_dir, tmp_path) -> Path:
 
 def test_the_bundle_is_rewritten_with_new_statistics_and_without_figures_of_the_old_weights(bundle_copy, capsys):
     before = read_config(bundle_copy)
-    (bundle_copy / "evaluation_val.json").write_text("{}")  # measured on the old weights
+    # As `evaluate --update-bundle --held-out --input-size` leaves a bundle: fed at a scale chosen on the old weights.
+    before.training["input_size"] = [180, 240]
+    before.input_size, before.input_size_selected_on = (120, 160), "held-out drives 0006R0"
+    write_config(bundle_copy, before)
+    for measured in ("evaluation_val.json", "evaluation_val_at_120x160.json", "threshold_sweep_val.png"):
+        (bundle_copy / measured).write_text("{}")
     old_means = [layer.moving_mean.numpy().copy() for layer in trained_batchnorm_layers(load_keras_model(bundle_copy))]
 
     assert main([str(bundle_copy), "--data-dir", str(CAMVID_FIXTURE)]) == 0
@@ -83,7 +88,8 @@ def test_the_bundle_is_rewritten_with_new_statistics_and_without_figures_of_the_
     assert record["frames"] == 4 and record["split"] == "train" and record["from_model_sha256"] == before.model_sha256
     assert record["drives"] == ["0001TP", "0006R0", "0016E5"]
     assert config.metrics == {} and config.threshold_selected_on is None
-    assert not list(bundle_copy.glob("evaluation_*.json"))
+    assert config.input_size == (180, 240) and config.input_size_selected_on is None  # the training size again
+    assert not list(bundle_copy.glob("evaluation_*.json")) and not list(bundle_copy.glob("threshold_sweep*"))
     load_bundle(bundle_copy)  # verifies model.keras and the graphs converted from it, as the app does
     assert set(config.serving_graphs["files"]) == {path.name for path in bundle_copy.glob("graph_*")}
     new_means = [layer.moving_mean.numpy() for layer in trained_batchnorm_layers(load_keras_model(bundle_copy))]

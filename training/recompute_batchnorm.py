@@ -39,7 +39,7 @@ from training.holdout import sequence_of
 
 BATCH_SIZE = 8
 # What measured the old weights and no longer describes the new ones.
-STALE_FILES = ("evaluation_*.json", "gallery_*.png", "threshold_sweep.png", "*.tflite", "*.onnx")
+STALE_FILES = ("evaluation_*.json", "gallery_*.png", "threshold_sweep*.png", "*.tflite", "*.onnx")
 
 
 def _all_layers(model):
@@ -118,14 +118,18 @@ def recompute_bundle(bundle_dir: Path, data_dir: Path, batch_size: int = BATCH_S
     bundle_dir = Path(bundle_dir)
     config = verify_bundle(bundle_dir)
     model = load_keras_model(bundle_dir)
-    record = recompute_on_training_frames(model, data_dir, config.input_size, config.target_class.id, config.stride,
+    # At the size it trained at, not a feed scale chosen later (config.json keeps that in training).
+    training_size = tuple(config.training.get("input_size") or config.input_size)
+    record = recompute_on_training_frames(model, data_dir, training_size, config.target_class.id, config.stride,
                                           batch_size)
     if not record["layers"]:
         raise BundleError(f"{bundle_dir}'s model has no trained BatchNorm layers: nothing to recompute")
     record["from_model_sha256"] = config.model_sha256
     config.training["batchnorm_statistics_recomputed"] = record
-    # The figures and the threshold chosen from them described the old weights.
+    # The figures, and the feed scale and threshold chosen from them, described the old weights (the
+    # threshold stays as a starting point until training.evaluate --update-bundle chooses again).
     config.metrics, config.threshold_selected_on = {}, None
+    config.input_size, config.input_size_selected_on = training_size, None
     staging = staging_folder_beside(bundle_dir)
     try:
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
