@@ -5,8 +5,8 @@ app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): a f
 a photo of the then default model in 55.6 ms end to end on 2 cores against LiteRT's 63.1, which
 no LiteRT setting matched; the round 9-10 model's int8 graph (static quantisation) did one in 61.0
 ms at a larger feed scale, against 79.4 for a float32 ONNX graph and 97.9 for LiteRT in the same
-run on a slower machine (36.6, 50.1 and 75.5 on a faster one with VNNI, where the shipped round 12
-model, fed at 360x480, takes 46.6, 65.9 and 101.7). Bundles without an ONNX graph are
+run on a slower machine (36.6, 50.1 and 75.5 on a faster one with VNNI, where the shipped round 13
+model, fed at 360x480, takes 44.1, 61.5 and 95.0). Bundles without an ONNX graph are
 served by LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
 convolutions) from a graph that stores its weights as float16 (half the file; XNNPACK widens
 them once at load). LiteRT's int8 weights (dynamic-range quantisation) looked cheaper but measured
