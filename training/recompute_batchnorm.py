@@ -26,14 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.bundle import (
-    CARD_FILE,
-    BundleError,
-    load_keras_model,
-    replace_folder,
-    staging_folder_beside,
-    verify_bundle,
-)
+from demo.bundle import CARD_FILE, BundleError, load_keras_model, staged_bundle, verify_bundle
 from training.data import DataError, load_split
 from training.holdout import sequence_of
 
@@ -130,21 +123,11 @@ def recompute_bundle(bundle_dir: Path, data_dir: Path, batch_size: int = BATCH_S
     # threshold stays as a starting point until training.evaluate --update-bundle chooses again).
     config.metrics, config.threshold_selected_on = {}, None
     config.input_size, config.input_size_selected_on = training_size, None
-    staging = staging_folder_beside(bundle_dir)
-    try:
-        shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
-                        ignore=lambda folder, names: [name for name in names if name.startswith(".")])
-        for pattern in STALE_FILES:
-            for stale in staging.glob(pattern):
-                stale.unlink()
+    with staged_bundle(bundle_dir) as staging:  # put in place in one rename once it verifies
+        shutil.copytree(bundle_dir, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*", *STALE_FILES))
         write_model_files(staging, model, config)
         if (staging / CARD_FILE).is_file():
             write_model_card(staging)
-        verify_bundle(staging)
-        replace_folder(staging, bundle_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 
