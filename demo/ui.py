@@ -86,8 +86,9 @@ RESULT_MAX_HEIGHT = 460
 # Pictures are named by their content, as Gradio names its own, salted so a name reveals nothing.
 PICTURE_NAME_SALT = secrets.token_bytes(16)
 NO_PHOTO = "Upload a photo, or pick an example below, to see its cars."
-# Car probabilities the result line counts as unsure: the threshold's useful range.
-UNCERTAIN_BAND = (0.25, 0.75)
+# The result line says how many pixels a slider move of this size either way would flip: how settled
+# the answer is where the user stands (a fixed band such as 0.25-0.75 misses a default near 0.85).
+SLIDER_REACH = 0.10
 # After a new result, bring it into view when it is not (on a phone it starts below the fold).
 SHOW_RESULT_JS = """() => {
   const panel = document.getElementById("result-panel");
@@ -246,21 +247,26 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     return "\n\n".join([*paragraphs, served + "."])
 
 
+def threshold_reach(threshold: float) -> tuple[float, float]:
+    """The thresholds within SLIDER_REACH of `threshold`, clipped to the slider's 0-1."""
+    return max(0.0, threshold - SLIDER_REACH), min(1.0, threshold + SLIDER_REACH)
+
+
 def describe_result(segmentation: Segmentation, stats: dict, threshold: float, from_memory: bool) -> str:
-    """The line under the result: what was found at this threshold, how much of the photo the model is
-    unsure about (which is all that a threshold between those bounds can change), and the network's time."""
+    """The line under the result: what was found at this threshold, the share of pixels a nearby
+    threshold would flip (how settled the answer is here), and the network's time."""
     regions = stats["car_regions"]
-    low, high = UNCERTAIN_BAND
+    low, high = threshold_reach(threshold)
     probabilities = segmentation.probabilities  # at the network's resolution: about the same shares, cheaper
-    uncertain = 100 * np.count_nonzero((probabilities >= low) & (probabilities < high)) / probabilities.size
+    # A pixel is car when its probability >= the threshold: thresholds in [low, high] disagree on [low, high) only.
+    flippable = 100 * np.count_nonzero((probabilities >= low) & (probabilities < high)) / probabilities.size
     timing = f"The network took {1000 * segmentation.network_seconds:.0f} ms"
     timing += " when this example was first shown." if from_memory else "."
     caption = f"{segmentation.caption}. " if segmentation.caption else ""
     return (
         f"{caption}At threshold {threshold:.2f}, **{stats['coverage_percent']:.2f}%** of the pixels are car, "
-        f"in **{regions}** separate {'region' if regions == 1 else 'regions'}. The model is unsure "
-        f"(probability {low} to {high}) about {uncertain:.1f}% of the pixels: thresholds in that range "
-        f"move only those. {timing}"
+        f"in **{regions}** separate {'region' if regions == 1 else 'regions'}. Thresholds from {low:.2f} to "
+        f"{high:.2f} change {flippable:.1f}% of the pixels. {timing}"
     )
 
 

@@ -17,7 +17,9 @@ from demo.ui import (
     EXAMPLES_DIR,
     build_demo,
     describe_architecture,
+    Segmentation,
     describe_model,
+    describe_result,
     draw_cars,
     example_label,
     parse_colour,
@@ -43,6 +45,19 @@ def test_segment_endpoint_returns_overlay_mask_and_stats(client):
     assert set(np.unique(mask_pixels)) <= {0, 255}, "the mask is binary: car 255, background 0"
     assert set(stats) == {"coverage_percent", "car_regions"}
     assert stats["coverage_percent"] == pytest.approx(100 * np.mean(mask_pixels == 255), abs=0.01)
+
+
+def test_the_result_line_counts_the_pixels_a_nearby_threshold_would_flip():
+    # One pixel at each of 0.005, 0.015, ..., 0.995: each 0.10 of probability holds 10% of them.
+    probabilities = ((np.arange(100) + 0.5) / 100).astype(np.float32).reshape(10, 10)
+    segmentation = Segmentation(np.zeros((10, 10, 3), np.uint8), probabilities, network_seconds=0.02)
+    stats = {"coverage_percent": 15.0, "car_regions": 1}
+
+    served = describe_result(segmentation, stats, 0.85, from_memory=False)
+    assert "Thresholds from 0.75 to 0.95 change 20.0% of the pixels" in served
+    assert "in **1** separate region." in served and served.endswith("The network took 20 ms.")
+    # Near the slider's end the range is clipped: 0.85 to 1.00 holds 15 of the 100.
+    assert "from 0.85 to 1.00 change 15.0%" in describe_result(segmentation, stats, 0.95, from_memory=True)
 
 
 def test_the_threshold_parameter_is_applied(client):
