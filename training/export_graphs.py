@@ -41,9 +41,8 @@ from demo.bundle import (
     load_onnx_graph,
     onnx_graph_weights,
     read_config,
-    replace_folder,
     sha256_of,
-    staging_folder_beside,
+    staged_bundle,
     verify_bundle,
     write_config,
 )
@@ -306,22 +305,15 @@ def export_graphs(bundle_dir: Path, calibration: Calibration | None = None) -> d
     config = verify_bundle(bundle_dir)
     if calibration and calibration.feed_size:
         config.fed_at(calibration.feed_size, bundle_dir)  # refused for a fixed-size model before any work
-    staging = staging_folder_beside(bundle_dir)
-    try:
+    with staged_bundle(bundle_dir) as staging:
         # The old graphs and leftovers of interrupted writes stay behind.
-        shutil.copytree(bundle_dir, staging, dirs_exist_ok=True,
-                        ignore=lambda folder, names: [name for name in names
-                                                      if name.startswith(".") or name.endswith((".tflite", ".onnx"))])
+        shutil.copytree(bundle_dir, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*", "*.tflite", "*.onnx"))
         config.serving_graphs = write_graphs(staging, config, calibration)
         write_config(staging, config)
         load_graphs(staging, config)  # the app's own checks, before anything is replaced
         load_onnx_graph(staging, config)
         if (staging / CARD_FILE).is_file():
             write_model_card(staging)  # the card lists the graphs
-        replace_folder(staging, bundle_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return config.serving_graphs
 
 
