@@ -421,6 +421,20 @@ def test_an_int8_export_without_training_frames_says_so_and_leaves_the_bundle_as
     assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
 
 
+def test_calibrating_a_fixed_size_model_at_another_scale_is_refused_before_any_work(bundle_copy, camvid_dir, capsys):
+    from training.export_graphs import main
+
+    config = read_config(bundle_copy)
+    (bundle_copy / "config.json").write_text(json.dumps({**config, "resize": "stretch"}))
+    before = {path.name: path.read_bytes() for path in bundle_copy.iterdir()}
+    assert main([str(bundle_copy), "--int8", str(camvid_dir), "--calibrate-at", "312x416"]) == 1
+    height, width = config["input_size"]
+    # Named by its path: the check before the export (the calibration's own says "this bundle").
+    assert f"{bundle_copy} holds a fixed-size model: it takes only {height}x{width}" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+    assert not [path for path in bundle_copy.parent.iterdir() if path.name.startswith(".")]
+
+
 def test_exporting_an_int8_bundle_again_without_frames_says_its_graph_is_float_now(bundle_copy, camvid_dir, capsys):
     from training.export_graphs import main
 
