@@ -188,13 +188,17 @@ def describe_architecture(config: BundleConfig) -> str:
 
 SPLIT_NAMES = {"val": "the validation frames", "train": "the training frames"}
 RUNTIME_IN_WORDS = {
-    "onnxruntime": "ONNX Runtime, with the weights stored at half precision (float16) and computed at full precision",
-    "onnxruntime-int8": "ONNX Runtime, computing in 8-bit integers (weights and activations, quantised after "
-                        "training with ranges measured on its training frames)",
     "litert": "LiteRT, with the weights stored at half precision (float16) and computed at full precision",
     "litert-float32": "LiteRT",
     "litert-int8": "LiteRT, with the weights stored as 8-bit integers",
     "tensorflow": "TensorFlow",
+}
+# ONNX Runtime serves the bundle's ONNX graph, which computes as its record says (`onnx_graph_weights`).
+ONNX_GRAPH_IN_WORDS = {
+    "float16": "ONNX Runtime, with the weights stored at half precision (float16) and computed at full precision",
+    "float32": "ONNX Runtime",
+    "int8": "ONNX Runtime, computing in 8-bit integers (weights and activations, quantised after training with "
+            "ranges measured on its training frames)",
 }
 
 
@@ -241,8 +245,9 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
         served += f"; model file SHA-256 `{config.model_sha256[:12]}`"
     paragraphs = [what, data, quality]
     if runtime:
-        words = f"{runtime}-int8" if runtime == ONNX_RUNTIME and onnx_graph_weights(config) == "int8" else runtime
-        paragraphs.append(f"**What runs it.** {RUNTIME_IN_WORDS.get(words, RUNTIME_NAMES.get(runtime, runtime))}, "
+        words = (ONNX_GRAPH_IN_WORDS.get(onnx_graph_weights(config)) if runtime == ONNX_RUNTIME
+                 else RUNTIME_IN_WORDS.get(runtime))
+        paragraphs.append(f"**What runs it.** {words or RUNTIME_NAMES.get(runtime, runtime)}, "
                           f"on this server's CPU (`MODEL_RUNTIME={runtime}`).")
     return "\n\n".join([*paragraphs, served + "."])
 
