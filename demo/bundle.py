@@ -428,6 +428,18 @@ def onnx_graph_weights(config: BundleConfig) -> str | None:
     return next((entry.get("weights", "float16") for name, entry in files.items() if is_onnx_graph(name)), None)
 
 
+# How far outside 0..1 a float32 sigmoid may round (ONNX Runtime's answers 1.0000001 at times).
+PROBABILITY_ROUNDING = 1e-6
+
+
+def answers_probabilities(answer, input_shape: tuple) -> bool:
+    """Whether `answer` is one car probability per pixel of an `input_shape` (N, H, W, 3) input."""
+    import numpy as np
+
+    return (answer.shape == (*input_shape[:3], 1)
+            and bool(np.all((answer >= -PROBABILITY_ROUNDING) & (answer <= 1 + PROBABILITY_ROUNDING))))
+
+
 def verify_graphs(bundle_dir: Path, config: BundleConfig) -> dict[tuple | None, bytes]:
     """The carried LiteRT graphs' bytes by input shape, once each matches config.json; GraphError saying what does not.
 
@@ -487,7 +499,7 @@ def load_graphs(bundle_dir: Path, config: BundleConfig):
             answer = run_interpreter(interpreter, np.zeros(planned, np.float32))
         except Exception as error:
             raise GraphError(f"LiteRT could not run the graph for {shape or 'any shape'}: {error}") from error
-        if answer.shape != (*planned[:3], 1) or not np.all((answer >= 0) & (answer <= 1)):
+        if not answers_probabilities(answer, planned):
             raise GraphError(f"the graph for {shape or 'any shape'} did not answer a {planned} input with "
                              f"probabilities of its size (shape {answer.shape}, values {answer.min()}..{answer.max()}).")
         interpreters[shape] = interpreter
@@ -541,7 +553,7 @@ def load_onnx_graph(bundle_dir: Path, config: BundleConfig):
         answer = session.run(None, {session.get_inputs()[0].name: np.zeros(planned, np.float32)})[0]
     except Exception as error:
         raise GraphError(f"ONNX Runtime could not run {name}: {error}") from error
-    if answer.shape != (*planned[:3], 1) or not np.all((answer >= 0) & (answer <= 1)):
+    if not answers_probabilities(answer, planned):
         raise GraphError(f"{name} did not answer a {planned} input with probabilities of its size "
                          f"(shape {answer.shape}, values {answer.min()}..{answer.max()}).")
     logger.info("Serving the ONNX graph %s carries (%s; SHA-256 checked).", bundle_dir, name)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from demo.bundle import CONFIG_FILE, DEFAULT_BUNDLE_DIR, BundleConfig, BundleError, read_config, write_config
@@ -80,3 +81,18 @@ def test_a_what_if_feed_scale_applies_to_a_fully_convolutional_model_and_is_refu
     # The config's copy fed elsewhere (int8 calibration at the served scale) leaves the config as it was.
     config = BundleConfig.from_dict(REQUIRED_ONLY)
     assert config.fed_at((312, 416)).input_size == (312, 416) and config.input_size == (240, 320)
+
+
+def test_a_graphs_answer_counts_as_probabilities_up_to_float32_rounding():
+    from demo.bundle import answers_probabilities
+
+    shape = (1, 4, 6, 3)
+    answer = np.full((1, 4, 6, 1), 0.5, np.float32)
+    assert answers_probabilities(answer, shape)
+    answer[0, 0, 0, 0] = np.nextafter(np.float32(1), np.float32(2))  # a float32 sigmoid's 1.0000001
+    assert answers_probabilities(answer, shape)
+    for wrong in (1.01, -0.01, np.nan):
+        answer[0, 0, 0, 0] = wrong
+        assert not answers_probabilities(answer, shape)
+    assert not answers_probabilities(np.full((1, 4, 6), 0.5, np.float32), shape)  # a dropped channel axis
+    assert not answers_probabilities(np.full((1, 2, 3, 1), 0.5, np.float32), shape)
