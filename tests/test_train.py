@@ -19,6 +19,7 @@ from demo.bundle import load_bundle, load_keras_model, verify_bundle
 from demo.engine import SegmentationEngine
 from training import train
 from training.config import TrainingConfig
+from training.holdout import write_holdout_split
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--architecture", "unet", "--base-filters", "4", "--input-size", "96x128", "--batch-size", "2",
@@ -167,6 +168,26 @@ def test_read_only_output_folder_is_a_clear_error(camvid_dir, tmp_path, capsys):
     target.write_text("a file where the output folder should be")
     assert run_training(camvid_dir, target, "--epochs", "1") == 3
     assert "could not write to" in capsys.readouterr().err
+
+
+def test_a_held_out_folder_chooses_nothing_on_the_drive_under_test(camvid_dir, tmp_path, capsys):
+    folder = tmp_path / "without-0006R0"
+    write_holdout_split(camvid_dir, "0006R0", folder)  # val: 0006R0 alone, a drive training never sees
+    # --patience 0 ends any other run after its first epoch (as the plain folder shows below).
+    assert run_training(folder, tmp_path / "held-out", "--epochs", "2", "--patience", "0") == 0
+    assert "val holds only 0006R0, which training never sees: early stopping is off" in capsys.readouterr().out
+    assert len(log_rows(tmp_path / "held-out")) == 2
+    recorded = verify_bundle(tmp_path / "held-out" / "bundle").training
+    assert (recorded["keep"], recorded["patience"], recorded["kept_epoch"]) == ("last", None, 2)
+
+    with pytest.raises(SystemExit, match="--keep best would choose the epoch on it"):
+        run_training(folder, tmp_path / "best", "--epochs", "1", "--keep", "best")
+    assert not (tmp_path / "best").exists()
+
+    # CamVid's own val shares its drive with training: the flags stand, best epoch by default.
+    assert run_training(camvid_dir, tmp_path / "plain", "--epochs", "2", "--patience", "0") == 0
+    assert len(log_rows(tmp_path / "plain")) == 1
+    assert verify_bundle(tmp_path / "plain" / "bundle").training["keep"] == "best"
 
 
 def test_bad_data_stops_before_training_and_names_the_file(tmp_path, capsys):

@@ -47,7 +47,7 @@ def load_state(run_dir: Path) -> RunState | None:
 class TrainingState(keras.callbacks.Callback):
     """Saves last and best checkpoints atomically, stops early, and remembers where it was."""
 
-    def __init__(self, run_dir: Path, patience: int, state: RunState | None = None, monitor: str = "val_iou"):
+    def __init__(self, run_dir: Path, patience: int | None, state: RunState | None = None, monitor: str = "val_iou"):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.patience = patience
@@ -85,7 +85,7 @@ class TrainingState(keras.callbacks.Callback):
             state.epochs_without_improvement += 1
         self._save_model(self.run_dir / "last.keras")
         self._write_state()
-        if state.epochs_without_improvement >= self.patience:
+        if self.patience is not None and state.epochs_without_improvement >= self.patience:
             print(f"\nstopping early: no better {self.monitor} for {self.patience} epochs")
             self.model.stop_training = True
 

@@ -49,8 +49,8 @@ class TrainingConfig:
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)
-    keep: str  # bundle the "best" (val IoU) or the "last" epoch
-    patience: int  # stop after this many epochs without a better val IoU
+    keep: str | None  # bundle the "best" (val IoU) or the "last" epoch; None until the data folder settles it
+    patience: int | None  # stop after this many epochs without a better val IoU; None: never (a held-out folder)
     seed: int
     limit: int | None  # only the first N frames of each split
     steps_per_epoch: int | None

@@ -79,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
     parser.add_argument("--target-class", type=int, default=8, help="CamVid class id to segment (8 = car)")
-    parser.add_argument("--keep", choices=["best", "last"], default="best",
-                        help="bundle the epoch with the best val IoU, or the last epoch (a schedule chosen "
-                             "elsewhere, e.g. by training.holdout, so that nothing is selected on val)")
-    parser.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val IoU")
+    parser.add_argument("--keep", choices=["best", "last"],
+                        help="bundle the epoch with the best val IoU (default), or the last epoch (a schedule chosen "
+                             "elsewhere, e.g. by training.holdout, so that nothing is selected on val); a held-out "
+                             "folder, whose val drives training never sees, always keeps the last")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="stop after this many epochs without a better val IoU (off in a held-out folder)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit", type=int, help="use only the first N frames of each split (quick trials)")
     parser.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch (timing trials)")
@@ -165,6 +167,7 @@ def run(config: TrainingConfig) -> int:
     import training.optimizers  # noqa: F401  and the two-rate optimizer
     from training.models import ARCHITECTURES
 
+    config = choose_nothing_on_a_held_out_drive(config)
     keras.utils.set_random_seed(config.seed)
     architecture = ARCHITECTURES[config.architecture]
     run_dir = config.output_dir / "run"
@@ -306,6 +309,33 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: 
         write_gallery(engine, report, config.data_dir, staging / "gallery_val.png")
         record_serving_settings(staging, engine, report)  # threshold, metrics, threshold_sweep.png, model card
     return bundle_dir
+
+
+def choose_nothing_on_a_held_out_drive(config: TrainingConfig) -> TrainingConfig:
+    """`config` with what the run may choose on val settled.
+
+    When training sees none of val's drives (a `training.holdout` folder), val is the street under
+    test, and choosing anything on it flatters the figure: early stopping is off (a drive that does
+    badly would end the run) and the last epoch is kept. `--keep best` there is an error, not a
+    silent change. Anywhere else the flags stand, with `--keep best` as the default.
+    """
+    drives = held_out_drives(config.data_dir)
+    if not drives:
+        return config.replace(keep=config.keep or "best")
+    named = ", ".join(drives)
+    if config.keep == "best":
+        raise SystemExit(f"error: val in {config.data_dir} holds only {named}, a drive training never sees: it is "
+                         f"the street under test, and --keep best would choose the epoch on it. Use --keep last "
+                         f"(what a held-out folder keeps by default).")
+    print(f"val holds only {named}, which training never sees: early stopping is off and the last epoch is kept, "
+          f"so that nothing is chosen on the drive under test.")
+    return config.replace(keep="last", patience=None)
+
+
+def held_out_drives(data_dir: Path) -> list[str]:
+    """val's drives, when training sees none of them; otherwise none (CamVid's own val shares its drive)."""
+    train_drives, val_drives = split_drives(data_dir, "train"), split_drives(data_dir, "val")
+    return [] if set(train_drives) & set(val_drives) else val_drives
 
 
 def split_drives(data_dir: Path, split: str) -> list[str]:
