@@ -283,3 +283,18 @@ def test_a_held_out_report_of_another_drive_than_the_run_left_out_is_refused(bun
     assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--no-plots",
                  "--held-out", str(holdout)]) == 0
     assert json.loads((bundle_copy / "config.json").read_text())["threshold"] == 0.3
+
+
+def test_the_gallery_colours_found_wrong_and_missed_car_pixels_apart():
+    from demo.engine import overlay_mask
+    from training.evaluate import ERROR_COLOURS, error_overlay
+
+    image = np.full((1, 4, 3), 100, np.uint8)
+    predicted = np.array([[1, 1, 0, 0]], bool)  # found, marked wrongly, missed, background
+    truth = np.array([[1, 0, 1, 0]], np.uint8)  # as binarize gives it
+    coloured = error_overlay(image, predicted, truth)
+    for column, colour in enumerate(ERROR_COLOURS.values()):
+        tinted = overlay_mask(image[:, column:column + 1], np.ones((1, 1), bool), colour, opacity=0.6)
+        assert (coloured[0, column] == tinted[0, 0]).all()
+    assert (coloured[0, 3] == 100).all()  # neither car nor marked: untouched
+    assert len({tuple(pixel) for pixel in coloured[0]}) == 4

@@ -90,17 +90,34 @@ def _at(sweep: dict, index: int) -> dict:
     return {name: round(float(sweep[name][index]), 4) for name in SWEEP_METRICS}
 
 
+# The gallery's colours (Okabe-Ito: told apart with any colour vision). A plain overlay shows what the
+# model marked; these also show what it missed, which is what a weak drive needs looked at.
+ERROR_COLOURS = {"car found": (0, 158, 115), "marked, not car": (213, 94, 0), "car missed": (240, 228, 66)}
+
+
+def error_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """`image` with the car pixels found, the pixels wrongly marked car and the car pixels missed
+    tinted in ERROR_COLOURS; everything else untouched."""
+    predicted, truth = predicted.astype(bool), truth.astype(bool)
+    for region, colour in zip((predicted & truth, predicted & ~truth, truth & ~predicted), ERROR_COLOURS.values()):
+        image = overlay_mask(image, region, colour, opacity=0.6)
+    return image
+
+
 def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path: Path) -> None:
-    """Overlays of the best and the worst images of the split (at the best threshold)."""
+    """The best and the worst images of the split at its best threshold, found, wrong and missed car
+    pixels coloured apart."""
     from training.plots import plot_gallery
 
     pairs = {pair.stem: pair for pair in find_pairs(data_dir, report["split"])}
+    threshold = report["best_threshold"]
     rows = []
     for stem, iou in report["per_image_iou"]["best"] + report["per_image_iou"]["worst"]:
-        image, _ = read_pair(pairs[stem])
-        mask = threshold_probabilities(engine.predict_probabilities(image), report["best_threshold"])
-        rows.append((stem, overlay_mask(image, mask), iou))
-    plot_gallery(rows, path)
+        image, labels = read_pair(pairs[stem])
+        predicted = threshold_probabilities(engine.predict_probabilities(image), threshold)
+        rows.append((stem, error_overlay(image, predicted, binarize(labels, engine.config.target_class.id)), iou))
+    plot_gallery(rows, path, legend=ERROR_COLOURS,
+                 title=f"best and worst {report['split']} images at threshold {threshold:.2f}")
 
 
 def write_report(path: Path, report: dict) -> None:

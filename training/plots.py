@@ -44,17 +44,25 @@ def plot_threshold_sweep(sweep: dict, best_threshold: float, path: Path) -> None
     plt.close(figure)
 
 
-def plot_gallery(rows: list[tuple[str, np.ndarray, float]], path: Path, columns: int = 3) -> None:
-    """A grid of overlays, each titled with its name and IoU."""
+def plot_gallery(rows: list[tuple[str, np.ndarray, float]], path: Path, columns: int = 3,
+                 legend: dict[str, tuple[int, int, int]] | None = None, title: str | None = None) -> None:
+    """A grid of overlays, each titled with its name and IoU; `legend` names the overlay colours (RGB)."""
+    from matplotlib.patches import Patch
+
     count = len(rows)
     lines = max(1, -(-count // columns))
-    figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3.2 * lines))
+    figure, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3.4 * lines + 0.6 * bool(legend or title)))
     for axis, row in zip(np.ravel(axes), rows + [None] * (lines * columns - count)):
         axis.axis("off")
         if row:
             name, image, iou = row
             axis.imshow(image)
             axis.set_title(f"{name}  IoU {iou:.3f}", fontsize=9)
-    figure.tight_layout()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    if legend:
+        figure.legend(handles=[Patch(color=np.asarray(rgb) / 255, label=name) for name, rgb in legend.items()],
+                      loc="lower center", ncol=len(legend), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.05 if legend else 0, 1, 1))
     figure.savefig(path, format="png", dpi=80)
     plt.close(figure)
