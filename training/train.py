@@ -167,7 +167,7 @@ def run(config: TrainingConfig) -> int:
     import training.optimizers  # noqa: F401  and the two-rate optimizer
     from training.models import ARCHITECTURES
 
-    config = choose_nothing_on_a_held_out_drive(config)
+    config = pick_no_epoch_on_a_held_out_drive(config)
     keras.utils.set_random_seed(config.seed)
     architecture = ARCHITECTURES[config.architecture]
     run_dir = config.output_dir / "run"
@@ -311,11 +311,11 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: 
     return bundle_dir
 
 
-def choose_nothing_on_a_held_out_drive(config: TrainingConfig) -> TrainingConfig:
-    """`config` with what the run may choose on val settled.
+def pick_no_epoch_on_a_held_out_drive(config: TrainingConfig) -> TrainingConfig:
+    """`config` with how the run's epoch is picked settled.
 
     When training sees none of val's drives (a `training.holdout` folder), val is the street under
-    test, and choosing anything on it flatters the figure: early stopping is off (a drive that does
+    test, and picking the epoch on it flatters the figure: early stopping is off (a drive that does
     badly would end the run) and the last epoch is kept. `--keep best` there is an error, not a
     silent change. Anywhere else the flags stand, with `--keep best` as the default.
     """
@@ -324,11 +324,11 @@ def choose_nothing_on_a_held_out_drive(config: TrainingConfig) -> TrainingConfig
         return config.replace(keep=config.keep or "best")
     named = ", ".join(drives)
     if config.keep == "best":
-        raise SystemExit(f"error: val in {config.data_dir} holds only {named}, a drive training never sees: it is "
+        raise SystemExit(f"error: val in {config.data_dir} holds only {named}, which training never sees: it is "
                          f"the street under test, and --keep best would choose the epoch on it. Use --keep last "
                          f"(what a held-out folder keeps by default).")
     print(f"val holds only {named}, which training never sees: early stopping is off and the last epoch is kept, "
-          f"so that nothing is chosen on the drive under test.")
+          f"so that no epoch is picked on the drive under test.")
     return config.replace(keep="last", patience=None)
 
 
