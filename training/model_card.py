@@ -80,9 +80,11 @@ Regenerate them after any change to `model.keras`: `python -m training.export_gr
 CamVid was filmed in Cambridge (UK), in daylight, in 2007 and 2008, from a car's dashboard: 367
 training frames from three drives. Expect worse results at night, in rain or snow, on other
 continents' cars and streets, from other viewpoints (aerial, pedestrian, close-ups) and on cars
-much smaller or larger in the frame than in CamVid. The validation frames come from the same
-street as most training frames, so the val figures above flatter the model. Not for any
-safety-related use.
+much smaller or larger in the frame than in CamVid. CamVid's labels mark vans and buses as car
+too, and its training frames show few of them from behind, most on one drive: trained without that
+drive, this recipe missed most of them, so expect misses on large vehicles ahead. The validation
+frames come from the same street as most training frames, so the val figures above flatter the
+model. Not for any safety-related use.
 
 ## Dataset and citation
 
