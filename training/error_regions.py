@@ -107,18 +107,12 @@ def describe(result: dict, top: int) -> str:
 def write_missed_gallery(engine: SegmentationEngine, data_dir: Path, split: str, threshold: float,
                          regions: list[Region], path: Path, frames: int = 6) -> None:
     """The frames holding the most-missed car regions, found, wrong and missed pixels coloured apart."""
-    from training.evaluate import ERROR_COLOURS, error_overlay
+    from training.evaluate import ERROR_COLOURS, error_view
     from training.plots import plot_gallery
 
     pairs = {pair.stem: pair for pair in find_pairs(data_dir, split)}
     stems = list(dict.fromkeys(region.frame for region in sorted(regions, key=lambda r: r.wrong, reverse=True)))
-    rows = []
-    for stem in stems[:frames]:
-        image, labels = read_pair(pairs[stem])
-        truth = binarize(labels, engine.config.target_class.id).astype(bool)
-        predicted = threshold_probabilities(engine.predict_probabilities(image), threshold)
-        iou = np.count_nonzero(truth & predicted) / max(1, np.count_nonzero(truth | predicted))
-        rows.append((stem, error_overlay(image, predicted, truth), iou))
+    rows = [(stem, *error_view(engine, pairs[stem], threshold)) for stem in stems[:frames]]
     plot_gallery(rows, path, legend=ERROR_COLOURS, title=f"the {split} frames with the most missed car pixels, "
                                                           f"at threshold {threshold:.2f}")
 

@@ -104,6 +104,15 @@ def error_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -
     return image
 
 
+def error_view(engine: SegmentationEngine, pair, threshold: float) -> tuple[np.ndarray, float]:
+    """A labelled frame as the galleries draw it (`error_overlay` at `threshold`), and its car IoU there."""
+    image, labels = read_pair(pair)
+    truth = binarize(labels, engine.config.target_class.id).astype(bool)
+    predicted = threshold_probabilities(engine.predict_probabilities(image), threshold)
+    iou = np.count_nonzero(truth & predicted) / max(1, np.count_nonzero(truth | predicted))
+    return error_overlay(image, predicted, truth), iou
+
+
 def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path: Path) -> None:
     """The best and the worst images of the split at its best threshold, found, wrong and missed car
     pixels coloured apart."""
@@ -111,11 +120,9 @@ def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path
 
     pairs = {pair.stem: pair for pair in find_pairs(data_dir, report["split"])}
     threshold = report["best_threshold"]
-    rows = []
-    for stem, iou in report["per_image_iou"]["best"] + report["per_image_iou"]["worst"]:
-        image, labels = read_pair(pairs[stem])
-        predicted = threshold_probabilities(engine.predict_probabilities(image), threshold)
-        rows.append((stem, error_overlay(image, predicted, binarize(labels, engine.config.target_class.id)), iou))
+    # Each titled with the report's own per-image IoU (the figure the report ranked it by).
+    rows = [(stem, error_view(engine, pairs[stem], threshold)[0], iou)
+            for stem, iou in report["per_image_iou"]["best"] + report["per_image_iou"]["worst"]]
     plot_gallery(rows, path, legend=ERROR_COLOURS,
                  title=f"best and worst {report['split']} images at threshold {threshold:.2f}")
 
