@@ -182,3 +182,27 @@ def test_strong_photometric_augmentation_keeps_the_mask_on_the_car(camvid_dir):
             assert np.median(red_minus_green[interior]) > np.median(red_minus_green[outside]) + 25
             seen_dark |= float(np.median(image[outside])) < 100  # the grey 128 background darkened
     assert seen_dark
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """The longest horizontal run of ones in any row."""
+    longest = 0
+    for row in mask:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        if edges.size:
+            longest = max(longest, int((edges[1::2] - edges[0::2]).max()))
+    return longest
+
+
+@pytest.mark.parametrize("max_scale, widest", [(None, 10), (3.0, 24)])
+def test_max_scale_sets_how_far_training_crops_zoom_in(max_scale, widest):
+    """Stripes 8 pixels wide: zoomed by at most 1.25 (the default) they stay at most 10 wide; with
+    max_scale 3.0 some reach 24 and none exceed it."""
+    columns = (np.arange(240) // 8) % 2
+    masks = np.broadcast_to(columns, (4, 176, 240)).astype(np.uint8).copy()
+    images = np.repeat(masks[..., None] * 200, 3, axis=-1).astype(np.uint8)
+    dataset = make_dataset(images, masks, batch_size=4, stride=16, training=True, augment=True, crop_size=(128, 176),
+                           seed=3, max_scale=max_scale)
+    runs = [_longest_run(mask) for batch in dataset.repeat().take(10) for mask in batch[1].numpy()[..., 0] == 1]
+    assert max(runs) <= widest + 1  # nearest-neighbour resizing rounds a stripe's edge by a pixel
+    assert max(runs) >= widest - 4  # the range's top is reached (40 samples of a uniform scale)

@@ -320,6 +320,16 @@ def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
     assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"
 
 
+def test_max_zoom_defaults_to_the_photometric_setting_and_is_recorded():
+    assert train.parse_args(["--output-dir", "x"]).max_zoom == pytest.approx(1.25)
+    strong = train.parse_args(["--output-dir", "x", "--photometric", "strong"])
+    assert strong.max_zoom == pytest.approx(1.5)
+    zoomed = train.parse_args(["--output-dir", "x", "--photometric", "strong", "--max-zoom", "2.5"])
+    assert zoomed.recorded(pretrained_encoder=False)["max_zoom"] == pytest.approx(2.5)
+    with pytest.raises(SystemExit, match="above the smallest scale"):
+        train.parse_args(["--output-dir", "x", "--max-zoom", "0.5"])
+
+
 def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):
     from training import time_steps
 

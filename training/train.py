@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from training.config import TrainingConfig
-from training.data import parse_size
+from training.data import MAX_SCALE, MIN_SCALE, STRONG_MAX_SCALE, parse_size
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
                              "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
+    parser.add_argument("--max-zoom", type=float,
+                        help="the largest random scale of a training frame before its crop (the smallest is 0.75; "
+                             "default 1.25, or 1.5 with --photometric strong): larger shows cars ahead as close "
+                             "as a van or bus just in front")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
@@ -126,6 +130,8 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
+    if config.max_zoom is not None and config.max_zoom <= MIN_SCALE:
+        raise SystemExit(f"error: --max-zoom must be above the smallest scale, {MIN_SCALE}")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
                                else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
@@ -135,6 +141,7 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         resize="stretch" if architecture.fixed_input else config.resize or "keep_aspect",
         freeze_encoder=config.freeze_encoder or seed_freezes,
         fine_tune_learning_rate=fine_tune_learning_rate,
+        max_zoom=config.max_zoom or (STRONG_MAX_SCALE if config.photometric == "strong" else MAX_SCALE),
         encoder_learning_rate=(fine_tune_learning_rate if config.encoder_learning_rate is None
                                else config.encoder_learning_rate),
     )
@@ -247,7 +254,8 @@ def training_pipeline(config: TrainingConfig):
     crop_size = config.input_size if architecture.fixed_input or not config.augment else (
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
-                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric)
+                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
+                           max_scale=config.max_zoom)
     return dataset, crop_size, len(images)
 
 
