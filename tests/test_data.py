@@ -194,15 +194,15 @@ def _longest_run(mask: np.ndarray) -> int:
     return longest
 
 
-@pytest.mark.parametrize("max_scale, widest", [(None, 10), (3.0, 24)])
-def test_max_scale_sets_how_far_training_crops_zoom_in(max_scale, widest):
+@pytest.mark.parametrize("max_zoom, widest", [(None, 10), (3.0, 24)])
+def test_max_zoom_sets_how_far_training_crops_zoom_in(max_zoom, widest):
     """Stripes 8 pixels wide: zoomed by at most 1.25 (the default) they stay at most 10 wide; with
-    max_scale 3.0 some reach 24 and none exceed it."""
+    max_zoom 3.0 some reach 24 and none exceed it."""
     columns = (np.arange(240) // 8) % 2
     masks = np.broadcast_to(columns, (4, 176, 240)).astype(np.uint8).copy()
     images = np.repeat(masks[..., None] * 200, 3, axis=-1).astype(np.uint8)
     dataset = make_dataset(images, masks, batch_size=4, stride=16, training=True, augment=True, crop_size=(128, 176),
-                           seed=3, max_scale=max_scale)
+                           seed=3, max_zoom=max_zoom)
     runs = [_longest_run(mask) for batch in dataset.repeat().take(10) for mask in batch[1].numpy()[..., 0] == 1]
     assert max(runs) <= widest + 1  # nearest-neighbour resizing rounds a stripe's edge by a pixel
     assert max(runs) >= widest - 4  # the range's top is reached (40 samples of a uniform scale)

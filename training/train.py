@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from training.config import TrainingConfig
-from training.data import MAX_SCALE, MIN_SCALE, STRONG_MAX_SCALE, parse_size
+from training.data import MIN_SCALE, default_max_zoom, parse_size
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
@@ -141,7 +141,7 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         resize="stretch" if architecture.fixed_input else config.resize or "keep_aspect",
         freeze_encoder=config.freeze_encoder or seed_freezes,
         fine_tune_learning_rate=fine_tune_learning_rate,
-        max_zoom=config.max_zoom or (STRONG_MAX_SCALE if config.photometric == "strong" else MAX_SCALE),
+        max_zoom=config.max_zoom or default_max_zoom(config.photometric),
         encoder_learning_rate=(fine_tune_learning_rate if config.encoder_learning_rate is None
                                else config.encoder_learning_rate),
     )
@@ -255,7 +255,7 @@ def training_pipeline(config: TrainingConfig):
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           max_scale=config.max_zoom)
+                           max_zoom=config.max_zoom)
     return dataset, crop_size, len(images)
 
 
