@@ -207,6 +207,26 @@ def test_seed_recipe_is_the_reference_setup():
     assert explicit.epochs == 3 and not explicit.freeze_encoder
 
 
+def test_shipped_recipe_is_what_the_default_model_recorded():
+    recorded = json.loads((REPO / "demo" / "default_model" / "config.json").read_text())["training"]
+    config = train.parse_args(["--output-dir", "x", "--recipe", "shipped"])
+    for name in ("architecture", "frozen_epochs", "learning_rate", "fine_tune_learning_rate", "encoder_learning_rate",
+                 "loss", "photometric", "epochs", "batch_size", "keep", "seed"):
+        assert getattr(config, name) == recorded[name], name
+    assert config.input_size == tuple(recorded["input_size"])
+    # Flags still win, and a smaller frame gets its own crop, not the 432x576 run's.
+    probe = train.parse_args(["--output-dir", "x", "--recipe", "shipped", "--max-zoom", "2", "--input-size", "240x320"])
+    assert (probe.max_zoom, probe.input_size, probe.crop_size) == (2.0, (240, 320), None)
+
+
+def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
+    recorded = json.loads((REPO / "demo" / "default_model" / "config.json").read_text())
+    recorded["training"].update(crop_size=[256, 256], init_from="other_bundle", limit=4)
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    recipe = train.shipped_recipe(tmp_path)
+    assert recipe["crop_size"] == (256, 256) and "init_from" not in recipe and "limit" not in recipe
+
+
 def test_mirrored_strategy_on_two_logical_cpus(camvid_dir, tmp_path):
     script = f"""
 import tensorflow as tf

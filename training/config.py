@@ -24,7 +24,7 @@ class TrainingConfig:
     data_dir: Path
     output_dir: Path
     # What is trained
-    recipe: str | None  # "seed": the seed notebook's setup, as defaults
+    recipe: str | None  # "seed" (the seed notebook's setup) or "shipped" (the default model's), as defaults
     architecture: str  # a key of training.models.ARCHITECTURES
     input_size: tuple[int, int]  # (height, width) frames are resized to
     resize: str  # how the app feeds photos: "keep_aspect" or "stretch"

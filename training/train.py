@@ -5,6 +5,8 @@
 
     python -m training.train --data-dir ../shared/data/camvid --recipe seed --output-dir runs/seed
 
+    python -m training.train --data-dir ../shared/data/camvid --recipe shipped --output-dir runs/again
+
 Checkpoints, the CSV log and the resume state live in OUTPUT_DIR/run/; the bundle
 is written to OUTPUT_DIR/bundle/ at the end (atomically). Interrupted? Run the
 same command with --resume.
@@ -12,6 +14,8 @@ same command with --resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -24,6 +28,30 @@ from training.data import MIN_SCALE, default_max_zoom, parse_size
 # these are the parser's defaults, so a flag given on the command line still wins.
 SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "bce", "learning_rate": 1e-3,
                "batch_size": 2, "epochs": 20, "schedule": "constant", "augment": False}
+# --recipe shipped reads the app's default model's own record (config.json's "training"), so the recipe to
+# retrain it, or to train it without a drive, cannot drift from what shipped. These recorded settings are
+# the run's, not the recipe's: where it started from, and trial-size limits.
+NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
+
+
+def shipped_recipe(bundle_dir: Path | None = None) -> dict:
+    """The training settings the app's default bundle (or `bundle_dir`'s) was trained with, as parser defaults."""
+    from demo.bundle import DEFAULT_BUNDLE_DIR
+
+    recorded = json.loads(((bundle_dir or DEFAULT_BUNDLE_DIR) / "config.json").read_text())["training"]
+    settings = {field.name: recorded[field.name] for field in dataclasses.fields(TrainingConfig)
+                if field.name in recorded and field.name not in NOT_A_RECIPE}
+    from training.data import default_crop_size
+    from training.models import ARCHITECTURES
+
+    settings["input_size"] = tuple(settings["input_size"])
+    if settings.get("crop_size") is not None:
+        settings["crop_size"] = tuple(settings["crop_size"])
+        # A crop the run derived from its input size (not asked for) is derived again, so --input-size still works.
+        stride = ARCHITECTURES[settings["architecture"]].stride
+        if settings["crop_size"] == default_crop_size(settings["input_size"], stride):
+            del settings["crop_size"]
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
                         help="CamVid root in SegNet or seed layout (default $CAMVID_DIR or ../shared/data/camvid)")
     parser.add_argument("--output-dir", type=Path, required=True, help="where run/ and bundle/ are written")
-    parser.add_argument("--recipe", choices=["seed"], help="the seed's recipe (vgg16-unet, 224x224, BCE, batch 2, 20 epochs)")
+    parser.add_argument("--recipe", choices=["seed", "shipped"],
+                        help="seed: the seed's recipe (vgg16-unet, 224x224, BCE, batch 2, 20 epochs); shipped: the "
+                             "settings the app's default model was trained with (demo/default_model/config.json)")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="unet")
     parser.add_argument("--input-size", type=parse_size, help="HEIGHTxWIDTH frames are resized to (default per architecture)")
     parser.add_argument("--resize", choices=["keep_aspect", "stretch"],
@@ -110,8 +140,8 @@ def parse_namespace(argv: list[str], parser: argparse.ArgumentParser | None = No
     """`argv` parsed with --recipe's settings as the defaults, so that a flag given explicitly still wins."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
-    if args.recipe == "seed":
-        parser.set_defaults(**SEED_RECIPE)
+    if args.recipe:
+        parser.set_defaults(**(SEED_RECIPE if args.recipe == "seed" else shipped_recipe()))
         args = parser.parse_args(argv)
     return args
 
