@@ -91,8 +91,9 @@ def _at(sweep: dict, index: int) -> dict:
 
 
 # The gallery's colours (Okabe-Ito: told apart with any colour vision). A plain overlay shows what the
-# model marked; these also show what it missed, which is what a weak drive needs looked at.
-ERROR_COLOURS = {"car found": (0, 158, 115), "marked, not car": (213, 94, 0), "car missed": (240, 228, 66)}
+# model marked; these also show what it missed, which is what a weak drive needs looked at. Missed is
+# reddish purple, not Okabe-Ito's yellow, which street signs and banners share.
+ERROR_COLOURS = {"car found": (0, 158, 115), "marked, not car": (213, 94, 0), "car missed": (204, 121, 167)}
 
 
 def error_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
