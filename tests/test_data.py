@@ -194,6 +194,22 @@ def _longest_run(mask: np.ndarray) -> int:
     return longest
 
 
+@pytest.mark.parametrize("min_zoom, padded", [(0.75, False), (0.4, True)])
+def test_min_zoom_below_the_default_pads_crops_with_ignored_pixels(min_zoom, padded):
+    """At the default smallest scale a derived crop is all photo; zoomed further out, the frame can be
+    smaller than the crop, and the rest is padding of weight 0 (no loss, no metric) with no car in it."""
+    masks = np.ones((4, 176, 240), np.uint8)
+    images = np.full((4, 176, 240, 3), 200, np.uint8)
+    dataset = make_dataset(images, masks, batch_size=4, stride=16, training=True, augment=True, seed=3,
+                           min_zoom=min_zoom, max_zoom=0.8)
+    batches = list(dataset.repeat().take(10))
+    weights = np.concatenate([batch[2].numpy() for batch in batches])
+    masks_out = np.concatenate([batch[1].numpy() for batch in batches])
+    assert bool((weights == 0).any()) is padded
+    assert not masks_out[weights == 0].any()  # padding is never car
+    assert masks_out[weights == 1].all()  # and every photo pixel still is
+
+
 @pytest.mark.parametrize("max_zoom, widest", [(None, 10), (3.0, 24)])
 def test_max_zoom_sets_how_far_training_crops_zoom_in(max_zoom, widest):
     """Stripes 8 pixels wide: zoomed by at most 1.25 (the default) they stay at most 10 wide; with

@@ -346,8 +346,17 @@ def test_max_zoom_defaults_to_the_photometric_setting_and_is_recorded():
     assert strong.max_zoom == pytest.approx(1.5)
     zoomed = train.parse_args(["--output-dir", "x", "--photometric", "strong", "--max-zoom", "2.5"])
     assert zoomed.recorded(pretrained_encoder=False)["max_zoom"] == pytest.approx(2.5)
-    with pytest.raises(SystemExit, match="above the smallest scale"):
+    with pytest.raises(SystemExit, match="above the default smallest scale"):
         train.parse_args(["--output-dir", "x", "--max-zoom", "0.5"])
+
+
+def test_min_zoom_defaults_to_the_all_photo_scale_and_is_recorded():
+    assert train.parse_args(["--output-dir", "x"]).min_zoom == pytest.approx(0.75)
+    zoomed_out = train.parse_args(["--output-dir", "x", "--min-zoom", "0.5"])
+    assert zoomed_out.recorded(pretrained_encoder=False)["min_zoom"] == pytest.approx(0.5)
+    for bad in ("0", "0.9"):
+        with pytest.raises(SystemExit, match="--min-zoom must be above 0 and at most 0.75"):
+            train.parse_args(["--output-dir", "x", "--min-zoom", bad])
 
 
 def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):

@@ -48,6 +48,7 @@ class TrainingConfig:
     loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
+    min_zoom: float  # the smallest random scale before the crop (0.75; below it, crops hold ignored padding)
     max_zoom: float  # the largest random scale before the crop (resolved: 1.25, or 1.5 with strong photometric)
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)
     keep: str | None  # bundle the "best" (val IoU) or the "last" epoch; None until the data folder settles it

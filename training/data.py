@@ -143,7 +143,8 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
-                 seed: int = 0, photometric: str = "basic", max_zoom: float | None = None):
+                 seed: int = 0, photometric: str = "basic", min_zoom: float = MIN_SCALE,
+                 max_zoom: float | None = None):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
     The arrays are the cache: every frame is decoded, checked and resized once, up
@@ -151,8 +152,9 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     `augment`, batches are random crops of `crop_size` with augmentation applied
     identically to image and mask (scale, crop, flip) plus colour jitter on the
     image alone (`photometric`: "basic" or "strong", see `_strong_photometric`). Each
-    frame is scaled by a random factor from MIN_SCALE to `max_zoom` (default:
-    `default_max_zoom(photometric)`) before its crop. Without `augment`, whole frames
+    frame is scaled by a random factor from `min_zoom` to `max_zoom` (default:
+    `default_max_zoom(photometric)`) before its crop; below MIN_SCALE a frame can come out
+    smaller than the crop, whose rest is then padding of weight 0. Without `augment`, whole frames
     are padded to a multiple of `stride`, and the pixels padding invented get weight 0,
     so they count in neither the loss nor the metrics.
     """
@@ -170,7 +172,7 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
         strong = photometric == "strong"
         max_zoom = max_zoom or default_max_zoom(photometric)
         dataset = dataset.map(lambda image, mask, weight: _augment(image, mask, weight, crop_height, crop_width,
-                                                                   max_zoom, strong),
+                                                                   min_zoom, max_zoom, strong),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     else:
         dataset = dataset.map(lambda image, mask, weight: (tf.cast(image, tf.float32),
@@ -198,14 +200,14 @@ def _pad_example(image, mask, weight, stride):
     return pad_to_multiple(image, stride), np.pad(mask, padding), np.pad(weight, padding)
 
 
-def _augment(image, mask, weight, crop_height, crop_width, max_zoom, strong=False):
+def _augment(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom, strong=False):
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
     # Mask and weight travel together through every geometric step, stacked as channels.
     target = tf.stack([tf.cast(mask, tf.float32), weight], axis=-1)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    scale = tf.random.uniform([], MIN_SCALE, max_zoom)
+    scale = tf.random.uniform([], min_zoom, max_zoom)
     new_size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
     image = tf.image.resize(image, new_size, method="bilinear", antialias=True)
     target = tf.image.resize(target, new_size, method="nearest")

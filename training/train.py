@@ -105,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
                              "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
+    parser.add_argument("--min-zoom", type=float, default=MIN_SCALE,
+                        help=f"the smallest random scale of a training frame before its crop (default {MIN_SCALE}, "
+                             "the smallest at which a crop is all photo): smaller shows cars as small as the "
+                             "distant rows of a car park, the rest of the crop padding that the loss ignores")
     parser.add_argument("--max-zoom", type=float,
-                        help="the largest random scale of a training frame before its crop (the smallest is 0.75; "
+                        help="the largest random scale of a training frame before its crop (the smallest is --min-zoom; "
                              "default 1.25, or 1.5 with --photometric strong): larger shows cars ahead as close "
                              "as a van or bus just in front")
     parser.add_argument("--test-time-flip", action="store_true",
@@ -160,8 +164,10 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
+    if not 0 < config.min_zoom <= MIN_SCALE:
+        raise SystemExit(f"error: --min-zoom must be above 0 and at most {MIN_SCALE}")
     if config.max_zoom is not None and config.max_zoom <= MIN_SCALE:
-        raise SystemExit(f"error: --max-zoom must be above the smallest scale, {MIN_SCALE}")
+        raise SystemExit(f"error: --max-zoom must be above the default smallest scale, {MIN_SCALE}")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
                                else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
@@ -285,7 +291,7 @@ def training_pipeline(config: TrainingConfig):
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           max_zoom=config.max_zoom)
+                           min_zoom=config.min_zoom, max_zoom=config.max_zoom)
     return dataset, crop_size, len(images)
 
 
