@@ -37,13 +37,12 @@ NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "st
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
     """The training settings the app's default bundle (or `bundle_dir`'s) was trained with, as parser defaults."""
     from demo.bundle import DEFAULT_BUNDLE_DIR
+    from training.data import default_crop_size
+    from training.models import ARCHITECTURES
 
     recorded = json.loads(((bundle_dir or DEFAULT_BUNDLE_DIR) / "config.json").read_text())["training"]
     settings = {field.name: recorded[field.name] for field in dataclasses.fields(TrainingConfig)
                 if field.name in recorded and field.name not in NOT_A_RECIPE}
-    from training.data import default_crop_size
-    from training.models import ARCHITECTURES
-
     settings["input_size"] = tuple(settings["input_size"])
     if settings.get("crop_size") is not None:
         settings["crop_size"] = tuple(settings["crop_size"])
