@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.bundle import load_bundle, load_keras_model, verify_bundle
+from demo.bundle import DEFAULT_BUNDLE_DIR, load_bundle, load_keras_model, read_config, verify_bundle
 from demo.engine import SegmentationEngine
 from training import train
 from training.config import TrainingConfig
@@ -208,7 +208,7 @@ def test_seed_recipe_is_the_reference_setup():
 
 
 def test_shipped_recipe_is_what_the_default_model_recorded():
-    recorded = json.loads((REPO / "demo" / "default_model" / "config.json").read_text())["training"]
+    recorded = read_config(DEFAULT_BUNDLE_DIR).training
     config = train.parse_args(["--output-dir", "x", "--recipe", "shipped"])
     for name in ("architecture", "frozen_epochs", "learning_rate", "fine_tune_learning_rate", "encoder_learning_rate",
                  "loss", "photometric", "epochs", "batch_size", "keep", "seed"):
@@ -220,7 +220,7 @@ def test_shipped_recipe_is_what_the_default_model_recorded():
 
 
 def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
-    recorded = json.loads((REPO / "demo" / "default_model" / "config.json").read_text())
+    recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
     recorded["training"].update(crop_size=[256, 256], init_from="other_bundle", limit=4)
     (tmp_path / "config.json").write_text(json.dumps(recorded))
     recipe = train.shipped_recipe(tmp_path)

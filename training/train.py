@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -36,11 +35,11 @@ NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "st
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
     """The training settings the app's default bundle (or `bundle_dir`'s) was trained with, as parser defaults."""
-    from demo.bundle import DEFAULT_BUNDLE_DIR
+    from demo.bundle import DEFAULT_BUNDLE_DIR, read_config
     from training.data import default_crop_size
     from training.models import ARCHITECTURES
 
-    recorded = json.loads(((bundle_dir or DEFAULT_BUNDLE_DIR) / "config.json").read_text())["training"]
+    recorded = read_config(bundle_dir or DEFAULT_BUNDLE_DIR).training
     settings = {field.name: recorded[field.name] for field in dataclasses.fields(TrainingConfig)
                 if field.name in recorded and field.name not in NOT_A_RECIPE}
     settings["input_size"] = tuple(settings["input_size"])
