@@ -222,3 +222,44 @@ def test_max_zoom_sets_how_far_training_crops_zoom_in(max_zoom, widest):
     runs = [_longest_run(mask) for batch in dataset.repeat().take(10) for mask in batch[1].numpy()[..., 0] == 1]
     assert max(runs) <= widest + 1  # nearest-neighbour resizing rounds a stripe's edge by a pixel
     assert max(runs) >= widest - 4  # the range's top is reached (40 samples of a uniform scale)
+
+
+def test_paste_cars_copies_the_donor_car_and_marks_it_counted():
+    from training.data import _paste_cars
+
+    image = np.zeros((8, 8, 3), np.float32)
+    target = np.zeros((8, 8, 2), np.float32)  # no car, and weight 0 (padding) everywhere
+    donor_image = np.full((8, 8, 3), 200.0, np.float32)
+    donor_target = np.zeros((8, 8, 2), np.float32)
+    donor_target[2:5, 3:6] = (1.0, 1.0)  # a counted car
+    donor_target[6:, 6:] = (1.0, 0.0)  # car in the donor's padding: never pasted
+    pasted, pasted_target = (np.asarray(x) for x in _paste_cars(image, target, donor_image, donor_target, 1.0))
+    car = np.zeros((8, 8), bool)
+    car[2:5, 3:6] = True
+    np.testing.assert_array_equal(pasted[..., 0] == 200.0, car)
+    np.testing.assert_array_equal(pasted_target[..., 0] == 1.0, car)
+    np.testing.assert_array_equal(pasted_target[..., 1] == 1.0, car)
+    unchanged, unchanged_target = _paste_cars(image, target, donor_image, donor_target, 0.0)
+    assert not np.asarray(unchanged).any() and not np.asarray(unchanged_target).any()
+
+
+@pytest.mark.parametrize("copy_paste", [0.0, 1.0])
+def test_copy_paste_puts_cars_into_frames_without_any(copy_paste):
+    """One frame of four is all car (bright), three have none (dark); a batch of four is one epoch. Without
+    pasting, exactly one crop in four is car; pasting always, a dark frame whose donor is the car frame
+    becomes car too. Either way every car pixel is bright and every other dark: image and mask move together."""
+    images = np.full((4, 176, 240, 3), 20, np.uint8)
+    masks = np.zeros((4, 176, 240), np.uint8)
+    images[0], masks[0] = 220, 1
+    dataset = make_dataset(images, masks, batch_size=4, stride=16, training=True, augment=True, seed=5,
+                           copy_paste=copy_paste)
+    car_crops = 0
+    for batch_images, batch_masks, batch_weights in dataset.repeat().take(20):
+        for image, mask in zip(batch_images.numpy().mean(axis=-1), batch_masks.numpy()[..., 0]):
+            assert (image[mask == 1] > 120).all() and (image[mask == 0] < 120).all()
+            car_crops += int(mask.all())
+        assert batch_weights.numpy().all()
+    if copy_paste:  # the car frame is some dark frame's donor in 3 epochs of 4: none in 20 is (1/4)**20
+        assert car_crops > 20
+    else:
+        assert car_crops == 20

@@ -359,6 +359,15 @@ def test_min_zoom_defaults_to_the_all_photo_scale_and_is_recorded():
             train.parse_args(["--output-dir", "x", "--min-zoom", bad])
 
 
+def test_copy_paste_is_off_by_default_a_probability_and_recorded():
+    assert train.parse_args(["--output-dir", "x"]).copy_paste == 0.0
+    pasting = train.parse_args(["--output-dir", "x", "--copy-paste", "0.5"])
+    assert pasting.recorded(pretrained_encoder=False)["copy_paste"] == pytest.approx(0.5)
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(SystemExit, match="--copy-paste is a probability"):
+            train.parse_args(["--output-dir", "x", "--copy-paste", bad])
+
+
 def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):
     from training import time_steps
 

@@ -144,7 +144,7 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
                  seed: int = 0, photometric: str = "basic", min_zoom: float = MIN_SCALE,
-                 max_zoom: float | None = None):
+                 max_zoom: float | None = None, copy_paste: float = 0.0):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
     The arrays are the cache: every frame is decoded, checked and resized once, up
@@ -154,7 +154,9 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     image alone (`photometric`: "basic" or "strong", see `_strong_photometric`). Each
     frame is scaled by a random factor from `min_zoom` to `max_zoom` (default:
     `default_max_zoom(photometric)`) before its crop; below MIN_SCALE a frame can come out
-    smaller than the crop, whose rest is then padding of weight 0. Without `augment`, whole frames
+    smaller than the crop, whose rest is then padding of weight 0. With probability `copy_paste`, a
+    crop also gets the cars of another frame's crop (scaled, cropped and flipped on its own) pasted
+    over it before the colour changes (`_paste_cars`). Without `augment`, whole frames
     are padded to a multiple of `stride`, and the pixels padding invented get weight 0,
     so they count in neither the loss nor the metrics.
     """
@@ -171,9 +173,19 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
         crop_height, crop_width = crop_size or default_crop_size(images.shape[1:3], stride)
         strong = photometric == "strong"
         max_zoom = max_zoom or default_max_zoom(photometric)
-        dataset = dataset.map(lambda image, mask, weight: _augment(image, mask, weight, crop_height, crop_width,
-                                                                   min_zoom, max_zoom, strong),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+        def scale_crop_flip(image, mask, weight):
+            return _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom)
+
+        parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        dataset = dataset.map(scale_crop_flip, **parallel)
+        if copy_paste:
+            # Donors: the same frames in another order, each cropped on its own.
+            donors = tf.data.Dataset.from_tensor_slices((images, masks, weights)).shuffle(
+                len(images), seed=seed + 1, reshuffle_each_iteration=True).map(scale_crop_flip, **parallel)
+            dataset = tf.data.Dataset.zip((dataset, donors)).map(
+                lambda crop, donor: _paste_cars(*crop, *donor, probability=copy_paste), **parallel)
+        dataset = dataset.map(lambda image, target: _recolour(image, target, strong), **parallel)
     else:
         dataset = dataset.map(lambda image, mask, weight: (tf.cast(image, tf.float32),
                                                            tf.cast(mask, tf.float32)[..., None], weight[..., None]))
@@ -200,7 +212,8 @@ def _pad_example(image, mask, weight, stride):
     return pad_to_multiple(image, stride), np.pad(mask, padding), np.pad(weight, padding)
 
 
-def _augment(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom, strong=False):
+def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom):
+    """The geometric augmentation: (image float32, target = mask and weight stacked as channels)."""
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
@@ -217,7 +230,25 @@ def _augment(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom, s
     target = tf.image.pad_to_bounding_box(target, 0, 0, pad_height, pad_width)
     stacked = tf.image.random_crop(tf.concat([image, target], axis=-1), [crop_height, crop_width, 5])
     stacked = tf.image.random_flip_left_right(stacked)
-    image, target = stacked[..., :3], stacked[..., 3:]
+    return stacked[..., :3], stacked[..., 3:]
+
+
+def _paste_cars(image, target, donor_image, donor_target, probability):
+    """Simple Copy-Paste (Ghiasi et al., 2021) for one class: with `probability`, the donor crop's car
+    pixels (where its weight counts) replace the crop's, and are car there. More cars in more places,
+    sizes and surroundings than three drives show; hard edges, as the paper found blending unneeded."""
+    import tensorflow as tf
+
+    donor_car = donor_target[..., :1] * donor_target[..., 1:]
+    paste = donor_car * tf.cast(tf.random.uniform([]) < probability, tf.float32)
+    image = image * (1.0 - paste) + donor_image * paste
+    return image, tf.maximum(target, paste)  # car and counted where pasted
+
+
+def _recolour(image, target, strong):
+    """The photometric augmentation, applied last so a pasted car shares its new scene's lighting."""
+    import tensorflow as tf
+
     if strong:
         image = _strong_photometric(image)
     else:

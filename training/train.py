@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the largest random scale of a training frame before its crop (the smallest is --min-zoom; "
                              "default 1.25, or 1.5 with --photometric strong): larger shows cars ahead as close "
                              "as a van or bus just in front")
+    parser.add_argument("--copy-paste", type=float, default=0.0, metavar="PROBABILITY",
+                        help="with this probability a training crop gets the cars of another frame's crop (scaled, "
+                             "cropped and flipped on its own) pasted over it, before the colour changes: cars in "
+                             "more places, sizes and surroundings than the drives show (Simple Copy-Paste; default 0)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
@@ -166,6 +170,8 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit(f"error: --min-zoom must be above 0 and at most {MIN_SCALE}")
     if config.max_zoom is not None and config.max_zoom <= MIN_SCALE:
         raise SystemExit(f"error: --max-zoom must be above the default smallest scale, {MIN_SCALE}")
+    if not 0 <= config.copy_paste <= 1:
+        raise SystemExit("error: --copy-paste is a probability: from 0 to 1")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
                                else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
@@ -289,7 +295,7 @@ def training_pipeline(config: TrainingConfig):
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           min_zoom=config.min_zoom, max_zoom=config.max_zoom)
+                           min_zoom=config.min_zoom, max_zoom=config.max_zoom, copy_paste=config.copy_paste)
     return dataset, crop_size, len(images)
 
 
