@@ -166,9 +166,8 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     if not augment:
         padded = [_pad_example(image, mask, weight, stride) for image, mask, weight in zip(images, masks, weights)]
         images, masks, weights = (np.stack(parts) for parts in zip(*padded))
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks, weights))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    frames = tf.data.Dataset.from_tensor_slices((images, masks, weights))
+    dataset = frames.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if training else frames
     if augment:
         crop_height, crop_width = crop_size or default_crop_size(images.shape[1:3], stride)
         strong = photometric == "strong"
@@ -180,9 +179,9 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
         parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         dataset = dataset.map(scale_crop_flip, **parallel)
         if copy_paste:
-            # Donors: the same frames in another order, each cropped on its own.
-            donors = tf.data.Dataset.from_tensor_slices((images, masks, weights)).shuffle(
-                len(images), seed=seed + 1, reshuffle_each_iteration=True).map(scale_crop_flip, **parallel)
+            # Donors: the same frames (not a second copy of the arrays) in another order, each cropped on its own.
+            donors = frames.shuffle(len(images), seed=seed + 1, reshuffle_each_iteration=True).map(
+                scale_crop_flip, **parallel)
             dataset = tf.data.Dataset.zip((dataset, donors)).map(
                 lambda crop, donor: _paste_cars(*crop, *donor, probability=copy_paste), **parallel)
         dataset = dataset.map(lambda image, target: _recolour(image, target, strong), **parallel)
