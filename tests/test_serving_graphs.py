@@ -471,13 +471,24 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
     monkeypatch.undo()
-    real_onnx_graph = export_module.onnx_graph
+    monkeypatch.setattr(export_module, "onnx_graph", graph_with_an_extra_axis(export_module.onnx_graph, times=2))
+    assert export_module.main([str(bundle_copy)]) == 1
+    assert "graph_any_shape.onnx answered the probe image with shape (1, 1, " in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
-    def graph_with_an_extra_axis(model, shape, source):
-        # What tf2onnx once wrote: the final Squeeze dropped, so the graph answers (1, 1, H, W, 1).
+
+def graph_with_an_extra_axis(onnx_graph, times):
+    """`onnx_graph` answering (1, 1, H, W, 1) on its first `times` calls: tf2onnx now and then drops the
+    graph's final Squeeze."""
+    calls = []
+
+    def convert(model, shape, source):
         import onnx
 
-        graph = onnx.load_from_string(real_onnx_graph(model, shape, source))
+        calls.append(shape)
+        graph = onnx.load_from_string(onnx_graph(model, shape, source))
+        if len(calls) > times:
+            return graph.SerializeToString()
         output = graph.graph.output[0]
         graph.graph.node.append(onnx.helper.make_node("Unsqueeze", [output.name, "extra_axis"], ["with_extra_axis"]))
         graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1], np.int64), "extra_axis"))
@@ -485,10 +496,22 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
         graph.graph.output.append(onnx.helper.make_tensor_value_info("with_extra_axis", onnx.TensorProto.FLOAT, None))
         return graph.SerializeToString()
 
-    monkeypatch.setattr(export_module, "onnx_graph", graph_with_an_extra_axis)
-    assert export_module.main([str(bundle_copy)]) == 1
-    assert "graph_any_shape.onnx answered the probe image with shape (1, 1, " in capsys.readouterr().err
-    assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
+    return convert
+
+
+def test_a_graph_answering_the_wrong_shape_once_is_converted_again(bundle_copy, monkeypatch, caplog):
+    import onnxruntime
+
+    import training.export_graphs as export_module
+
+    monkeypatch.setattr(export_module, "onnx_graph", graph_with_an_extra_axis(export_module.onnx_graph, times=1))
+    caplog.set_level(logging.WARNING)
+    assert export_module.main([str(bundle_copy)]) == 0
+    assert "graph_any_shape.onnx answered the probe image with shape (1, 1, " in caplog.text
+    assert "converting again" in caplog.text
+    session = onnxruntime.InferenceSession(str(bundle_copy / "graph_any_shape.onnx"))
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    assert session.run(None, {"image": image})[0].shape == (1, 64, 96, 1)
 
 
 def test_training_keeps_the_litert_graphs_when_only_the_onnx_export_fails(tmp_path, monkeypatch, caplog):
