@@ -273,3 +273,42 @@ def test_copy_paste_puts_cars_into_frames_without_any(copy_paste):
         assert car_crops > 20
     else:
         assert car_crops == 20
+
+
+def test_class_id_targets_carry_the_car_mask_the_classes_and_the_weight(camvid_dir):
+    """For a class head: labels travel through every augmentation (and pasting) as class ids, and the car
+    channel is exactly class 8 of them; whole frames padded to the stride keep padding at weight 0."""
+    images, labels, pairs = load_split(camvid_dir, "train", (96, 128), class_ids=True)
+    assert labels.max() > 1 and set(np.unique(labels)) <= set(range(12))
+    np.testing.assert_array_equal(labels[0], resize_labels(read_pair(pairs[0])[1], (96, 128)))
+    _, car_masks, _ = load_split(camvid_dir, "train", (96, 128))
+    np.testing.assert_array_equal(car_masks, labels == 8)
+    training = make_dataset(images, labels, batch_size=2, stride=16, training=True, augment=True, seed=3,
+                            photometric="strong", copy_paste=1.0, class_ids=True)
+    for _, targets, weights in training.take(2):
+        targets, weights = targets.numpy(), weights.numpy()
+        assert targets.shape[-1] == 3
+        np.testing.assert_array_equal(targets[..., 0], targets[..., 1] == 8)
+        np.testing.assert_array_equal(targets[..., 1], np.round(targets[..., 1]))
+        np.testing.assert_array_equal(targets[..., 2:], weights)
+    whole = make_dataset(images[:1, :90], labels[:1, :90], batch_size=1, stride=16, class_ids=True)
+    _, targets, weights = next(iter(whole))
+    assert targets.shape == (1, 96, 128, 3)
+    np.testing.assert_array_equal(targets.numpy()[0, :90, :, 1], labels[0, :90])
+    assert not weights.numpy()[0, 90:].any() and weights.numpy()[0, :90].all()
+
+
+def test_pasted_cars_are_the_car_class_among_class_ids():
+    from training.data import _paste_cars
+
+    target = np.zeros((6, 6, 2), np.float32)
+    target[..., 0], target[..., 1] = 3.0, 1.0  # road, counted
+    donor_target = np.zeros((6, 6, 2), np.float32)
+    donor_target[..., 0], donor_target[..., 1] = 1.0, 1.0  # building...
+    donor_target[1:3, 1:3, 0] = 8.0  # ...with a car in it
+    _, pasted = _paste_cars(np.zeros((6, 6, 3), np.float32), target, np.ones((6, 6, 3), np.float32), donor_target,
+                            1.0, car_class=8)
+    expected = np.full((6, 6), 3.0)
+    expected[1:3, 1:3] = 8.0  # the car alone moves, labelled car; the donor's building does not
+    np.testing.assert_array_equal(np.asarray(pasted)[..., 0], expected)
+    assert np.asarray(pasted)[..., 1].all()

@@ -368,6 +368,27 @@ def test_copy_paste_is_off_by_default_a_probability_and_recorded():
             train.parse_args(["--output-dir", "x", "--copy-paste", bad])
 
 
+def test_class_auxiliary_trains_a_class_head_and_bundles_the_car_model_alone(camvid_dir, tmp_path):
+    import keras
+
+    assert run_training(camvid_dir, tmp_path, "--epochs", "1", "--class-auxiliary", "0.5") == 0
+    assert run_training(camvid_dir, tmp_path, "--epochs", "2", "--class-auxiliary", "0.5", "--resume") == 0
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras")  # as --resume loads it: loss and metrics too
+    assert last.output_shape == (None, None, None, 13) and last.loss.weight == pytest.approx(0.5)
+    assert [row["epoch"] for row in log_rows(tmp_path)] == ["0", "1"]
+    bundled = load_keras_model(tmp_path / "bundle")
+    assert bundled.output_shape == (None, None, None, 1)
+    assert "class_probabilities" not in {layer.name for layer in bundled.layers}
+    car_weights = {weight.path: weight.numpy() for weight in last.weights if "class_probabilities" not in weight.path}
+    assert sorted(car_weights) == sorted(weight.path for weight in bundled.weights)
+    for weight in bundled.weights:
+        np.testing.assert_array_equal(weight.numpy(), car_weights[weight.path])
+    assert read_config(tmp_path / "bundle").training["class_auxiliary"] == pytest.approx(0.5)
+    assert train.parse_args(["--output-dir", "x"]).class_auxiliary == 0.0
+    with pytest.raises(SystemExit, match="--class-auxiliary is a loss weight"):
+        train.parse_args(["--output-dir", "x", "--class-auxiliary", "-1"])
+
+
 def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):
     from training import time_steps
 

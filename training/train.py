@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with this probability a training crop gets the cars of another frame's crop (scaled, "
                              "cropped and flipped on its own) pasted over it, before the colour changes: cars in "
                              "more places, sizes and surroundings than the drives show (Simple Copy-Paste; default 0)")
+    parser.add_argument("--class-auxiliary", type=float, default=0.0, metavar="WEIGHT",
+                        help="also train a head naming every CamVid class of each pixel (sign, building, "
+                             "pedestrian...) on the features the car head reads, its cross-entropy added at this "
+                             "weight (e.g. 0.5); the head is left out of the bundle, so serving is unchanged "
+                             "(default 0: no such head)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
@@ -172,6 +177,8 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit(f"error: --max-zoom must be above the default smallest scale, {MIN_SCALE}")
     if not 0 <= config.copy_paste <= 1:
         raise SystemExit("error: --copy-paste is a probability: from 0 to 1")
+    if config.class_auxiliary < 0:
+        raise SystemExit("error: --class-auxiliary is a loss weight: 0 or more")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
                                else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
@@ -212,7 +219,7 @@ def run(config: TrainingConfig) -> int:
     from training.data import load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     import training.optimizers  # noqa: F401  and the two-rate optimizer
-    from training.models import ARCHITECTURES
+    from training.models import ARCHITECTURES, without_class_head
 
     config = pick_no_epoch_on_a_held_out_drive(config)
     keras.utils.set_random_seed(config.seed)
@@ -225,8 +232,11 @@ def run(config: TrainingConfig) -> int:
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
-    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit)
-    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride)
+    class_ids = config.class_auxiliary > 0
+    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit,
+                                          class_ids=class_ids)
+    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride,
+                            class_ids=class_ids, target_class=config.target_class)
     steps_per_epoch = config.steps_per_epoch or train_frames // config.batch_size
     print(f"data: {train_frames} train, {len(val_images)} val frames at {config.input_size[0]}x{config.input_size[1]}"
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
@@ -268,7 +278,7 @@ def run(config: TrainingConfig) -> int:
         return 1
     print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}")
     kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
-    best = keras.saving.load_model(kept, compile=False)
+    best = without_class_head(keras.saving.load_model(kept, compile=False))
     print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
     batchnorm = None
     if config.recompute_batchnorm:
@@ -290,12 +300,15 @@ def training_pipeline(config: TrainingConfig):
     from training.models import ARCHITECTURES
 
     architecture = ARCHITECTURES[config.architecture]
-    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit)
+    class_ids = config.class_auxiliary > 0
+    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit,
+                                  class_ids=class_ids)
     crop_size = config.input_size if architecture.fixed_input or not config.augment else (
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           min_zoom=config.min_zoom, max_zoom=config.max_zoom, copy_paste=config.copy_paste)
+                           min_zoom=config.min_zoom, max_zoom=config.max_zoom, copy_paste=config.copy_paste,
+                           class_ids=class_ids, target_class=config.target_class)
     return dataset, crop_size, len(images)
 
 
@@ -399,7 +412,8 @@ def build_training_model(config: TrainingConfig, total_steps: int):
 
     With --frozen-epochs the encoder starts frozen and the rate stays constant (see unfreeze_encoder).
     """
-    from training.models import ARCHITECTURES, build_model
+    from training.data import CAMVID_CLASSES
+    from training.models import ARCHITECTURES, build_model, with_class_head
 
     architecture = ARCHITECTURES[config.architecture]
     options = {"encoder_weights": config.encoder_weights, "freeze_encoder": config.freeze_encoder or config.frozen_epochs > 0} \
@@ -407,6 +421,8 @@ def build_training_model(config: TrainingConfig, total_steps: int):
     model = build_model(config.architecture, config.input_size, **options)
     if config.init_from:
         model.set_weights(load_initial_weights(config.init_from))
+    if config.class_auxiliary:
+        model = with_class_head(model, len(CAMVID_CLASSES))
     schedule = "constant" if config.frozen_epochs else config.schedule
     # --ema averages from the unfreezing on: the decoder's first steps from random weights are not
     # worth averaging (at 0.99, two epochs' average would still be half the random start).
@@ -431,7 +447,7 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
                   encoder_variables=(), encoder_rate_factor: float = 1.0, average_weights: bool = True) -> None:
     import keras
 
-    from training.losses import make_loss, training_metrics
+    from training.losses import WithClassAuxiliary, make_loss, training_metrics
     from training.optimizers import EncoderRateAdam
 
     if schedule == "cosine":
@@ -439,7 +455,8 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
     averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema and average_weights else {}
     optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor, **averaging) \
         if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate, **averaging)
-    model.compile(optimizer=optimizer, loss=make_loss(config.loss), metrics=training_metrics())
+    loss = WithClassAuxiliary(config.loss, config.class_auxiliary) if config.class_auxiliary else make_loss(config.loss)
+    model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics())
 
 
 def initial_weights_file(path: Path) -> Path:
