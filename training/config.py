@@ -72,6 +72,11 @@ class TrainingConfig:
     def replace(self, **changes) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def learns_every_class(self) -> bool:
+        """Whether the run trains the auxiliary every-class head, so its data carry class ids, not car masks."""
+        return self.class_auxiliary > 0
+
     def recorded(self, pretrained_encoder: bool) -> dict:
         """The settings a bundle publishes: JSON-ready, without local paths or flags that did nothing."""
         recorded = {}

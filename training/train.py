@@ -232,11 +232,10 @@ def run(config: TrainingConfig) -> int:
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
-    class_ids = config.class_auxiliary > 0
     val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit,
-                                          class_ids=class_ids)
+                                          class_ids=config.learns_every_class)
     val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride,
-                            class_ids=class_ids, target_class=config.target_class)
+                            class_ids=config.learns_every_class, target_class=config.target_class)
     steps_per_epoch = config.steps_per_epoch or train_frames // config.batch_size
     print(f"data: {train_frames} train, {len(val_images)} val frames at {config.input_size[0]}x{config.input_size[1]}"
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
@@ -300,15 +299,14 @@ def training_pipeline(config: TrainingConfig):
     from training.models import ARCHITECTURES
 
     architecture = ARCHITECTURES[config.architecture]
-    class_ids = config.class_auxiliary > 0
     images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit,
-                                  class_ids=class_ids)
+                                  class_ids=config.learns_every_class)
     crop_size = config.input_size if architecture.fixed_input or not config.augment else (
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
                            min_zoom=config.min_zoom, max_zoom=config.max_zoom, copy_paste=config.copy_paste,
-                           class_ids=class_ids, target_class=config.target_class)
+                           class_ids=config.learns_every_class, target_class=config.target_class)
     return dataset, crop_size, len(images)
 
 
@@ -421,7 +419,7 @@ def build_training_model(config: TrainingConfig, total_steps: int):
     model = build_model(config.architecture, config.input_size, **options)
     if config.init_from:
         model.set_weights(load_initial_weights(config.init_from))
-    if config.class_auxiliary:
+    if config.learns_every_class:
         model = with_class_head(model, len(CAMVID_CLASSES))
     schedule = "constant" if config.frozen_epochs else config.schedule
     # --ema averages from the unfreezing on: the decoder's first steps from random weights are not
@@ -447,6 +445,7 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
                   encoder_variables=(), encoder_rate_factor: float = 1.0, average_weights: bool = True) -> None:
     import keras
 
+    from training.data import CAMVID_CLASSES
     from training.losses import WithClassAuxiliary, make_loss, training_metrics
     from training.optimizers import EncoderRateAdam
 
@@ -455,7 +454,8 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
     averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema and average_weights else {}
     optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor, **averaging) \
         if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate, **averaging)
-    loss = WithClassAuxiliary(config.loss, config.class_auxiliary) if config.class_auxiliary else make_loss(config.loss)
+    loss = WithClassAuxiliary(config.loss, config.class_auxiliary, ignore_class=CAMVID_CLASSES.index("unlabelled")) \
+        if config.learns_every_class else make_loss(config.loss)
     model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics())
 
 
