@@ -372,7 +372,7 @@ def load_keras_model(bundle_dir: Path):
 
     model_path = Path(bundle_dir) / MODEL_FILE
     try:
-        return keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        return declared_plainly(keras.saving.load_model(model_path, compile=False, safe_mode=True))
     except ValueError as error:
         if "safe_mode" in str(error) or "Lambda" in str(error):
             raise BundleError(
@@ -382,6 +382,21 @@ def load_keras_model(bundle_dir: Path):
         raise BundleError(f"Keras could not load {model_path}: {error}") from error
     except Exception as error:  # a damaged zip, an unknown layer class, ...
         raise BundleError(f"Keras could not load {model_path}: {error}") from error
+
+
+def declared_plainly(model):
+    """The same layers with a one-element input or output list declared as the tensor itself.
+
+    Bundles written before 2026-12-02 (the shipped one among them) saved their image input as a list of
+    one, and Keras 3 then warns "The structure of `inputs` doesn't match" on every call given an array."""
+    import keras
+
+    def single(structure):
+        return structure[0] if isinstance(structure, (list, tuple)) and len(structure) == 1 else structure
+
+    if single(model.input) is model.input and single(model.output) is model.output:
+        return model
+    return keras.Model(single(model.input), single(model.output), name=model.name)
 
 
 def graph_shapes(config: BundleConfig) -> list[tuple | None]:

@@ -96,3 +96,29 @@ def test_a_graphs_answer_counts_as_probabilities_up_to_float32_rounding():
         assert not answers_probabilities(answer, shape)
     assert not answers_probabilities(np.full((1, 4, 6), 0.5, np.float32), shape)  # a dropped channel axis
     assert not answers_probabilities(np.full((1, 2, 3, 1), 0.5, np.float32), shape)
+
+
+def test_a_loaded_bundle_model_takes_a_plain_array_without_keras_warning(tiny_bundle_dir):
+    """The shipped bundle saved its input as a list of one; the tiny bundle is written by today's code. Both,
+    loaded, take an image batch as an array with no "structure of `inputs` doesn't match" warning."""
+    import warnings
+
+    import keras
+
+    from demo.bundle import load_keras_model
+
+    saved = keras.saving.load_model(DEFAULT_BUNDLE_DIR / "model.keras", compile=False, safe_mode=True)
+    assert isinstance(saved.input, list), "the shipped bundle no longer declares its input as a list: drop this case"
+    for bundle_dir in (DEFAULT_BUNDLE_DIR, tiny_bundle_dir):
+        model = load_keras_model(bundle_dir)
+        assert not isinstance(model.input, list) and not isinstance(model.output, list)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            probabilities = np.asarray(model(np.zeros((1, 64, 96, 3), np.float32), training=False))
+        assert probabilities.shape == (1, 64, 96, 1)
+    # The rewrapped model is the saved one: the same weights, the same answer.
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = np.asarray(saved([image], training=False))
+    np.testing.assert_array_equal(np.asarray(load_keras_model(DEFAULT_BUNDLE_DIR)(image, training=False)), expected)

@@ -18,8 +18,11 @@ logger = logging.getLogger(__name__)
 
 
 def serving_model(model: keras.Model) -> keras.Model:
-    """The same layers without optimizer or loss, so the file loads with no custom code."""
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+    """The same layers without optimizer or loss, so the file loads with no custom code.
+
+    `model.input`, not `model.inputs`: the latter is always a list, and a model saved with its one input
+    as a list makes Keras warn on every call given a plain array (see demo.bundle.declared_plainly)."""
+    return keras.Model(model.input, model.output, name=model.name)
 
 
 def library_versions() -> dict:
