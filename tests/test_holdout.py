@@ -30,5 +30,29 @@ def test_the_held_out_sequence_becomes_val_and_leaves_train(tmp_path, capsys):
 def test_an_unknown_sequence_names_the_ones_there_are(tmp_path, capsys):
     assert main(["--data-dir", str(FIXTURES), "--sequence", "Seq05VD", "--output-dir", str(tmp_path / "x")]) == 2
     error = capsys.readouterr().err
-    assert "No training frame of sequence 'Seq05VD'" in error and "'0001TP', '0006R0', '0016E5'" in error
+    assert "No frame of sequence 'Seq05VD' in" in error and "'0001TP', '0006R0', '0016E5'" in error
+    assert not (tmp_path / "x").exists()
+
+
+def test_val_frames_can_be_pooled_into_training_and_still_leave_the_held_out_drive_unseen(tmp_path, capsys):
+    output = tmp_path / "holdout"
+    argv = ["--data-dir", str(FIXTURES), "--sequence", "0006R0", "--output-dir", str(output)]
+    assert main(argv + ["--from-splits", "train", "val"]) == 0
+    assert "train 5 frames, val 1 frames of 0006R0" in capsys.readouterr().out
+    assert [pair.stem for pair in find_pairs(output, "train")] == [
+        "0001TP_006690", "0016E5_00660", "0016E5_05280", "0016E5_07959", "0016E5_08137"]
+    assert [pair.stem for pair in find_pairs(output, "val")] == ["0006R0_f00990"]
+
+    # Holding out the val drive takes its frames from both splits.
+    assert main(["--data-dir", str(FIXTURES), "--sequence", "0016E5", "--output-dir", str(output),
+                 "--from-splits", "train", "val"]) == 0
+    assert [pair.stem for pair in find_pairs(output, "val")] == [
+        "0016E5_00660", "0016E5_05280", "0016E5_07959", "0016E5_08137"]
+    assert [pair.stem for pair in find_pairs(output, "train")] == ["0001TP_006690", "0006R0_f00990"]
+
+
+def test_a_frame_in_two_pooled_splits_is_refused(tmp_path, capsys):
+    assert main(["--data-dir", str(FIXTURES), "--sequence", "0006R0", "--output-dir", str(tmp_path / "x"),
+                 "--from-splits", "train", "train"]) == 2
+    assert "Frame '0001TP_006690' is in more than one of the splits" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -7,6 +7,9 @@ This writes a SegNet-layout folder of symbolic links: train/ holds every trainin
 the sequence's (the file-name prefix), and val/ holds the sequence's frames. Train on it with
 `python -m training.train --data-dir OUTPUT_DIR ...` and compare its val IoU (the unseen street)
 with the same bundle evaluated on the real val split. Nothing is copied or changed in the source.
+
+`--from-splits train val` pools the source's val frames in too (a recipe trained on more frames,
+measured on a drive it still never saw); the real val split then no longer measures that bundle.
 """
 from __future__ import annotations
 
@@ -25,14 +28,20 @@ def sequence_of(stem: str) -> str:
     return stem.split("_", 1)[0]
 
 
-def write_holdout_split(data_dir: Path, sequence: str, output_dir: Path) -> dict[str, int]:
-    """Link the training frames into output_dir: `sequence` as val, the rest as train. Returns the counts."""
-    pairs = find_pairs(data_dir, "train")
+def write_holdout_split(
+    data_dir: Path, sequence: str, output_dir: Path, from_splits: tuple[str, ...] = ("train",)
+) -> dict[str, int]:
+    """Link the frames of from_splits into output_dir: `sequence` as val, the rest as train. Returns the counts."""
+    pairs = [pair for split in from_splits for pair in find_pairs(data_dir, split)]
+    stems = [pair.stem for pair in pairs]
+    for stem in sorted({stem for stem in stems if stems.count(stem) > 1}):
+        raise DataError(f"Frame '{stem}' is in more than one of the splits {list(from_splits)}: pool distinct frames only.")
     held_out = [pair for pair in pairs if sequence_of(pair.stem) == sequence]
     kept = [pair for pair in pairs if sequence_of(pair.stem) != sequence]
     if not held_out:
         found = sorted({sequence_of(pair.stem) for pair in pairs})
-        raise DataError(f"No training frame of sequence '{sequence}' in {data_dir}; its sequences are {found}.")
+        raise DataError(f"No frame of sequence '{sequence}' in {data_dir} ({', '.join(from_splits)}); "
+                        f"its sequences are {found}.")
     output_dir = Path(output_dir)
     staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -51,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True, help="CamVid root (SegNet or seed layout)")
     parser.add_argument("--sequence", required=True, help="file-name prefix of the drive to hold out, e.g. 0006R0")
     parser.add_argument("--output-dir", type=Path, required=True, help="folder to write (replaced if present)")
+    parser.add_argument("--from-splits", nargs="+", default=["train"], metavar="SPLIT",
+                        help="splits whose frames are pooled (default: train; 'train val' trains on val's too)")
     args = parser.parse_args(argv)
     try:
-        counts = write_holdout_split(args.data_dir, args.sequence, args.output_dir)
+        counts = write_holdout_split(args.data_dir, args.sequence, args.output_dir, tuple(args.from_splits))
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
