@@ -60,6 +60,7 @@ def test_keras_iou_accumulates_counts_over_batches_not_averages():
     assert float(iou.result()) == pytest.approx(2 / 5)
 
 
+@pytest.mark.filterwarnings("error")  # and without a warning of a lossy weight cast
 def test_keras_metrics_ignore_zero_weight_padding():
     iou = training_metrics()[0]
     truth, prediction = np.array([[[[1.0], [0.0]]]]), np.array([[[[0.9], [0.9]]]])

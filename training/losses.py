@@ -154,6 +154,10 @@ def _on_the_car_channel(metric_class):
 
     class OnTheCarChannel(metric_class):
         def update_state(self, y_true, y_pred, sample_weight=None):
+            if sample_weight is not None:
+                # The weights here are 0/1 padding masks: exact in the metric's own dtype (BinaryIoU counts
+                # in int64, and warns of a lossy cast when handed floats).
+                sample_weight = keras.ops.cast(sample_weight, self.dtype)
             return super().update_state(y_true[..., :1], y_pred[..., :1], sample_weight)
 
     name = f"Car{metric_class.__name__.removeprefix('Binary')}"
