@@ -1,4 +1,4 @@
-"""Hugging Face Spaces entry point: serve the configured model bundle (see demo/bundle.py).
+"""Hugging Face Spaces entry point: serve the configured model bundle (demo/loading.py chooses it).
 
 Locally this serves http://127.0.0.1:7860; Gradio's own GRADIO_SERVER_NAME and
 GRADIO_SERVER_PORT (which Spaces sets) choose another address. Uploads and pictures go to
@@ -12,7 +12,7 @@ import logging  # noqa: E402  (the clock starts before the imports: they are mos
 import os  # noqa: E402
 import tempfile  # noqa: E402
 
-from demo.bundle import resolve_bundle  # noqa: E402
+from demo.loading import resolve_bundle  # noqa: E402
 from demo.ui import MAX_UPLOAD_SIZE, build_demo  # noqa: E402  (imports Gradio)
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (QUICK_OUTPUT if args.quick else FULL_OUTPUT)
 
     from bench.report import render
-    from demo.bundle import atomic_write_text
+    from demo.bundle_files import atomic_write_text
 
     progress = Progress()
     results = run(settings, args.bundle, command_line(argv), progress)

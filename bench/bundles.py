@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.slider import untrained_bundle
-from demo.bundle import DEFAULT_BUNDLE_DIR, Bundle, BundleConfig, TargetClass, load_bundle
+from demo.bundle import Bundle, BundleConfig, TargetClass
+from demo.loading import DEFAULT_BUNDLE_DIR, load_bundle
 from demo.engine import feed_size, round_up_to_stride
 
 TINY_UNET = {"base_filters": 4, "input_size": (180, 240)}  # quick mode: seconds, not minutes

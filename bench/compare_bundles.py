@@ -18,7 +18,8 @@ from bench.latency import engine_end_to_end
 from bench.report import table
 from bench.slider import PHOTO
 from bench.timing import Latency, interleaved_durations_ms
-from demo.bundle import BundleError, load_bundle, onnx_graph_weights
+from demo.bundle import BundleError, onnx_graph_weights
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine
 from demo.runtimes import describe_runtime
 from training.data import parse_size

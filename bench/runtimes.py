@@ -14,7 +14,7 @@ from bench.latency import engine_end_to_end
 from bench.timing import Latency, interleaved_durations_ms
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
-from demo.bundle import load_bundle
+from demo.loading import load_bundle
 from demo.runtimes import (
     ARITHMETIC_NAMES,
     LITERT,

@@ -72,15 +72,12 @@ def shape_class_photos(photo_path: Path, folder: Path) -> dict[str, Path]:
 
 def without_graphs(bundle_dir: Path, folder: Path) -> Path:
     """A copy of the bundle as it was before it carried graphs: the app converts its model.keras."""
-    import shutil
+    from training.bundle import finishing_bundle
+    from training.graphs import GRAPH_SUFFIXES
 
-    from demo.bundle import read_config, write_config
-
-    copy = Path(shutil.copytree(bundle_dir, folder / "bundle_without_graphs",
-                                ignore=shutil.ignore_patterns("*.tflite", ".*")))
-    config = read_config(copy)
-    config.serving_graphs = None
-    write_config(copy, config)
+    copy = folder / "bundle_without_graphs"
+    with finishing_bundle(copy, start_from=bundle_dir, leave_out=tuple(f"*{suffix}" for suffix in GRAPH_SUFFIXES)) as draft:
+        draft.config.serving_graphs = None
     return copy
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from demo.bundle import DEFAULT_BUNDLE_DIR, BundleConfig, BundleError, TargetClass, load_bundle  # noqa: E402
+from demo.bundle import BundleConfig, BundleError, TargetClass  # noqa: E402
+from demo.loading import DEFAULT_BUNDLE_DIR, load_bundle
 from demo.engine import SegmentationEngine, mask_stats, median_ms, overlay_mask, threshold_probabilities  # noqa: E402
 from demo.imaging import load_rgb  # noqa: E402
 

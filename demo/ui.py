@@ -33,7 +33,8 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demo.bundle import Bundle, BundleConfig, atomic_write, onnx_graph_weights
+from demo.bundle import Bundle, BundleConfig, onnx_graph_weights
+from demo.bundle_files import atomic_write
 from demo.engine import (
     SegmentationEngine,
     mask_stats,

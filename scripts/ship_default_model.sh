@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:?usage: ship_default_model.sh BUNDLE_DIR}
-.venv/bin/python -c "import sys; from demo.bundle import verify_bundle; verify_bundle(sys.argv[1])" "$bundle"
+.venv/bin/python -c "import sys; from demo.bundle_files import verify_bundle; verify_bundle(sys.argv[1])" "$bundle"
 size_kb=$(du -sk "$bundle" | cut -f1)
 [ "$size_kb" -le 40960 ] || { echo "error: $bundle is ${size_kb} KB; the shipped default must stay under 40 MB" >&2; exit 1; }
 staging=$(mktemp -d demo/.default_model.tmp-XXXX)

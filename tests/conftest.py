@@ -40,7 +40,7 @@ def tiny_bundle_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_bundle(tiny_bundle_dir):
     """The tiny bundle loaded, one per test module (tests may change its notice or config and restore it)."""
-    from demo.bundle import load_bundle
+    from demo.loading import load_bundle
 
     return load_bundle(tiny_bundle_dir)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from demo.bundle import load_bundle
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine
 from demo.ui import EXAMPLES, EXAMPLES_DIR, NO_PHOTO, build_demo
 

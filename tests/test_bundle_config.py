@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from demo.bundle import CONFIG_FILE, DEFAULT_BUNDLE_DIR, BundleConfig, BundleError, read_config, write_config
+from demo.bundle import CONFIG_FILE, BundleConfig, BundleError
+from demo.bundle_files import read_config
+from demo.loading import DEFAULT_BUNDLE_DIR
 
 REQUIRED_ONLY = {"schema_version": 1, "architecture": "unet", "input_size": [240, 320], "resize": "keep_aspect",
                  "stride": 16, "target_class": {"id": 8, "name": "car"}, "threshold": 0.5, "model_sha256": "0" * 64}
@@ -29,8 +31,7 @@ def test_an_old_bundle_with_only_the_required_keys_loads_and_gains_no_sections(t
     config = read_config(tmp_path)
     assert config.test_time_flip is False and config.val_iou is None and config.serving_graphs is None
     assert config.scales_text == "trained at 240x320"  # fed as trained
-    write_config(tmp_path, config)
-    assert json.loads((tmp_path / CONFIG_FILE).read_text()) == {**REQUIRED_ONLY, "test_time_flip": False}
+    assert json.loads(config.to_json()) == {**REQUIRED_ONLY, "test_time_flip": False}
 
 
 def test_keys_this_version_does_not_know_are_kept(tmp_path):
@@ -43,8 +44,7 @@ def test_keys_this_version_does_not_know_are_kept(tmp_path):
     config = read_config(tmp_path)
     assert config.dataset.name == "CamVid" and config.extra == {"calibration": newer["calibration"]}
     config.threshold = 0.4
-    write_config(tmp_path, config)
-    assert json.loads((tmp_path / CONFIG_FILE).read_text()) == {**newer, "threshold": 0.4, "test_time_flip": False}
+    assert json.loads(config.to_json()) == {**newer, "threshold": 0.4, "test_time_flip": False}
 
 
 @pytest.mark.parametrize("content, message", [
@@ -59,7 +59,7 @@ def test_a_config_that_cannot_be_served_is_refused_with_what_is_wrong(tmp_path, 
 
 
 def test_reading_and_verifying_a_bundle_imports_neither_tensorflow_nor_keras():
-    code = ("import sys; from demo.bundle import DEFAULT_BUNDLE_DIR, verify_bundle; "
+    code = ("import sys; from demo.bundle_files import verify_bundle; from demo.loading import DEFAULT_BUNDLE_DIR; "
             "verify_bundle(DEFAULT_BUNDLE_DIR); print(sorted({'tensorflow', 'keras'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], cwd=DEFAULT_BUNDLE_DIR.parents[1], capture_output=True,
                             text=True, check=True)
@@ -84,7 +84,7 @@ def test_a_what_if_feed_scale_applies_to_a_fully_convolutional_model_and_is_refu
 
 
 def test_a_graphs_answer_counts_as_probabilities_up_to_float32_rounding():
-    from demo.bundle import answers_probabilities
+    from demo.graphs import answers_probabilities
 
     shape = (1, 4, 6, 3)
     answer = np.full((1, 4, 6, 1), 0.5, np.float32)
@@ -105,7 +105,7 @@ def test_a_loaded_bundle_model_takes_a_plain_array_without_keras_warning(tiny_bu
 
     import keras
 
-    from demo.bundle import load_keras_model
+    from demo.graphs import load_keras_model
 
     saved = keras.saving.load_model(DEFAULT_BUNDLE_DIR / "model.keras", compile=False, safe_mode=True)
     assert isinstance(saved.input, list), "the shipped bundle no longer declares its input as a list: drop this case"

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from demo.bundle import atomic_write_text
+from demo.bundle_files import atomic_write_text
 
 
 def current_umask() -> int:

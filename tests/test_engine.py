@@ -115,7 +115,7 @@ def test_odd_sized_photo_is_fed_at_training_scale_and_answered_at_its_own_size(m
 
 
 def test_mask_area_never_grows_as_the_threshold_rises(tiny_bundle_dir, camvid_dir):
-    from demo.bundle import load_bundle
+    from demo.loading import load_bundle
 
     bundle = load_bundle(tiny_bundle_dir)
     engine = SegmentationEngine(bundle.model, bundle.config)

@@ -40,7 +40,7 @@ def test_the_command_counts_what_a_direct_count_gives(tiny_bundle_dir, tmp_path,
     assert cv2.imread(str(gallery)) is not None
     missed = int(re.search(r"\((\d+) car pixels missed", out).group(1))
     # The same count without the tool: the engine's answers against the label PNGs.
-    from demo.bundle import load_bundle
+    from demo.loading import load_bundle
     from demo.engine import SegmentationEngine
     from demo.imaging import load_rgb
 

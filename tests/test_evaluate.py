@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from demo.bundle import load_bundle
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 from training.data import CAR_CLASS_ID
@@ -269,12 +269,11 @@ def test_runs_held_out_of_the_same_drive_count_as_their_mean(bundle_copy, tmp_pa
 
 def test_a_held_out_report_of_another_drive_than_the_run_left_out_is_refused(bundle_copy, tiny_bundle_dir, tmp_path,
                                                                             capsys):
-    from demo.bundle import read_config, write_config
+    from training.bundle import finishing_bundle
 
-    holdout = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "holdout-0006R0"))
-    config = read_config(holdout)
-    config.dataset.val_drives = ["0006R0"]
-    write_config(holdout, config)
+    holdout = tmp_path / "holdout-0006R0"
+    with finishing_bundle(holdout, start_from=tiny_bundle_dir) as draft:
+        draft.config.dataset.val_drives = ["0006R0"]
     # Its val report was overwritten by an evaluation on the real val split (drive 0016E5).
     (holdout / "evaluation_val.json").write_text(json.dumps(fake_holdout_report("0016E5", {0.3: 0.8, 0.7: 0.4})))
     assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--update-bundle", "--held-out", str(holdout)]) == 1

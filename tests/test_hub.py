@@ -1,4 +1,4 @@
-"""The Hub round trip, honestly tested (see DESIGN.md).
+"""The Hub round trip, honestly tested (docs/bundle.md, "The Hub").
 
 The app's loader runs against `olah`, a real hub-compatible server, on loopback in offline mode,
 serving a local git repository that holds two commits of a real bundle. huggingface_hub reads
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.bundle import CONFIG_FILE, MODEL_FILE, sha256_of
+from demo.bundle import CONFIG_FILE, MODEL_FILE
+from demo.bundle_files import sha256_of
 from helpers import DEAD_ENDPOINT, REPO_ROOT, free_port, hub_unavailable_reason, make_tiny_bundle
 
 OLAH_CLI = REPO_ROOT / ".olah-venv" / "bin" / "olah-cli"
@@ -32,7 +33,8 @@ STARTUP_TIMEOUT_S = 60
 # The app side, run in its own process. argv: repo revision [repo revision ...] ("" = no revision).
 DOWNLOAD = """
 import json, sys
-from demo.bundle import BundleError, download_bundle
+from demo.bundle import BundleError
+from demo.hub import download_bundle
 results = []
 for repo_id, revision in zip(sys.argv[1::2], sys.argv[2::2]):
     try:
@@ -45,7 +47,7 @@ print(json.dumps(results))
 RESOLVE = """
 import json, sys
 from pathlib import Path
-from demo.bundle import resolve_bundle
+from demo.loading import resolve_bundle
 bundle = resolve_bundle(default_dir=Path(sys.argv[1]))
 print(json.dumps({"path": str(bundle.path), "source": bundle.source, "revision": bundle.revision,
                   "notice": bundle.notice, "threshold": bundle.config.threshold}))
@@ -305,7 +307,7 @@ def test_live_push_to_a_private_repo_and_download_it_back(tiny_bundle_dir, tmp_p
         pytest.skip(f"live Hub round trip: {reason}")
     from huggingface_hub import HfApi
 
-    from demo.bundle import download_bundle
+    from demo.hub import download_bundle
     from training.push import push_bundle
 
     bundle = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))

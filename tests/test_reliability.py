@@ -23,7 +23,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from demo.bundle import CONFIG_FILE, MODEL_FILE, BundleError, load_bundle, resolve_bundle, sha256_of
+from demo.bundle import CONFIG_FILE, MODEL_FILE, BundleError
+from demo.bundle_files import sha256_of
+from demo.loading import load_bundle, resolve_bundle
 from demo.engine import SegmentationEngine, threshold_probabilities
 from demo.imaging import MAX_ASPECT_RATIO, load_rgb
 from demo.ui import EXAMPLES_DIR, build_demo

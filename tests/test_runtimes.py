@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from demo.bundle import load_bundle, load_keras_model
+from demo.graphs import load_keras_model
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine
 from demo.runtimes import LITERT, LITERT_FLOAT32, LITERT_INT8, ONNX_RUNTIME, TENSORFLOW, make_forward
 from helpers import serving_config

@@ -17,18 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.bundle import (
-    CONFIG_FILE,
-    BundleConfig,
-    TargetClass,
-    DEFAULT_BUNDLE_DIR,
-    GRAPHS_KEY,
-    HUB_PATTERNS,
-    graph_shapes,
-    load_bundle,
-    load_keras_model,
-    sha256_of,
-)
+from demo.bundle import CONFIG_FILE, GRAPHS_KEY, BundleConfig, TargetClass
+from demo.bundle_files import sha256_of
+from demo.graphs import graph_shapes, load_keras_model
+from demo.hub import HUB_PATTERNS
+from demo.loading import DEFAULT_BUNDLE_DIR, load_bundle
 from demo.engine import SegmentationEngine
 from demo.runtimes import (
     GRAPH_SOURCE_METADATA,
@@ -40,6 +33,7 @@ from demo.runtimes import (
     graph_source,
 )
 from helpers import REPO_ROOT, make_tiny_bundle
+from training.export_graphs import main as export_graphs_main
 
 # Photo shapes fed at the canonical shape (4:3), on their side, 16:9, 9:16 and odd ones.
 PHOTO_SHAPES = [(360, 480), (480, 360), (1080, 1920), (1920, 1080), (37, 1000), (1, 1)]
@@ -123,7 +117,7 @@ def test_the_app_serves_the_graphs_without_importing_tensorflow_or_keras(tiny_bu
     script = (
         "import json, logging, sys, numpy as np\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        "from demo.bundle import resolve_bundle\n"
+        "from demo.loading import resolve_bundle\n"
         "from demo.ui import build_demo\n"
         "from demo.engine import SegmentationEngine\n"
         "bundle = resolve_bundle()\n"
@@ -212,7 +206,7 @@ def _an_int8_export(bundle: Path, name: str) -> None:
 def test_a_bad_graph_is_refused_and_the_model_is_served_right_the_old_way(
         bundle_copy, name, damage, expected, keras_reference, caplog):
     damage(bundle_copy, name)
-    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+    with caplog.at_level(logging.WARNING, logger="demo.loading"):
         bundle = load_bundle(bundle_copy, runtime=LITERT)
 
     assert not isinstance(bundle.model, CarriedGraphs)  # model.keras, loaded with Keras
@@ -245,7 +239,7 @@ def _an_export_without_onnx(bundle: Path, name: str) -> None:
 def test_a_bad_onnx_graph_is_refused_and_the_litert_graphs_serve(bundle_copy, damage, expected, keras_reference,
                                                                  caplog):
     damage(bundle_copy, ONNX_GRAPH)
-    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+    with caplog.at_level(logging.WARNING, logger="demo.loading"):
         bundle = load_bundle(bundle_copy)
 
     assert isinstance(bundle.model, CarriedGraphs)
@@ -259,7 +253,7 @@ def test_a_bad_onnx_graph_is_refused_and_the_litert_graphs_serve(bundle_copy, da
 
 def test_without_onnx_runtime_installed_the_litert_graphs_serve(tiny_bundle_dir, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, as where it is not installed
-    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+    with caplog.at_level(logging.WARNING, logger="demo.loading"):
         bundle = load_bundle(tiny_bundle_dir)
     assert isinstance(bundle.model, CarriedGraphs) and "ONNX Runtime cannot be imported" in caplog.text
     assert SegmentationEngine(bundle.model, bundle.config).runtime == LITERT
@@ -271,7 +265,7 @@ def test_a_bundle_without_graphs_is_served_the_old_way_and_the_log_says_so(bundl
         (bundle_copy / name).unlink()
     write_config(bundle_copy, config)
 
-    with caplog.at_level(logging.WARNING, logger="demo.bundle"):
+    with caplog.at_level(logging.WARNING, logger="demo.loading"):
         bundle = load_bundle(bundle_copy)
     assert not isinstance(bundle.model, CarriedGraphs)
     assert "carries no serving graphs" in caplog.text and "python -m training.export_graphs" in caplog.text
@@ -377,14 +371,14 @@ def activation_scales(graph_path: Path) -> list[float]:
 
 def test_an_int8_export_calibrated_at_the_served_scale_on_the_mean_of_each_frames_extremes(bundle_copy, camvid_dir,
                                                                                              monkeypatch):
-    import training.export_graphs as export_module
+    import training.graphs as graphs_module
 
     fed_shapes = []
-    quantise = export_module.int8_onnx_graph
-    monkeypatch.setattr(export_module, "int8_onnx_graph", lambda model, shape, source, frames, method: (
+    quantise = graphs_module.int8_onnx_graph
+    monkeypatch.setattr(graphs_module, "int8_onnx_graph", lambda model, shape, source, frames, method: (
         fed_shapes.append([frame.shape for frame in frames]), quantise(model, shape, source, frames, method))[1])
     for method in ("minmax", "mean-minmax"):
-        assert export_module.main([str(bundle_copy), "--int8", str(camvid_dir), "--calibration", method,
+        assert export_graphs_main([str(bundle_copy), "--int8", str(camvid_dir), "--calibration", method,
                                    "--calibrate-at", "312x416"]) == 0
         config = read_config(bundle_copy)
         assert config[GRAPHS_KEY]["files"][ONNX_GRAPH]["calibration"] == {
@@ -449,15 +443,15 @@ def onnx_export_fails(model, shape, source):
 
 
 def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, capsys):
-    import training.export_graphs as export_module
+    import training.graphs as graphs_module
 
     before = {path.name: path.read_bytes() for path in bundle_copy.iterdir()}
 
     def converter_fails(model, input_shape, weights):
         raise RuntimeError("an op the converter lacks")
 
-    monkeypatch.setattr(export_module, "tflite_flatbuffer", converter_fails)
-    assert export_module.main([str(bundle_copy)]) == 1
+    monkeypatch.setattr(graphs_module, "tflite_flatbuffer", converter_fails)
+    assert export_graphs_main([str(bundle_copy)]) == 1
     assert "the LiteRT converter failed for input of any shape: RuntimeError: an op the converter lacks" in (
         capsys.readouterr().err)
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
@@ -465,14 +459,14 @@ def test_a_failed_export_leaves_the_bundle_as_it_was(bundle_copy, monkeypatch, c
 
     monkeypatch.undo()
 
-    monkeypatch.setattr(export_module, "onnx_graph", onnx_export_fails)
-    assert export_module.main([str(bundle_copy)]) == 1
+    monkeypatch.setattr(graphs_module, "onnx_graph", onnx_export_fails)
+    assert export_graphs_main([str(bundle_copy)]) == 1
     assert "the ONNX export failed for input of any shape: RuntimeError: an op tf2onnx lacks" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
     monkeypatch.undo()
-    monkeypatch.setattr(export_module, "onnx_graph", graph_with_an_extra_axis(export_module.onnx_graph, times=2))
-    assert export_module.main([str(bundle_copy)]) == 1
+    monkeypatch.setattr(graphs_module, "onnx_graph", graph_with_an_extra_axis(graphs_module.onnx_graph, times=2))
+    assert export_graphs_main([str(bundle_copy)]) == 1
     assert "graph_any_shape.onnx answered the probe image with shape (1, 1, " in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in bundle_copy.iterdir()} == before
 
@@ -502,11 +496,11 @@ def graph_with_an_extra_axis(onnx_graph, times):
 def test_a_graph_answering_the_wrong_shape_once_is_converted_again(bundle_copy, monkeypatch, caplog):
     import onnxruntime
 
-    import training.export_graphs as export_module
+    import training.graphs as graphs_module
 
-    monkeypatch.setattr(export_module, "onnx_graph", graph_with_an_extra_axis(export_module.onnx_graph, times=1))
+    monkeypatch.setattr(graphs_module, "onnx_graph", graph_with_an_extra_axis(graphs_module.onnx_graph, times=1))
     caplog.set_level(logging.WARNING)
-    assert export_module.main([str(bundle_copy)]) == 0
+    assert export_graphs_main([str(bundle_copy)]) == 0
     assert "graph_any_shape.onnx answered the probe image with shape (1, 1, " in caplog.text
     assert "converting again" in caplog.text
     session = onnxruntime.InferenceSession(str(bundle_copy / "graph_any_shape.onnx"))
@@ -515,9 +509,9 @@ def test_a_graph_answering_the_wrong_shape_once_is_converted_again(bundle_copy, 
 
 
 def test_training_keeps_the_litert_graphs_when_only_the_onnx_export_fails(tmp_path, monkeypatch, caplog):
-    import training.export_graphs as export_module
+    import training.graphs as graphs_module
 
-    monkeypatch.setattr(export_module, "onnx_graph", onnx_export_fails)
+    monkeypatch.setattr(graphs_module, "onnx_graph", onnx_export_fails)
     caplog.set_level(logging.WARNING)
     bundle_dir = make_tiny_bundle(tmp_path / "bundle")
     assert set(read_config(bundle_dir)[GRAPHS_KEY]["files"]) == {"graph_any_shape.tflite"}

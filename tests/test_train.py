@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.bundle import DEFAULT_BUNDLE_DIR, load_bundle, load_keras_model, read_config, verify_bundle
+from demo.bundle_files import read_config, verify_bundle
+from demo.graphs import load_keras_model
+from demo.loading import DEFAULT_BUNDLE_DIR, load_bundle
 from demo.engine import SegmentationEngine
 from training import train
 from training.config import TrainingConfig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from demo.bundle import atomic_write, atomic_write_text
+from demo.bundle_files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.json"
 

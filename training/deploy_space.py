@@ -28,7 +28,10 @@ import yaml
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-from demo.bundle import CONFIG_FILE, DEFAULT_BUNDLE_DIR, HUB_PATTERNS, MODEL_FILE, verify_bundle
+from demo.bundle import CONFIG_FILE, MODEL_FILE
+from demo.bundle_files import verify_bundle
+from demo.hub import HUB_PATTERNS
+from demo.loading import DEFAULT_BUNDLE_DIR
 from training.push import PushError, check_repo_id, run_hub_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

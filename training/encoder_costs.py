@@ -19,7 +19,8 @@ ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1
 
 
 def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeats: int) -> str:
-    from demo.bundle import BundleConfig, DatasetInfo, TargetClass, load_bundle
+    from demo.bundle import BundleConfig, DatasetInfo, TargetClass
+    from demo.loading import load_bundle
     from demo.engine import SegmentationEngine, canonical_input_shape
     from training.bundle import write_bundle
     from training.models import ARCHITECTURES, build_model, count_flops

@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from demo.bundle import BundleError, load_bundle
+from demo.bundle import BundleError
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, threshold_probabilities
 from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 

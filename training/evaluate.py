@@ -22,8 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.bundle import BundleError, atomic_write, atomic_write_text, load_bundle, read_config, write_config
+from demo.bundle import BundleError
+from demo.bundle_files import atomic_write_text, read_config
+from demo.graphs import load_keras_model
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, overlay_mask, round_up_to_stride, threshold_probabilities, timed
+from training.bundle import BundleDraft, finishing_bundle
 from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
 
@@ -133,13 +137,14 @@ def write_report(path: Path, report: dict) -> None:
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
-def write_report_files(report: dict, engine: SegmentationEngine, args: argparse.Namespace) -> None:
-    write_report(args.bundle / f"evaluation_{args.split}.json", report)
+def write_report_files(report: dict, engine: SegmentationEngine, args: argparse.Namespace, folder: Path) -> None:
+    """The split's report and, unless --no-plots, its threshold sweep and gallery, into `folder`."""
+    write_report(folder / f"evaluation_{args.split}.json", report)
     if not args.no_plots:
         from training.plots import plot_threshold_sweep
 
-        plot_threshold_sweep(report["sweep"], report["best_threshold"], args.bundle / f"threshold_sweep_{args.split}.png")
-        write_gallery(engine, report, args.data_dir, args.bundle / f"gallery_{args.split}.png")
+        plot_threshold_sweep(report["sweep"], report["best_threshold"], folder / f"threshold_sweep_{args.split}.png")
+        write_gallery(engine, report, args.data_dir, folder / f"gallery_{args.split}.png")
 
 
 def val_metrics_entry(report: dict, at_best: bool = True) -> dict:
@@ -244,23 +249,23 @@ def held_out_entry(report: dict, threshold: float) -> dict:
     return entry
 
 
-def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report: dict,
+def record_serving_settings(draft: BundleDraft, engine: SegmentationEngine, report: dict,
                             held_out: dict[str, dict] | None = None, tie: float = 0.0) -> None:
-    """Make the bundle serve at the measured threshold, flip setting and feed scale, and say so.
+    """Make the drafted bundle serve at the measured threshold, flip setting and feed scale, and say so
+    (in its config and its threshold_sweep.png; the card follows when the draft is published).
 
     The threshold is val's best, or, given the evaluations of the same recipe trained without each
     of some drives (`held_out`), the best over those unseen drives, with their figures recorded
     (`metrics.held_out_drives`) and val's at that threshold: nothing is then selected on val.
     A feed scale other than the bundle's (the engine's `input_size`) is recorded only on held-out drives.
     """
-    from training.model_card import write_model_card
     from training.plots import plot_threshold_sweep
 
     served = held_out_threshold(held_out, tie) if held_out else report["best_threshold"]
     if served != report["threshold"] and held_out:
         raise ValueError("evaluate the bundle at the held-out threshold before recording it")
     engine.config.threshold = served
-    config = read_config(bundle_dir)
+    config = draft.config
     selected_on = f"held-out drives {', '.join(sorted(held_out))}" if held_out else "val"
     config.threshold, config.test_time_flip = served, engine.test_time_flip
     config.threshold_selected_on = selected_on
@@ -270,20 +275,17 @@ def record_serving_settings(bundle_dir: Path, engine: SegmentationEngine, report
         config.training.setdefault("input_size", list(config.input_size))  # the size it was trained at
         config.input_size = tuple(engine.config.input_size)
         config.input_size_selected_on = None if config.input_size == config.trained_input_size else selected_on
-        config.gflops_per_image = gflops_at_feed_size(bundle_dir, config)
+        config.gflops_per_image = gflops_at_feed_size(draft.folder, config)
     config.metrics.setdefault("val", {}).update(val_metrics_entry(report, at_best=not held_out))
     if held_out:
         config.metrics.setdefault("held_out_drives", {}).update(
             {drive: held_out_entry(drive_report, served) for drive, drive_report in sorted(held_out.items())})
-    write_config(bundle_dir, config)
     # The sweep the model card shows is the one that chose the threshold now recorded.
-    atomic_write(bundle_dir / "threshold_sweep.png", lambda path: plot_threshold_sweep(report["sweep"], served, path))
-    write_model_card(bundle_dir)
+    plot_threshold_sweep(report["sweep"], served, draft.folder / "threshold_sweep.png")
 
 
 def gflops_at_feed_size(bundle_dir: Path, config) -> float:
     """GFLOPs of one photo fed at the config's scale (padded to the stride), counted on model.keras."""
-    from demo.bundle import load_keras_model
     from training.models import count_flops
 
     feed = round_up_to_stride(config.input_size, config.stride)
@@ -353,11 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_engine(engine, args.data_dir, args.split, args.limit)
         report.update(bundle=str(args.bundle))
         if args.update_bundle:
-            record_serving_settings(args.bundle, engine, report, held_out, args.threshold_tie)
+            with finishing_bundle(args.bundle) as draft:
+                record_serving_settings(draft, engine, report, held_out, args.threshold_tie)
+                write_report_files(report, engine, args, draft.folder)
         # Files in the bundle describe the bundle as it serves; a what-if of the feed scale alone keeps
         # its report under its own name (what --held-out reads at that scale), other what-ifs only print.
-        if args.update_bundle or not (args.test_time_flip or args.input_size):
-            write_report_files(report, engine, args)
+        elif not (args.test_time_flip or args.input_size):
+            write_report_files(report, engine, args, args.bundle)
         elif args.input_size and not args.test_time_flip:
             path = args.bundle / what_if_report_name(args.split, args.input_size)
             write_report(path, report)

@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from demo.bundle import replace_folder
+from demo.bundle_files import replace_folder
 from training.data import DataError, find_pairs
 
 

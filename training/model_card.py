@@ -5,7 +5,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from demo.bundle import CARD_FILE, BundleConfig, atomic_write_text, onnx_graph_weights, read_config
+from demo.bundle import CARD_FILE, BundleConfig, onnx_graph_weights
+from demo.bundle_files import atomic_write_text, read_config
 from demo.runtimes import ARITHMETIC_NAMES, LITERT, RUNTIME_FAMILIES
 
 CARD_TEMPLATE = """---

@@ -21,17 +21,10 @@ from huggingface_hub import CommitInfo, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from demo.bundle import (
-    CARD_FILE,
-    BundleConfig,
-    BundleError,
-    GraphError,
-    hide_token,
-    is_onnx_graph,
-    onnx_graph_file,
-    verify_bundle,
-    verify_graphs,
-)
+from demo.bundle import CARD_FILE, BundleConfig, BundleError, GraphError, is_onnx_graph
+from demo.bundle_files import verify_bundle
+from demo.graphs import onnx_graph_file, verify_graphs
+from demo.hub import hide_token
 from training.model_card import write_model_card
 
 # Hidden files are leftovers of interrupted atomic writes, never part of a bundle.

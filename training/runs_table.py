@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from demo.bundle import BundleConfig, load_bundle
+from demo.bundle import BundleConfig
+from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, median_ms
 from demo.imaging import load_rgb
 

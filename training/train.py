@@ -35,7 +35,8 @@ NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "st
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
     """The training settings the app's default bundle (or `bundle_dir`'s) was trained with, as parser defaults."""
-    from demo.bundle import DEFAULT_BUNDLE_DIR, read_config
+    from demo.bundle_files import read_config
+    from demo.loading import DEFAULT_BUNDLE_DIR
     from training.data import default_crop_size
     from training.models import ARCHITECTURES
 
@@ -317,9 +318,10 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: 
     staging folder beside OUTPUT_DIR/bundle, which replaces it in one rename once it verifies: a crash
     before then leaves the previous bundle, or none, never one serving a threshold not yet chosen.
     """
-    from demo.bundle import BundleConfig, DatasetInfo, TargetClass, load_bundle, sha256_of, staged_bundle
+    from demo.bundle import BundleConfig, DatasetInfo, TargetClass
+    from demo.bundle_files import sha256_of
     from demo.engine import SegmentationEngine, round_up_to_stride
-    from training.bundle import library_versions, write_model_files
+    from training.bundle import finishing_bundle, library_versions
     from training.data import CAMVID_CLASSES
     from training.evaluate import evaluate_engine, record_serving_settings, write_gallery, write_report
     from training.models import ARCHITECTURES, count_flops
@@ -357,16 +359,16 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: 
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     bundle_dir = config.output_dir / "bundle"
-    with staged_bundle(bundle_dir) as staging:
-        write_model_files(staging, model, bundle_config)
-        plot_training_curves(config.output_dir / "run" / "log.csv", staging / "training_curves.png")
+    with finishing_bundle(bundle_dir, bundle_config) as draft:
+        draft.save_model(model)
+        plot_training_curves(config.output_dir / "run" / "log.csv", draft.folder / "training_curves.png")
         # The default threshold is the best one on val, measured through the serving engine.
-        bundle = load_bundle(staging)
+        bundle = draft.loaded()
         engine = SegmentationEngine(bundle.model, bundle.config)
         report = evaluate_engine(engine, config.data_dir, "val", config.limit)
-        write_report(staging / "evaluation_val.json", report)
-        write_gallery(engine, report, config.data_dir, staging / "gallery_val.png")
-        record_serving_settings(staging, engine, report)  # threshold, metrics, threshold_sweep.png, model card
+        write_report(draft.folder / "evaluation_val.json", report)
+        write_gallery(engine, report, config.data_dir, draft.folder / "gallery_val.png")
+        record_serving_settings(draft, engine, report)  # threshold, metrics, threshold_sweep.png
     return bundle_dir
 
 
