@@ -79,7 +79,7 @@ class Calibration:
     """How to make the ONNX graph int8: the CamVid root whose training frames measure the activation
     ranges, the method, and the scale frames are fed at (None: the bundle's own feed scale). Calibrate at
     the scale the app will feed, since activations' extremes move a little with scale (on the shipped model
-    the two scales read within 0.001 on the held-out drives: MODEL_HISTORY.md, round 10)."""
+    the two scales read within 0.001 on the held-out drives: docs/model_history.md, round 10)."""
     data_dir: Path
     method: str = "minmax"
     feed_size: tuple[int, int] | None = None
@@ -124,7 +124,7 @@ def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.nd
 
     Weights keep 7 bits (`reduce_range`): CPUs without VNNI multiply uint8 by int8 in 16-bit sums
     that 8-bit weights can overflow. ONNX Runtime runs the quantised convolutions as QLinearConv:
-    MODEL_HISTORY.md (round 9) has the speed and the held-out IoU against the float graph.
+    docs/model_history.md (round 9) has the speed and the held-out IoU against the float graph.
     """
     import tempfile
 
@@ -292,8 +292,9 @@ def write_onnx_graph(folder: Path, config: BundleConfig, model, probe: np.ndarra
         answer = session.run(None, {session.get_inputs()[0].name: probe})[0]
         if answer.shape == expected.shape or attempt == 2:
             break
-        # tf2onnx now and then drops the graph's final Squeeze (about one fresh process in 16 here, MODEL_HISTORY
-        # probe 21); converting again has mended it each time seen. A second wrong graph is refused below.
+        # tf2onnx now and then drops the graph's final Squeeze (about one fresh process in 16 here,
+        # docs/model_history.md, probe 21); converting again has mended it each time seen. A second wrong
+        # graph is refused below.
         logger.warning("%s answered the probe image with shape %s where model.keras answers %s: converting again",
                        name, answer.shape, expected.shape)
     difference = difference_from_keras(name, answer, expected)
