@@ -338,6 +338,13 @@ def _parents(path: str) -> set[str]:
     return parents
 
 
+def repository_files() -> set[str]:
+    """The repository's files (tracked and untracked but not ignored) as git lists them."""
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    return {name for name in listing.splitlines() if (REPO_ROOT / name).exists()}
+
+
 def test_the_link_check_finds_dead_links_and_passes_good_ones():
     """The two tests below would pass on anything if this check could not fail."""
     paths = {"README.md", "docs/training.md", "docs/images/app.png", "demo/ui.py"}
@@ -357,3 +364,12 @@ def test_every_relative_link_in_the_spaces_readme_resolves_in_the_space(tmp_path
     text = (staged / README).read_text(encoding="utf-8")
     assert dead_links(text, "", files) == []
 
+
+def test_every_relative_link_in_the_repository_docs_resolves_in_the_repository():
+    files = repository_files()
+    documents = ["README.md", *sorted(name for name in files if name.startswith("docs/") and name.endswith(".md"))]
+    links = {name: MARKDOWN_LINK.findall((REPO_ROOT / name).read_text(encoding="utf-8")) for name in documents}
+    assert links["README.md"], "the README links nothing: this test would check nothing"
+    dead = {name: dead_links((REPO_ROOT / name).read_text(encoding="utf-8"), posixpath.dirname(name), files)
+            for name in documents}
+    assert {name: targets for name, targets in dead.items() if targets} == {}
