@@ -334,7 +334,7 @@ def served_runtime_verdict(runtimes: list[RuntimeResult], reference: RuntimeResu
     if served.int8:
         # Quantising moves probabilities; whether that costs IoU is measured where the product is judged.
         return verdict + (" Its graph computes in int8, chosen on drives held out of training rather than on "
-                          "val (MODEL_HISTORY.md, round 9), so its val IoU is reported here, not held to "
+                          "val (docs/model_history.md, round 9), so its val IoU is reported here, not held to "
                           f"{IOU_TOLERANCE} of TensorFlow's. "
                           + (f"Of the float runtimes, the fastest within {IOU_TOLERANCE} of TensorFlow's val IoU "
                              f"is {chosen.name} ({chosen.latency.median:.1f} ms, "

@@ -26,7 +26,7 @@ Where the LiteRT graphs come from:
 - `CarriedOnnxGraph`: the ONNX graph a bundle carries, written beside them by the same command
   (float16 weights widened once at load, dynamic height and width), checked the same way. With
   `training.export_graphs --int8` it computes in int8 instead, its activation ranges calibrated
-  on training frames: about 0.8x the float graph's time on these CPUs (MODEL_HISTORY.md, round 9).
+  on training frames: about 0.8x the float graph's time on these CPUs (docs/model_history.md, round 9).
 
 MODEL_RUNTIME chooses ("onnxruntime", "litert", "litert-float32", "litert-int8" or "tensorflow");
 the last three always run the Keras model. A bundle with no usable ONNX graph is served by LiteRT,

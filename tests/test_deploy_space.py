@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +33,15 @@ from helpers import (
     hub_unavailable_reason,
     unauthorized,
 )
-from training.deploy_space import deploy_space, main, space_files, split_front_matter, stage_space
+from training.deploy_space import (
+    README,
+    SPACE_README_BODY,
+    deploy_space,
+    main,
+    space_files,
+    split_front_matter,
+    stage_space,
+)
 
 MODEL_SHA = "89abcdef0123456789abcdef0123456789abcdef"
 MODEL_REPO_FILES = [".gitattributes", "README.md", "config.json", "model.keras", "threshold_sweep.png",
@@ -96,8 +106,9 @@ def test_deploy_creates_the_space_sets_its_variables_and_uploads_exactly_its_fil
     assert sorted(api.uploaded) == space_files()
     assert {"app.py", "requirements.txt", "README.md", ".gitattributes", f"demo/default_model/{MODEL_FILE}",
             "demo/ui.py"} <= set(api.uploaded)
-    assert not any(name.split("/")[0] in ("training", "tests", "bench", "runs", "scripts") or "__pycache__" in name
-                   or name.endswith(".pyc") for name in api.uploaded)
+    assert not any(name.split("/")[0] in ("training", "tests", "bench", "runs", "scripts", "docs")
+                   or "__pycache__" in name or name.endswith(".pyc") for name in api.uploaded)
+    assert "BENCHMARKS.md" not in api.uploaded and not any("model_history" in name.lower() for name in api.uploaded)
     for name, content in api.uploaded.items():
         if name != "README.md":
             assert content == (REPO_ROOT / name).read_bytes(), name
@@ -105,7 +116,7 @@ def test_deploy_creates_the_space_sets_its_variables_and_uploads_exactly_its_fil
     assert config["python_version"] == "3.11" and config["sdk"] == "gradio"
     assert config["models"] == ["someone/car-unet"]
     assert config["preload_from_hub"] == [f"someone/car-unet {','.join(SERVED_FILES)} {MODEL_SHA}"]
-    assert body == split_front_matter((REPO_ROOT / "README.md").read_text(encoding="utf-8"))[1]
+    assert body == "\n" + (REPO_ROOT / SPACE_README_BODY).read_text(encoding="utf-8")  # for visitors, not the repo's
 
     out, err = assert_secret_not_shown(capsys, caplog)
     print(out)  # the command's own report, for the record (pytest -s)
@@ -149,6 +160,8 @@ def repo_copy(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "repo"
     stage_space(root)
     shutil.copyfile(REPO_ROOT / "README.md", root / "README.md")
+    (root / SPACE_README_BODY).parent.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / SPACE_README_BODY, root / SPACE_README_BODY)
     monkeypatch.setattr(deploy_module, "REPO_ROOT", root)
     return root
 
@@ -168,6 +181,10 @@ def _remove_app(root: Path) -> None:
     (root / "app.py").unlink()
 
 
+def _remove_space_readme_body(root: Path) -> None:
+    (root / SPACE_README_BODY).unlink()
+
+
 def _unpin_python(root: Path) -> None:
     readme = root / "README.md"
     readme.write_text(readme.read_text(encoding="utf-8").replace('python_version: "3.11"\n', ""), encoding="utf-8")
@@ -177,6 +194,7 @@ def _unpin_python(root: Path) -> None:
     (_corrupt_default_model, "does not match its config.json"),
     (_remove_default_config, "config.json is missing"),
     (_remove_app, "app.py missing from"),
+    (_remove_space_readme_body, f"{SPACE_README_BODY} missing from"),
     (_unpin_python, "the Space would not build: python_version must be a quoted"),
 ])
 def test_an_incomplete_space_is_refused_before_any_hub_call(repo_copy, damage, expected, token_in_env, capsys):
@@ -293,12 +311,65 @@ def test_bytecode_and_hidden_leftovers_are_not_part_of_the_space(repo_copy):
     assert "demo/ui.py" in files and f"demo/default_model/{MODEL_FILE}" in files
 
 
-def test_every_relative_link_in_the_spaces_readme_resolves_in_the_space():
-    import re
+# Markdown links and pictures, [text](target) and ![text](target): the target up to a space or ")".
+MARKDOWN_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)")
 
-    from training.deploy_space import README, REPO_ROOT
 
-    links = re.findall(r"\]\(([^)#:\s]+)", (REPO_ROOT / README).read_text(encoding="utf-8"))
-    assert links, "the README links nothing: this test would check nothing"
-    files = space_files()
-    assert [link for link in links if link not in files] == []
+def dead_links(text: str, folder: str, paths: set[str]) -> list[str]:
+    """The relative link targets in `text` (a file in `folder`) that name none of `paths` (POSIX, relative to
+    one root), neither a file nor a folder holding one; addresses with a scheme and bare anchors are not checked."""
+    folders = {posixpath.dirname(path) for path in paths}
+    folders |= {parent for path in folders for parent in _parents(path)}
+    dead = []
+    for target in MARKDOWN_LINK.findall(text):
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", target) or target.startswith("#"):
+            continue
+        path = posixpath.normpath(posixpath.join(folder, target.split("#", 1)[0]))
+        if path not in paths and path not in folders:
+            dead.append(target)
+    return dead
+
+
+def _parents(path: str) -> set[str]:
+    parents = set()
+    while path:
+        path = posixpath.dirname(path)
+        parents.add(path)
+    return parents
+
+
+def repository_files() -> set[str]:
+    """The repository's files (tracked and untracked but not ignored) as git lists them."""
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    return {name for name in listing.splitlines() if (REPO_ROOT / name).exists()}
+
+
+def test_the_link_check_finds_dead_links_and_passes_good_ones():
+    """The two tests below would pass on anything if this check could not fail."""
+    paths = {"README.md", "docs/training.md", "docs/images/app.png", "demo/ui.py"}
+    text = ("[ok](docs/training.md) ![ok](docs/images/app.png) [ok](demo) [ok](docs/training.md#data) "
+            "[web](https://huggingface.co/x) [anchor](#top) [dead](BENCHMARKS.md) [dead](docs/bundle.md) "
+            "[dead](demo/missing.py) [dead](../outside.md)")
+    assert dead_links(text, "", paths) == ["BENCHMARKS.md", "docs/bundle.md", "demo/missing.py", "../outside.md"]
+    # From a file in docs/, links are relative to docs/.
+    assert dead_links("[ok](training.md) [ok](../demo/ui.py) [dead](docs/training.md)", "docs", paths) == [
+        "docs/training.md"]
+
+
+def test_every_relative_link_in_the_spaces_readme_resolves_in_the_space(tmp_path):
+    """The README the deploy uploads links only files the Space has (not docs/, not BENCHMARKS.md)."""
+    staged = tmp_path / "space"
+    files = set(stage_space(staged, "someone/car-unet", MODEL_SHA, SERVED_FILES))
+    text = (staged / README).read_text(encoding="utf-8")
+    assert dead_links(text, "", files) == []
+
+
+def test_every_relative_link_in_the_repository_docs_resolves_in_the_repository():
+    files = repository_files()
+    documents = ["README.md", *sorted(name for name in files if name.startswith("docs/") and name.endswith(".md"))]
+    links = {name: MARKDOWN_LINK.findall((REPO_ROOT / name).read_text(encoding="utf-8")) for name in documents}
+    assert links["README.md"], "the README links nothing: this test would check nothing"
+    dead = {name: dead_links((REPO_ROOT / name).read_text(encoding="utf-8"), posixpath.dirname(name), files)
+            for name in documents}
+    assert {name: targets for name, targets in dead.items() if targets} == {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from training.deploy_space import (
+    SPACE_README_BODY,
     pinned_requirements,
     read_front_matter,
     requires_python_conflicts,
@@ -81,16 +82,19 @@ def test_a_pin_whose_installed_metadata_cannot_speak_for_it_is_reported():
                          "no-such-distribution-here==1.0 is not installed here, so its Requires-Python cannot be read"]
 
 
-def test_the_space_readme_names_and_preloads_the_pinned_model_and_keeps_the_rest():
+def test_the_space_readme_is_the_front_matter_naming_the_pinned_model_then_the_spaces_own_body():
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    space_body = (REPO_ROOT / SPACE_README_BODY).read_text(encoding="utf-8")
+    assert not space_body.startswith("---"), "the Space's body must not bring a front matter of its own"
     sha = "0123456789abcdef0123456789abcdef01234567"
-    adapted = space_readme(text, "someone/car-unet", sha, ["config.json", "model.keras"])
+    adapted = space_readme(text, space_body, "someone/car-unet", sha, ["config.json", "model.keras"])
     config, body = split_front_matter(adapted)
     original, original_body = split_front_matter(text)
-    assert body == original_body
+    assert body == "\n" + space_body
+    assert body.strip() != original_body.strip()  # visitors get their own text, not the repository's
     assert config["models"] == ["someone/car-unet"]
     assert config["preload_from_hub"] == [f"someone/car-unet config.json,model.keras {sha}"]
     assert config["python_version"] == "3.11" and isinstance(config["python_version"], str)
     assert {key: config[key] for key in original} == original
     # Without a model repo (the rehearsal), the front matter is the repository's.
-    assert split_front_matter(space_readme(text))[0] == original
+    assert split_front_matter(space_readme(text, space_body))[0] == original

@@ -5,11 +5,12 @@
 Creates the Space (Gradio SDK) if needed, sets its variables MODEL_REPO and MODEL_REVISION, and
 uploads exactly the files the Space runs (`space_files`: app.py, demo/ with the default bundle,
 requirements.txt, README.md, .gitattributes) as one commit that replaces the Space's files. The
-uploaded README's front matter also names the model (`models:`) and, for a public model repo,
-has the Space's build preload the bundle at that commit (`preload_from_hub`), so the first start
-downloads nothing. Same token rules and refusals as `training.push`: no token, a bad id, a
-revision that is not a commit sha, an incomplete default bundle or a front matter the pinned
-requirements cannot install under: one line, exit status 1, nothing sent.
+Space's README.md is for its visitors: the repository README's front matter with
+docs/space_readme.md as its body. Its front matter also names the model (`models:`) and, for a
+public model repo, has the Space's build preload the bundle at that commit (`preload_from_hub`),
+so the first start downloads nothing. Same token rules and refusals as `training.push`: no
+token, a bad id, a revision that is not a commit sha, an incomplete default bundle or a front
+matter the pinned requirements cannot install under: one line, exit status 1, nothing sent.
 """
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ from demo.loading import DEFAULT_BUNDLE_DIR
 from training.push import PushError, check_repo_id, run_hub_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# What a Space of this app runs, and nothing else (not training/, tests/, bench/, runs/, scripts/).
-# The README links BENCHMARKS.md and MODEL_HISTORY.md: the Space's copy of it must not point at nothing.
-SPACE_TOP_FILES = ("app.py", "requirements.txt", "README.md", ".gitattributes", "BENCHMARKS.md", "MODEL_HISTORY.md")
+# What a Space of this app runs, and nothing else (not training/, tests/, bench/, runs/, scripts/, docs/,
+# BENCHMARKS.md): the Space's README, written for its visitors, links none of them.
+SPACE_TOP_FILES = ("app.py", "requirements.txt", "README.md", ".gitattributes")
 SPACE_FOLDERS = ("demo",)
 # Never shipped from those folders: bytecode, and hidden names (a half-copied default model, say).
 SKIPPED_NAMES = ("__pycache__", "*.pyc", ".*")
 README = "README.md"
+# The body of the Space's README.md (its front matter is the repository README's).
+SPACE_README_BODY = "docs/space_readme.md"
 # The model the app serves when none is configured, shipped in the Space.
 DEFAULT_BUNDLE = DEFAULT_BUNDLE_DIR.relative_to(REPO_ROOT)
 REQUIREMENTS = "requirements.txt"
@@ -54,7 +57,7 @@ HUB_URL = "https://huggingface.co"
 def space_files(root: Path | None = None) -> list[str]:
     """The repo paths (POSIX, relative to `root`) a Space of the app needs; PushError if one is missing."""
     root = root or REPO_ROOT
-    missing = [name for name in SPACE_TOP_FILES + SPACE_FOLDERS if not (root / name).exists()]
+    missing = [name for name in SPACE_TOP_FILES + SPACE_FOLDERS + (SPACE_README_BODY,) if not (root / name).exists()]
     if missing:
         raise PushError(f"{', '.join(missing)} missing from {root}: not deploying an incomplete Space.")
     files = list(SPACE_TOP_FILES)
@@ -108,17 +111,18 @@ def install_space_venv(venv: Path, requirements: Path, interpreter: str) -> floa
     return time.monotonic() - start
 
 
-def space_readme(text: str, model_repo: str | None = None, revision: str | None = None,
+def space_readme(text: str, body: str, model_repo: str | None = None, revision: str | None = None,
                  preload_files: list[str] | None = None) -> str:
-    """The README as the Space gets it: front matter naming the model served and, given files, preloading them."""
-    config, body = split_front_matter(text)
+    """The README as the Space gets it: the front matter of `text` (the repository's README), naming the model
+    served and, given files, preloading them, then `body` (the Space's own, for its visitors)."""
+    config, _ = split_front_matter(text)
     if model_repo:
         config["models"] = [model_repo]
         if preload_files:
             config["preload_from_hub"] = [f"{model_repo} {','.join(preload_files)} {revision}"]
     # safe_dump quotes strings that would read back as numbers, so python_version stays "3.11".
     front = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000)
-    return f"---\n{front}---\n{body}"
+    return f"---\n{front}---\n\n{body}"
 
 
 def stage_space(dest: Path, model_repo: str | None = None, revision: str | None = None,
@@ -130,7 +134,8 @@ def stage_space(dest: Path, model_repo: str | None = None, revision: str | None 
     for name in files:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / name, dest / name)
-    readme = space_readme((root / README).read_text(encoding="utf-8"), model_repo, revision, preload_files)
+    readme = space_readme((root / README).read_text(encoding="utf-8"),
+                          (root / SPACE_README_BODY).read_text(encoding="utf-8"), model_repo, revision, preload_files)
     (dest / README).write_text(readme, encoding="utf-8")
     return files
 
