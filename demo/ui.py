@@ -33,7 +33,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demo.bundle import Bundle, BundleConfig, atomic_write, onnx_graph_weights
+from demo.bundle import Bundle, atomic_write, onnx_graph_weights
 from demo.engine import (
     SegmentationEngine,
     mask_stats,
@@ -44,7 +44,19 @@ from demo.engine import (
     timed,
 )
 from demo.imaging import ImageError, load_rgb
-from demo.runtimes import ONNX_RUNTIME, RUNTIME_NAMES, describe_runtime, release_freed_memory
+from demo.model_facts import (
+    HELD_OUT_RECIPE,
+    dataset_in_words,
+    held_out_scores,
+    runs_in_words,
+    runtime_in_words,
+    threshold_chosen_on,
+    threshold_in_words,
+    validation_drives_unseen,
+    validation_frames_in_words,
+    what_it_is,
+)
+from demo.runtimes import describe_runtime, release_freed_memory
 from demo.safeguards import (
     KeptStore,
     limit_waiting_events_per_session,
@@ -169,73 +181,24 @@ def example_label(example: Example, bundle: Bundle) -> str:
     return f"{example.scene} (drive {example.drive}: {seen})"
 
 
-def describe_architecture(config: BundleConfig) -> str:
-    """The bundle's architecture in words ("a U-Net (1.9 million weights)")."""
-    architecture = config.architecture
-    encoder = re.fullmatch(r"efficientnet-lite(\d)-unet(-lean)?", architecture)
-    if encoder:
-        what = f"a U-Net on an EfficientNet-Lite{encoder[1]} encoder"
-    elif architecture == "unet":
-        what = "a U-Net"
-    else:
-        what = f"a `{architecture}` network"
-    if config.parameters:
-        what += f" ({config.parameters / 1e6:.1f} million weights)"
-    if config.training.get("imagenet_weights_used"):
-        what += ", starting from weights learnt on ImageNet photos"
-    return what
-
-
-SPLIT_NAMES = {"val": "the validation frames", "train": "the training frames"}
-RUNTIME_IN_WORDS = {
-    "litert": "LiteRT, with the weights stored at half precision (float16) and computed at full precision",
-    "litert-float32": "LiteRT",
-    "litert-int8": "LiteRT, with the weights stored as 8-bit integers",
-    "tensorflow": "TensorFlow",
-}
-# ONNX Runtime serves the bundle's ONNX graph, which computes as its record says (`onnx_graph_weights`).
-ONNX_GRAPH_IN_WORDS = {
-    "float16": "ONNX Runtime, with the weights stored at half precision (float16) and computed at full precision",
-    "float32": "ONNX Runtime",
-    "int8": "ONNX Runtime, computing in 8-bit integers (weights and activations, quantised after training with "
-            "ranges measured on its training frames)",
-}
-
-
-def threshold_chosen_on(config: BundleConfig) -> str:
-    """Where the bundle's threshold was chosen, in words ("the validation frames")."""
-    split = config.threshold_selected_on or config.dataset.selection_split or "val"
-    return SPLIT_NAMES.get(split, split)
-
-
 def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     """The "About the model" text: what the model is, what it learnt from, how well it does on frames
     it was not trained on (the drives held out of training as well, when the bundle has them), what runs it."""
     config = bundle.config
-    architecture = describe_architecture(config)
-    what = (f"**What it is.** {architecture[0].upper()}{architecture[1:]}: a network that gives every pixel "
-            "a probability of being car; the pixels at or above the threshold are marked.")
-    if config.test_time_flip:
-        what += " Each photo is also run mirrored, and the two answers averaged."
-    data = (f"**What it learnt from.** {config.dataset.name or 'An unnamed dataset'}: frames of "
-            "videos filmed from a car driving through Cambridge (UK), every pixel labelled by people. The "
-            f"default threshold, {float(config.threshold):.2f}, was chosen on "
-            f"{threshold_chosen_on(config)}.")
+    what = f"**What it is.** {what_it_is(config)}"
+    data = f"**What it learnt from.** {dataset_in_words(config)}. {threshold_in_words(config)}"
     val = config.metrics.get("val", {})
     scores = [f"- validation frames: **{val['iou']:.2f}**" + (f" ({val['images']} frames)" if val.get("images") else "")
               if val.get("iou") is not None else "- validation frames: not measured"]
-    held_out = config.held_out_drives
-    # Held-out figures come from the same recipe trained without that drive: what to expect on a new street.
-    scores += [f"- drive {drive}, by the same recipe trained without it: **{score['iou']:.2f}**"
-               + (f" ({score['images']} frames)" if score.get("images") else "")
-               + (f", the mean of {score['runs']} training runs" if score.get("runs", 1) > 1 else "")
-               for drive, score in held_out.items()]
-    val_drives, train_drives = config.dataset.val_drives, config.dataset.train_drives
-    if val_drives is not None and train_drives is not None and not set(val_drives) & set(train_drives):
-        scores.append(f"- the validation frames come from drives training never saw ({', '.join(val_drives)}).")
+    held_out = held_out_scores(config)
+    for drive, score in held_out:
+        runs = runs_in_words(score.get("runs", 1))
+        scores.append(f"- drive {drive}, {HELD_OUT_RECIPE}: **{score['iou']:.2f}**"
+                      + (f" ({score['images']} frames)" if score.get("images") else "") + (f", {runs}" if runs else ""))
+    if validation_drives_unseen(config):
+        scores.append(f"- {validation_frames_in_words(config)}.")
     elif not held_out:
-        scores.append("- no drive held out of training was measured; the validation frames come from a drive "
-                      "whose other frames were trained on, so expect less on photos from elsewhere.")
+        scores.append(f"- no drive held out of training was measured; {validation_frames_in_words(config)}.")
     quality = ("**How well it does**, scored by overlap (IoU: of the pixels that the model or people marked as "
                "car, the share both did; 1 is perfect) on frames it was not trained on:\n" + "\n".join(scores))
     served = f"**Which model.** Served from: {bundle.source}"
@@ -245,9 +208,7 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
         served += f"; model file SHA-256 `{config.model_sha256[:12]}`"
     paragraphs = [what, data, quality]
     if runtime:
-        words = (ONNX_GRAPH_IN_WORDS.get(onnx_graph_weights(config)) if runtime == ONNX_RUNTIME
-                 else RUNTIME_IN_WORDS.get(runtime))
-        paragraphs.append(f"**What runs it.** {words or RUNTIME_NAMES.get(runtime, runtime)}, "
+        paragraphs.append(f"**What runs it.** {runtime_in_words(config, runtime)}, "
                           f"on this server's CPU (`MODEL_RUNTIME={runtime}`).")
     return "\n\n".join([*paragraphs, served + "."])
 

@@ -11,13 +11,13 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from demo.model_facts import describe_architecture
 from demo.ui import (
     CAR_COLOUR,
     EXAMPLES,
     EXAMPLES_DIR,
     Segmentation,
     build_demo,
-    describe_architecture,
     describe_model,
     describe_result,
     draw_cars,
