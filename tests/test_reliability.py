@@ -26,7 +26,8 @@ from PIL import Image
 from demo.bundle import CONFIG_FILE, MODEL_FILE, BundleError, load_bundle, resolve_bundle, sha256_of
 from demo.engine import SegmentationEngine, threshold_probabilities
 from demo.imaging import MAX_ASPECT_RATIO, load_rgb
-from demo.ui import EXAMPLES_DIR, build_demo
+from demo.examples import EXAMPLES_DIR
+from demo.ui import build_demo
 from helpers import (
     CAMVID_FIXTURE,
     REPO_ROOT,
