@@ -33,8 +33,8 @@ A Keras model, architecture `{{ architecture }}`{{ size_text }}, trained on {{ d
 
 {% if held_out %}## Results on streets it never saw
 
-Each drive's figures are {{ held_out_recipe }}, measured on it (`training.holdout`): what to
-expect on a photo of a new street.
+Each drive below is measured {{ held_out_recipe }} (`training.holdout`): what to expect on a
+photo of a new street.
 
 | held-out drive | frames | IoU | Dice | precision | recall |
 |---|---|---|---|---|---|
