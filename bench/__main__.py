@@ -1,7 +1,7 @@
 """Every benchmark of the project in one run on one machine; writes BENCHMARKS.md.
 
-    python -m bench                  # full run (about 7 minutes on 2 idle cores): BENCHMARKS.md
-    python -m bench --quick          # about a minute: checks that every benchmark still runs
+    python -m bench                  # full run (minutes, on idle cores): BENCHMARKS.md
+    python -m bench --quick          # quicker: checks that every benchmark still runs
 
 1. end-to-end latency of a 480x360 photo, engine against the seed's steps (default model, vgg16-unet)
 2. a slider move against a full inference (bench/slider.py)

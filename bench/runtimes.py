@@ -206,7 +206,7 @@ RUNTIMES = {
 
 
 # Runtimes that need TensorFlow loaded in the serving process: not candidates for the app, which
-# serves without it (about 600 MiB and most of the start-up less, BENCHMARKS.md section 6).
+# serves without it (less memory and a faster start: BENCHMARKS.md, section 6).
 INSIDE_TENSORFLOW = {REFERENCE, "XLA (tf.function, jit_compile=True)", "TFLite float32 (tf.lite.Interpreter, XNNPACK)",
                      "TFLite dynamic-range int8 (tf.lite.Interpreter)"}
 assert INSIDE_TENSORFLOW <= set(RUNTIMES)

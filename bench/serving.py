@@ -9,7 +9,7 @@ served before). Load is N parallel callers for a fixed time on loopback.
 
 The full benchmark runs the app with the packages a Space installs (`space_interpreter`:
 requirements.txt alone), not this .venv: the dev extras change what a request costs (Gradio
-imports matplotlib at every request when it is installed: 0.35-0.45 s the first time, here).
+imports matplotlib at every request when it is installed, slowing the first).
 """
 from __future__ import annotations
 
@@ -120,8 +120,8 @@ def free_port() -> int:
 class PeakMemory:
     """The peak resident memory of a process and its children while the block runs, read from the
     kernel's own high-water mark (VmHWM in /proc/PID/status, reset on entry through
-    /proc/PID/clear_refs): exact, and nothing polls the app. (A thread sampling every 50 ms, as before
-    2026-11-29 22:45, slowed the app's start by 0.3-0.9 s on 2 cores.) With children, the sum of their
+    /proc/PID/clear_refs): exact, and nothing polls the app. (A thread sampling it, as before
+    2026-11-29 22:45, slowed the app's start measurably on 2 cores.) With children, the sum of their
     peaks: an upper bound, since they need not peak at once."""
 
     def __init__(self, pid: int):
@@ -158,7 +158,7 @@ class PeakMemory:
 def space_interpreter(folder: Path) -> str:
     """The Python of a venv with requirements.txt alone installed on the Python the Space declares
     (`training.deploy_space.install_space_venv`, as scripts/rehearse_space.py makes it), built in
-    `folder` once per content of requirements.txt (about 70 s with pip's cache warm)."""
+    `folder` once per content of requirements.txt (much quicker with pip's cache warm)."""
     from training.deploy_space import install_space_venv, space_python
 
     requirements = REPO_ROOT / "requirements.txt"

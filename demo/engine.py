@@ -184,9 +184,9 @@ def overlay_mask(
     """The photo with car pixels tinted `colour` at `opacity` (0 = invisible, 1 = solid).
 
     A tinted value depends only on the original and its channel, so the 256 x 3 of them are
-    computed once and looked up: a 49 MP photo took 1.0 s instead of 4.8 s of float arithmetic.
-    OpenCV's masked copy puts them in place about 8x faster than numpy's `copyto(where=...)`
-    (a 480x360 photo, measured): the slider redraws with it.
+    computed once and looked up, much faster on a large photo than float arithmetic.
+    OpenCV's masked copy puts them in place faster than numpy's `copyto(where=...)` (measured on a
+    480x360 photo): the slider redraws with it (BENCHMARKS.md, section 2, times a slider move).
     """
     values = np.arange(256, dtype=np.float32)[:, np.newaxis]
     table = np.round(values * (1.0 - opacity) + np.asarray(colour, np.float32) * opacity).astype(np.uint8)

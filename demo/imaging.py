@@ -18,10 +18,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # which is also what stops decompression bombs (a few KB of PNG, 900 MP of pixels).
 MAX_PIXELS = 50_000_000
 # The network sees every photo at about the same pixel count, padded to its stride: a strip
-# thinner than that stride is padded to many times the pixels (a 1 x 65,500 strip: 17 times,
-# 12 s and 0.8 GB the network runtime keeps). Up to 20:1 (wider than phone panoramas) the
-# padding adds a fraction. Together with MAX_PIXELS this also keeps every side under 32,000
-# pixels, inside what a JPEG (the overlay) can hold.
+# thinner than that stride is padded to many times the pixels (a 1 x 65,500 strip: 17 times, which
+# took seconds and left the network runtime holding far more memory). Up to 20:1 (wider than
+# phone panoramas) the padding adds a fraction. Together with MAX_PIXELS this also keeps every
+# side under 32,000 pixels, inside what a JPEG (the overlay) can hold.
 MAX_ASPECT_RATIO = 20
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]

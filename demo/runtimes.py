@@ -1,24 +1,21 @@
 """The network's forward pass on the CPU: an ONNX graph, LiteRT graphs, or TensorFlow.
 
-BENCHMARKS.md (section 4) measures every runtime on the default model through the engine. The
-app serves the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): a float graph did
-a photo of the then default model in 55.6 ms end to end on 2 cores against LiteRT's 63.1, which
-no LiteRT setting matched; the round 9-10 model's int8 graph (static quantisation) did one in 61.0
-ms at a larger feed scale, against 79.4 for a float32 ONNX graph and 97.9 for LiteRT in the same
-run on a slower machine (36.6, 50.1 and 75.5 on a faster one with VNNI, where the shipped round 13
-model, fed at 360x480, takes 44.1, 61.5 and 95.0). Bundles without an ONNX graph are
+BENCHMARKS.md (section 4, written by `python -m bench`) measures every runtime on the default
+model through the engine: a photo's time end to end and the val IoU each gives. The app serves
+the bundle's ONNX graph with ONNX Runtime (`OnnxRuntimeForward`): float or int8 (static
+quantisation), it has measured faster than every LiteRT setting. Bundles without an ONNX graph are
 served by LiteRT with float32 arithmetic (XNNPACK kernels, batch norm folded into the
 convolutions) from a graph that stores its weights as float16 (half the file; XNNPACK widens
-them once at load). LiteRT's int8 weights (dynamic-range quantisation) looked cheaper but measured
-slower on the EfficientNet-Lite models (XNNPACK has no fast int8-weight depthwise kernels):
-on 2 cores, 114 ms against 79 ms at 288x384 with a fixed shape, and 300 ms with dynamic
-height and width against 82 ms for float, which also cost 0.007 val IoU. A float graph with
-dynamic height and width runs as fast as one fixed to a shape, so a fully convolutional
-model needs just that one graph for photos of every shape.
+them once at load). LiteRT's int8 weights (dynamic-range quantisation) cost val IoU, and with
+dynamic height and width they run far slower on the EfficientNet-Lite models (XNNPACK has no fast
+int8-weight depthwise kernels); at a fixed shape, whether they beat float depends on the CPU (it
+differed between the machines measured). A float graph with dynamic height and width runs as fast
+as one fixed to a shape, so a fully convolutional model needs just that one graph for photos of
+every shape.
 
 Where the LiteRT graphs come from:
 - `CarriedGraphs`: the graphs a bundle carries (written by `training.export_graphs` from its
-  model.keras, checked by `demo.bundle.load_graphs`). Serving them imports neither TensorFlow
+  model.keras, checked by `demo.graphs.load_graphs`). Serving them imports neither TensorFlow
   nor Keras: the app starts in seconds and holds a fraction of the memory.
 - `ConvertedGraphs`: converted from the Keras model by TensorFlow, the path for bundles that
   carry no graphs (older ones, a user's own) or whose graphs fail their checks.
@@ -26,7 +23,7 @@ Where the LiteRT graphs come from:
 - `CarriedOnnxGraph`: the ONNX graph a bundle carries, written beside them by the same command
   (float16 weights widened once at load, dynamic height and width), checked the same way. With
   `training.export_graphs --int8` it computes in int8 instead, its activation ranges calibrated
-  on training frames: about 0.8x the float graph's time on these CPUs (docs/model_history.md, round 9).
+  on training frames: faster than the float graph on these CPUs (BENCHMARKS.md, section 4).
 
 MODEL_RUNTIME chooses ("onnxruntime", "litert", "litert-float32", "litert-int8" or "tensorflow");
 the last three always run the Keras model. A bundle with no usable ONNX graph is served by LiteRT,
@@ -129,7 +126,7 @@ class LiteRTForward:
     Float graphs with dynamic height and width run as fast as fixed ones in XNNPACK, so with
     `single_graph` every photo takes the any-shape graph, ready before the first photo (tensors
     re-planned, in milliseconds, when the shape changes). Otherwise (int8 weights, whose dynamic
-    graph is 3x slower, or a model that takes one shape) photos fed at `canonical_shape` take a
+    graph is much slower, or a model that takes one shape) photos fed at `canonical_shape` take a
     graph fixed to it and the others an any-shape graph made at the first that needs it. `graphs`
     supplies the graphs (`CarriedGraphs` or `ConvertedGraphs`); a shape no graph can take is run
     by TensorFlow. One pass at a time per `graphs` (its lock), however many engines share them.
@@ -211,7 +208,7 @@ class ConvertedGraphs:
 
 
 class CarriedGraphs:
-    """A bundle's own LiteRT graphs (float16 weights), checked and loaded by `demo.bundle.load_graphs`.
+    """A bundle's own LiteRT graphs (float16 weights), checked and loaded by `demo.graphs.load_graphs`.
 
     `interpreters`: (1, H, W, 3) shape -> an interpreter planned for it, and None -> the any-shape
     graph (already run once, so its weights are packed before the first photo). `keras_model`
@@ -243,7 +240,7 @@ class OnnxRuntimeForward:
     """The bundle's ONNX graph in ONNX Runtime, for photos of every shape.
 
     Photos fed at `canonical_shape` (4:3 ones, the most) run a session whose free height and
-    width are fixed to it, which ONNX Runtime plans once and runs about 10% faster than the
+    width are fixed to it, which ONNX Runtime plans once and runs faster than the
     any-shape session (measured on 2 cores); a photo of another shape runs the session of the
     same graph left free, made when the first such photo comes. One pass at a time per graph (its lock).
     """
@@ -264,7 +261,7 @@ class OnnxRuntimeForward:
 
 class CarriedOnnxGraph:
     """A bundle's ONNX graph (float16 weights and float32 arithmetic, or int8 throughout: ONNX Runtime runs
-    either as it is), checked and loaded by `demo.bundle.load_onnx_graph`.
+    either as it is), checked and loaded by `demo.graphs.load_onnx_graph`.
 
     Sessions are made when first needed, one per shape asked for (`session_for`), the first at
     construction (for `first_shape`), so bytes ONNX Runtime cannot load fail here. `fixed_shape`
@@ -300,8 +297,8 @@ class CarriedOnnxGraph:
         options.intra_op_num_threads = usable_cores()
         options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
         # Worker threads stop spinning when a pass returns, so they take no core from the web server
-        # between photos: left spinning (the default), they slowed the next thing run by up to 1.7x,
-        # measured; within a pass, spinning or not measured the same (BENCHMARKS.md, section 4).
+        # between photos: left spinning (the default), they slowed the next thing run, measured;
+        # within a pass, spinning or not measured the same (BENCHMARKS.md, section 4).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         if shape:
             for name, size in zip(ONNX_DIMENSIONS, shape[1:3]):
@@ -323,7 +320,7 @@ class CarriedOnnxGraph:
 
 
 def release_freed_memory() -> None:
-    """Hand the converter's freed working memory back to the system (about 200 MB, measured).
+    """Hand the converter's freed working memory back to the system (measured: hundreds of MB).
 
     glibc keeps freed heap pages for reuse; a serving process would hold them for its lifetime.
     """
@@ -391,12 +388,12 @@ def make_forward(network, runtime: str | None = None, canonical_shape: tuple | N
 
     `network`: a Keras model, a bundle's `CarriedOnnxGraph` (served as it is by ONNX Runtime) or
     its `CarriedGraphs` (served as they are by LiteRT); the other runtimes load the bundle's Keras
-    model. ONNX Runtime needs a carried ONNX graph: without one (`demo.bundle.load_bundle` logged
+    model. ONNX Runtime needs a carried ONNX graph: without one (`demo.loading.load_bundle` logged
     why), LiteRT serves. `canonical_shape`: the (1, H, W, 3) input
     most photos are fed at; `any_shape`: whether the model takes other shapes (fully convolutional)
     or only that one. Fully convolutional models run float graphs with dynamic height and width
     alone (as fast as a fixed one, measured); int8 keeps a fixed graph for `canonical_shape`,
-    its dynamic one being 3x slower. LiteRT that cannot be imported or converted falls back to TensorFlow,
+    its dynamic one being much slower. LiteRT that cannot be imported or converted falls back to TensorFlow,
     logged, never silently.
     """
     runtime = chosen_runtime(runtime)

@@ -11,19 +11,11 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from demo.ui import (
-    CAR_COLOUR,
-    EXAMPLES,
-    EXAMPLES_DIR,
-    Segmentation,
-    build_demo,
-    describe_architecture,
-    describe_model,
-    describe_result,
-    draw_cars,
-    example_label,
-    parse_colour,
-)
+from demo.examples import EXAMPLES, EXAMPLES_DIR, example_label
+from demo.handlers import CAR_COLOUR, Segmentation, describe_result, draw_cars, parse_colour
+from demo.model_facts import describe_architecture
+from demo.page import describe_model
+from demo.ui import build_demo
 from helpers import running_app_py, segment
 
 CAMVID_EXAMPLE = sorted(EXAMPLES_DIR.glob("*.png"))[0]

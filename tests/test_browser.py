@@ -21,7 +21,9 @@ import pytest
 
 from demo.loading import load_bundle
 from demo.engine import SegmentationEngine
-from demo.ui import EXAMPLES, EXAMPLES_DIR, NO_PHOTO, build_demo
+from demo.examples import EXAMPLES, EXAMPLES_DIR
+from demo.handlers import NO_PHOTO
+from demo.ui import build_demo
 
 pytestmark = pytest.mark.browser
 

@@ -46,7 +46,9 @@ def test_card_metadata_parses_back_to_the_config(tmp_path):
 
 def test_card_text_says_how_it_was_trained_how_to_load_it_and_its_limits():
     text = build_model_card(BundleConfig.from_dict(CONFIG)).text
-    assert "1,944,049 parameters, 18.1 GFLOPs per 352x480 image" in text
+    assert "A U-Net (1.9 million weights): a network that gives every pixel a probability of being car" in text
+    assert "architecture `unet` (18.1 GFLOPs per 352x480 image)" in text
+    assert "The default threshold, 0.45, was chosen on the validation frames." in text
     assert "Adam at 0.002 (cosine schedule), batch 8, 40 epochs (best val IoU at epoch 33)" in text
     assert 'keras.saving.load_model("model.keras", safe_mode=True)' in text
     assert "Cambridge" in text and "daylight" in text and "2007 and 2008" in text
@@ -62,7 +64,7 @@ def test_card_for_a_hub_repo_shows_how_to_download_it():
 def test_card_states_no_facts_the_config_lacks():
     sparse = {key: value for key, value in CONFIG.items() if key not in ("parameters", "gflops_per_image", "training")}
     text = build_model_card(BundleConfig.from_dict(sparse)).text
-    assert "parameters" not in text and "GFLOPs" not in text
+    assert "million weights" not in text and "GFLOPs" not in text
     assert "records no training details" in text
 
 
@@ -71,7 +73,8 @@ def test_card_says_how_a_pretrained_encoder_was_fine_tuned():
         **CONFIG["training"], "imagenet_weights_used": True, "frozen_epochs": 2, "fine_tune_learning_rate": 0.001,
         "encoder_learning_rate": 0.0001}}
     text = build_model_card(BundleConfig.from_dict(fine_tuned)).text
-    assert ("Encoder initialised from ImageNet. The decoder trained alone for 2 epochs, then everything at 0.001 "
+    assert "encoder (1.9 million weights), starting from weights learnt on ImageNet photos: a network" in text
+    assert ("The decoder trained alone for 2 epochs, then everything at 0.001 "
             "(the encoder at 0.0001), the encoder's BatchNorm statistics kept.") in text
     one_rate = {**fine_tuned, "training": {**fine_tuned["training"], "encoder_learning_rate": 0.001}}
     assert "then everything at 0.001, the encoder's" in build_model_card(BundleConfig.from_dict(one_rate)).text
@@ -81,7 +84,7 @@ def test_card_says_how_a_pretrained_encoder_was_fine_tuned():
             "the 367 training frames, un-augmented, at 432x576") in build_model_card(BundleConfig.from_dict(recomputed)).text
     assert "recomputed" not in text
     hed = {**CONFIG, "architecture": "vgg16-unet", "training": {**CONFIG["training"], "encoder_weights": "hed"}}
-    assert "Encoder initialised from HED's VGG16" in build_model_card(BundleConfig.from_dict(hed)).text
+    assert "starting from HED's VGG16 weights" in build_model_card(BundleConfig.from_dict(hed)).text
 
 
 def test_card_says_how_each_graph_computes_and_what_an_int8_one_measured():

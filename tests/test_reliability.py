@@ -28,7 +28,8 @@ from demo.bundle_files import sha256_of
 from demo.loading import load_bundle, resolve_bundle
 from demo.engine import SegmentationEngine, threshold_probabilities
 from demo.imaging import MAX_ASPECT_RATIO, load_rgb
-from demo.ui import EXAMPLES_DIR, build_demo
+from demo.examples import EXAMPLES_DIR
+from demo.ui import build_demo
 from helpers import (
     CAMVID_FIXTURE,
     REPO_ROOT,

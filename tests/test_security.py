@@ -19,7 +19,8 @@ from PIL import Image
 
 from demo import ui
 from demo.safeguards import UNREADABLE_UPLOAD
-from demo.ui import EXAMPLES_DIR, MAX_KEPT_BYTES, MAX_WAITING_PER_SESSION, build_demo
+from demo.examples import EXAMPLES, EXAMPLES_DIR
+from demo.ui import MAX_KEPT_BYTES, MAX_WAITING_PER_SESSION, build_demo
 from helpers import CAMVID_FIXTURE, running_app_py
 
 SERVER_IMAGE = sorted((CAMVID_FIXTURE / "train").glob("*.png"))[0]  # on the server, never uploaded
@@ -321,8 +322,8 @@ def test_the_hidden_example_event_checks_which_example_and_the_sliders(app_url):
     def choose(index, threshold=0.5) -> dict:
         return run_event(app_url, show_example, [index, None, threshold, 0.5, "#ff00ff"], "examples")
 
-    for index in (-1, len(ui.EXAMPLES), "0", 0.0, True, None, [0]):
+    for index in (-1, len(EXAMPLES), "0", 0.0, True, None, [0]):
         assert choose(index)["error"] == "There is no such example.", index
     assert choose(0, "abc")["error"] == 'The threshold must be a number from 0 to 1; got "abc".'
-    chosen = choose(len(ui.EXAMPLES) - 1)
-    assert chosen.get("error") is None and chosen["data"][3].startswith(f"Example: {ui.EXAMPLES[-1].scene}")
+    chosen = choose(len(EXAMPLES) - 1)
+    assert chosen.get("error") is None and chosen["data"][3].startswith(f"Example: {EXAMPLES[-1].scene}")
