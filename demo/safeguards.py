@@ -108,7 +108,7 @@ def limit_waiting_events_per_session(demo: gr.Blocks, limit: int) -> None:
     """Refuse a request when its session already has `limit` requests waiting in the queue.
 
     Gradio's queue has only a total size, which one client can fill alone. There is no hook for
-    this, so the queue's `push` (Gradio 6.31) is wrapped; tests/test_security.py checks it works.
+    this, so the queue's `push` (Gradio 6.31) is wrapped; tests/test_app_hostile_visitor.py checks it works.
     """
     queue = demo._queue
     push = queue.push

@@ -11,6 +11,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from demo.engine import SegmentationEngine
 from demo.examples import EXAMPLES, EXAMPLES_DIR, example_label
 from demo.handlers import CAR_COLOUR, Segmentation, describe_result, draw_cars, parse_colour
 from demo.model_facts import describe_architecture
@@ -241,3 +242,10 @@ def test_about_the_model_says_when_the_onnx_graph_computes_in_int8(tiny_bundle):
         entry["weights"] = "float16"
     assert "ONNX Runtime, computing in 8-bit integers" in about and "half precision" not in about
     assert "`MODEL_RUNTIME=onnxruntime`" in about
+
+
+def test_the_app_warms_its_engine_up_when_built(tiny_bundle, monkeypatch):
+    warmed = []
+    monkeypatch.setattr(SegmentationEngine, "warm_up", lambda engine: warmed.append(engine))
+    build_demo(tiny_bundle)
+    assert len(warmed) == 1

@@ -15,7 +15,8 @@ from PIL import Image
 
 from demo.bundle import BundleConfig
 from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities
-from demo.imaging import ImageError, load_rgb
+from demo.imaging import MAX_ASPECT_RATIO, ImageError, load_rgb
+from demo.loading import load_bundle
 from helpers import (
     animated_gif,
     camvid_png_bytes,
@@ -30,6 +31,8 @@ from helpers import (
 )
 
 STRIDE = 16
+# How the tiny test bundle is fed: photos scaled to 180x240's pixel count, padded to a multiple of 16.
+TINY_FEED = serving_config((180, 240), "keep_aspect", STRIDE, threshold=0.5)
 
 
 def image_encoding(mask: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -231,3 +234,50 @@ def test_mask_stats_counts_coverage_and_separate_regions():
 
 def test_mask_stats_of_a_full_mask():
     assert mask_stats(np.ones((7, 9), bool)) == {"coverage_percent": 100.0, "car_regions": 1}
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (10, 10 * MAX_ASPECT_RATIO), (10 * MAX_ASPECT_RATIO, 10)])
+def test_a_single_pixel_and_long_strips_segment_at_their_own_size(tmp_path, mask_model, height, width):
+    # First half (along the long side) red, which the red-channel model calls car; the rest blue.
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[..., 2] = 255
+    car = np.zeros((height, width), bool)
+    if width >= height:
+        car[:, :(width + 1) // 2] = True
+    else:
+        car[:(height + 1) // 2] = True
+    rgb[car] = (255, 0, 0)
+    path = tmp_path / "strip.png"
+    Image.fromarray(rgb).save(path)
+
+    engine = SegmentationEngine(mask_model, TINY_FEED)
+    mask = threshold_probabilities(engine.predict_probabilities(load_rgb(path)), 0.5)
+
+    assert mask.shape == (height, width)
+    wrong = np.argwhere(mask != car)
+    along = 1 if width >= height else 0
+    assert np.all(np.abs(wrong[:, along] - (max(height, width) + 1) // 2) <= 3), \
+        "only pixels at the red/blue border (resized and back) may differ"
+
+
+def test_after_warm_up_no_photo_waits_for_the_graph_to_be_traced(tiny_bundle):
+    engine = SegmentationEngine(tiny_bundle.model, tiny_bundle.config, runtime="tensorflow")
+    engine.warm_up()
+    assert engine._forward.graph.experimental_get_tracing_count() == 1
+
+    for shape in [(360, 480, 3), (480, 360, 3), (1, 1, 3), (10, 10 * MAX_ASPECT_RATIO, 3)]:
+        engine.predict_probabilities(np.zeros(shape, np.uint8))
+
+    assert engine._forward.graph.experimental_get_tracing_count() == 1, "one graph for photos of every size"
+
+
+def test_after_warm_up_a_street_photo_finds_litert_ready(tiny_bundle):
+    """The warm-up plans LiteRT's tensors for the training frames' shape, which 4:3 photos share."""
+    bundle = load_bundle(tiny_bundle.path, runtime="litert")  # its carried LiteRT graph
+    engine = SegmentationEngine(bundle.model, bundle.config, runtime="litert")
+    engine.warm_up()
+    assert engine._forward.plans == 1
+
+    engine.predict_probabilities(np.zeros((360, 480, 3), np.uint8))
+    engine.predict_probabilities(np.zeros((720, 960, 3), np.uint8))
+    assert engine._forward.plans == 1

@@ -9,21 +9,27 @@ runs only when a token and the network are there.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from demo.bundle import CONFIG_FILE, MODEL_FILE
 from demo.bundle_files import sha256_of
+from demo.loading import resolve_bundle
+from demo.ui import build_demo
 from helpers import DEAD_ENDPOINT, REPO_ROOT, free_port, hub_unavailable_reason, make_tiny_bundle
 
 OLAH_CLI = REPO_ROOT / ".olah-venv" / "bin" / "olah-cli"
@@ -322,3 +328,86 @@ def test_live_push_to_a_private_repo_and_download_it_back(tiny_bundle_dir, tmp_p
         assert (folder / "README.md").read_bytes() == (bundle / "README.md").read_bytes()
     finally:
         api.delete_repo(repo_id, missing_ok=True)
+
+
+@pytest.fixture
+def hub_at(monkeypatch, tmp_path):
+    """Point the already imported huggingface_hub at `endpoint`, online, with an empty cache.
+
+    It reads HF_ENDPOINT and the like when first imported (test_hub.py starts fresh processes for
+    that); here the app side runs in this process, so the constants it read are set instead.
+    """
+    from huggingface_hub import constants
+
+    def point(endpoint: str) -> None:
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    return point
+
+
+def test_an_unreachable_hub_shows_the_fallback_notice_on_the_running_page(hub_at, launch_app, tiny_bundle_dir):
+    dead_endpoint = f"http://127.0.0.1:{free_port()}"
+    hub_at(dead_endpoint)
+    bundle = resolve_bundle({"MODEL_REPO": "carseg/tiny-unet", "MODEL_REVISION": "main"}, default_dir=tiny_bundle_dir)
+
+    url = launch_app(build_demo(bundle))
+
+    config = httpx.get(f"{url}config", timeout=30).json()
+    notices = [component["props"]["value"] for component in config["components"]
+               if component["props"].get("elem_id") == "model-notice"]
+    assert len(notices) == 1
+    assert "could not be loaded, so the default model is served" in notices[0]
+    assert f"the Hub at {dead_endpoint} could not be reached" in notices[0]
+    assert any("default model shipped with the app" in str(component["props"].get("value"))
+               for component in config["components"]), "the model line names what is served instead"
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_the_hub_token_never_reaches_the_page_notice_or_the_logs(hub_at, tiny_bundle_dir, monkeypatch, caplog,
+                                                                 capfd, status):
+    secret = "hf_appSideSECRETtoken0123456789abcd"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    handler = type("Hub", (EchoingHub,), {"status": status, "authorizations": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="huggingface_hub")  # its own handler writes to stderr
+    try:
+        hub_at(f"http://127.0.0.1:{server.server_address[1]}")
+        bundle = resolve_bundle({"MODEL_REPO": "carseg/private-model"}, default_dir=tiny_bundle_dir)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert f"Bearer {secret}" in handler.authorizations, "the token was sent, so the server could echo it"
+    assert bundle.notice.startswith("The configured model could not be loaded")
+    assert secret not in bundle.notice
+    out, err = capfd.readouterr()
+    assert secret not in caplog.text and secret not in out + err
+    assert "Serving the default model instead" in caplog.text
+
+
+class EchoingHub(BaseHTTPRequestHandler):
+    """The worst hub: it refuses every request with `status` and echoes the credentials it was sent."""
+
+    status = 401
+    authorizations: list[str] = []
+
+    def do_GET(self):
+        credentials = self.headers.get("Authorization", "")
+        self.authorizations.append(credentials)
+        body = json.dumps({"error": f"Invalid credentials: {credentials}"}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        # The one 401 huggingface_hub does not turn into "repository not found": its message is kept.
+        self.send_header("X-Error-Message", "Invalid credentials in Authorization header")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass

@@ -14,10 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-from demo.bundle import CONFIG_FILE, GRAPHS_KEY, BundleConfig, TargetClass
+from demo.bundle import CONFIG_FILE, GRAPHS_KEY, MODEL_FILE, BundleConfig, BundleError, TargetClass
 from demo.bundle_files import sha256_of
 from demo.graphs import graph_shapes, load_keras_model
 from demo.hub import HUB_PATTERNS
@@ -574,3 +575,23 @@ def test_training_evaluate_measures_the_carried_graphs(bundle_copy, camvid_dir, 
     monkeypatch.setattr(demo.runtimes, "tflite_flatbuffer", no_conversion)
     assert main([str(bundle_copy), "--data-dir", str(camvid_dir), "--no-plots"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["runtime"] == ONNX_RUNTIME
+
+
+def test_a_bundle_with_a_lambda_layer_is_refused_and_its_code_never_runs(tiny_bundle_dir, tmp_path):
+    marker = tmp_path / "the-lambda-ran"
+    # The layer's function leaves a file behind whenever it runs (as any code in a model file could).
+    leave_marker = eval(f"lambda x: x if open({str(marker)!r}, 'w').close() is None else x")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(keras.layers.Lambda(leave_marker)(inputs)))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    model.save(bundle / MODEL_FILE)
+    config = json.loads((tiny_bundle_dir / CONFIG_FILE).read_text())
+    config["model_sha256"] = sha256_of(bundle / MODEL_FILE)  # the hash matches: only safe mode stands in the way
+    (bundle / CONFIG_FILE).write_text(json.dumps(config))
+    marker.unlink()  # building the model above ran it once
+
+    with pytest.raises(BundleError, match=r"Refused to load .*model\.keras: it contains code \(a Lambda layer\)"):
+        load_bundle(bundle)
+
+    assert not marker.exists()

@@ -1,6 +1,6 @@
-"""Issue #16: the app probed as a hostile visitor would, over HTTP, with the events the page hides too.
+"""The app probed as a hostile visitor would, over HTTP, with the events the page hides too.
 
-Each test sends what the issue's attacker sent: server paths without Gradio's "meta" field,
+Each test sends what such a visitor would: server paths without Gradio's "meta" field,
 oversized photos from many sessions, aborted uploads and a folder where a file belongs, a
 session flooding the queue, thresholds that are not numbers from 0 to 1.
 """
