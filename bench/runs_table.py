@@ -1,6 +1,6 @@
 """The README's table of runs, from the bundles themselves.
 
-    python -m training.runs_table runs/*/bundle [--image demo/examples/0016E5_08017.png]
+    python -m bench.runs_table runs/*/bundle [--image demo/examples/0016E5_08017.png]
 
 One row per bundle: val IoU, Dice, precision and recall at its best threshold
 (as `training.train` measured them through the serving engine), the IoU on drives
@@ -54,7 +54,7 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.runs_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.runs_table", description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a 480x360 photo to time inference on")
     parser.add_argument("--repeats", type=int, default=10)
