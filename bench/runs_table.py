@@ -44,7 +44,7 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
     val = config.metrics["val"]
     recipe = (f"{config.architecture} {config.scales_text}, {config.resize.replace('_', '-')}, {training.get('loss')}, "
               f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep"
-              + (f", EMA {training['ema']}" if training.get("ema") else "")
+              + (f", EMA {training['ema']}" if training.get("ema") else "")  # bundles from before --ema went
               + (", served mirror-averaged" if config.test_time_flip else ""))
     scores = " | ".join(f"{val[name]:.4f}" if name in val else "-" for name in ("iou", "dice", "precision", "recall"))
     return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {held_out_text(config)} | {val.get('threshold', config.threshold):.2f} | "

@@ -31,6 +31,9 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 # retrain it, or to train it without a drive, cannot drift from what shipped. These recorded settings are
 # the run's, not the recipe's: where it started from, and trial-size limits.
 NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
+# Options since removed (MODEL_HISTORY.md has the probes that measured no gain from them), each with the value
+# that meant "off": a bundle records them there, or not at all, when it trained as this command still does.
+REMOVED_OPTIONS = {"ema": None}
 
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
@@ -39,7 +42,12 @@ def shipped_recipe(bundle_dir: Path | None = None) -> dict:
     from training.data import default_crop_size
     from training.models import ARCHITECTURES
 
-    recorded = read_config(bundle_dir or DEFAULT_BUNDLE_DIR).training
+    folder = bundle_dir or DEFAULT_BUNDLE_DIR
+    recorded = read_config(folder).training
+    removed = removed_options_used(recorded)
+    if removed:
+        raise SystemExit(f"error: {folder} was trained with {', '.join(removed)}: options this command no longer "
+                         f"has, so --recipe shipped cannot repeat how it was trained")
     settings = {field.name: recorded[field.name] for field in dataclasses.fields(TrainingConfig)
                 if field.name in recorded and field.name not in NOT_A_RECIPE}
     settings["input_size"] = tuple(settings["input_size"])
@@ -50,6 +58,11 @@ def shipped_recipe(bundle_dir: Path | None = None) -> dict:
         if settings["crop_size"] == default_crop_size(settings["input_size"], stride):
             del settings["crop_size"]
     return settings
+
+
+def removed_options_used(recorded: dict) -> list[str]:
+    """The removed options a bundle's `training` record was trained with (not at their "off" value), as NAME=VALUE."""
+    return [f"{name}={recorded[name]}" for name, off in REMOVED_OPTIONS.items() if recorded.get(name) not in (None, off)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,10 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                         help="learning rate: cosine decay to 1%% over the run, or constant")
-    parser.add_argument("--ema", type=float, metavar="MOMENTUM",
-                        help="validate, keep and ship an exponential moving average of the weights "
-                             "(Polyak averaging, e.g. 0.99), not the last step's; with --frozen-epochs, "
-                             "averaged from the unfreezing on")
     parser.add_argument("--recompute-batchnorm", action="store_true",
                         help="after training, replace the trained BatchNorm layers' moving statistics with their "
                              "average over the training frames, un-augmented, with the kept weights "
@@ -254,13 +263,9 @@ def run(config: TrainingConfig) -> int:
     log = keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)
 
     def fit(model, until_epoch):
-        # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
-        # (A resumed run starts from the averaged weights of its last checkpoint.) Asked of the optimizer,
-        # as a frozen encoder's phase averages nothing (see build_training_model).
-        averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
         model.fit(train_data.repeat(), epochs=until_epoch, initial_epoch=tracker.epoch,
                   steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
-                  callbacks=[*averaging, tracker, log], verbose=config.verbose)
+                  callbacks=[tracker, log], verbose=config.verbose)
         log.append = True  # a second phase adds to the same log
 
     if tracker.epoch < config.frozen_epochs:
@@ -422,9 +427,7 @@ def build_training_model(config: TrainingConfig, total_steps: int):
     if config.learns_every_class:
         model = with_class_head(model, len(CAMVID_CLASSES))
     schedule = "constant" if config.frozen_epochs else config.schedule
-    # --ema averages from the unfreezing on: the decoder's first steps from random weights are not
-    # worth averaging (at 0.99, two epochs' average would still be half the random start).
-    compile_model(config, model, config.learning_rate, schedule, total_steps, average_weights=not config.frozen_epochs)
+    compile_model(config, model, config.learning_rate, schedule, total_steps)
     return model
 
 
@@ -442,7 +445,7 @@ def unfreeze_encoder(config: TrainingConfig, model, total_steps: int) -> None:
 
 
 def compile_model(config: TrainingConfig, model, learning_rate: float, schedule: str, total_steps: int,
-                  encoder_variables=(), encoder_rate_factor: float = 1.0, average_weights: bool = True) -> None:
+                  encoder_variables=(), encoder_rate_factor: float = 1.0) -> None:
     import keras
 
     from training.data import CAMVID_CLASSES
@@ -451,9 +454,8 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
-    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema and average_weights else {}
-    optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor, **averaging) \
-        if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate, **averaging)
+    optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor) \
+        if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate)
     loss = WithClassAuxiliary(config.loss, config.class_auxiliary, ignore_class=CAMVID_CLASSES.index("unlabelled")) \
         if config.learns_every_class else make_loss(config.loss)
     model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics())
