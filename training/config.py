@@ -43,7 +43,6 @@ class TrainingConfig:
     batch_size: int
     learning_rate: float
     schedule: str  # "cosine" or "constant"
-    recompute_batchnorm: bool  # after training, BatchNorm statistics recomputed on the clean training frames
     loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation

@@ -33,7 +33,7 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
 # Options since removed (MODEL_HISTORY.md has the probes that measured no gain from them), each with the value
 # that meant "off": a bundle records them there, or not at all, when it trained as this command still does.
-REMOVED_OPTIONS = {"ema": None}
+REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False}
 
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
@@ -87,10 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                         help="learning rate: cosine decay to 1%% over the run, or constant")
-    parser.add_argument("--recompute-batchnorm", action="store_true",
-                        help="after training, replace the trained BatchNorm layers' moving statistics with their "
-                             "average over the training frames, un-augmented, with the kept weights "
-                             "(training.recompute_batchnorm; the encoder's frozen ones stay)")
     parser.add_argument("--loss", choices=list(LOSSES), default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet",
@@ -284,15 +280,7 @@ def run(config: TrainingConfig) -> int:
     kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
     best = without_class_head(keras.saving.load_model(kept, compile=False))
     print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
-    batchnorm = None
-    if config.recompute_batchnorm:
-        from training.recompute_batchnorm import recompute_on_training_frames
-
-        batchnorm = recompute_on_training_frames(best, config.data_dir, config.input_size, config.target_class,
-                                                 architecture.stride, limit=config.limit)
-        print(f"BatchNorm statistics of {batchnorm['layers']} layers recomputed on {batchnorm['frames']} "
-              f"training frames, un-augmented")
-    bundle_dir = finish_bundle(config, best, tracker, crop_size, batchnorm)
+    bundle_dir = finish_bundle(config, best, tracker, crop_size)
     print(f"bundle written to {bundle_dir}")
     return 0
 
@@ -315,7 +303,7 @@ def training_pipeline(config: TrainingConfig):
     return dataset, crop_size, len(images)
 
 
-def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: dict | None = None) -> Path:
+def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
 
     Everything (model, graphs, evaluation, the threshold it chose, card and plots) is written into a
@@ -356,7 +344,6 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: 
             "imagenet_weights_used": architecture.pretrained_encoder and config.encoder_weights == "imagenet",
             # The name alone cannot tell which of several cycles a run started from; the hash can.
             **({"init_from_sha256": sha256_of(initial_weights_file(config.init_from))} if config.init_from else {}),
-            **({"batchnorm_statistics_recomputed": batchnorm} if batchnorm else {}),
         },
         versions=library_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
