@@ -204,34 +204,18 @@ def _longest_run(mask: np.ndarray) -> int:
     return longest
 
 
-@pytest.mark.parametrize("min_zoom, padded", [(0.75, False), (0.4, True)])
-def test_min_zoom_below_the_default_pads_crops_with_ignored_pixels(min_zoom, padded):
-    """At the default smallest scale a derived crop is all photo; zoomed further out, the frame can be
-    smaller than the crop, and the rest is padding of weight 0 (no loss, no metric) with no car in it."""
-    masks = np.ones((4, 176, 240), np.uint8)
-    images = np.full((4, 176, 240, 3), 200, np.uint8)
-    dataset = make_dataset(images, masks, batch_size=4, stride=16, training=True, augment=True, seed=3,
-                           min_zoom=min_zoom, max_zoom=0.8)
-    batches = list(dataset.repeat().take(10))
-    weights = np.concatenate([batch[2].numpy() for batch in batches])
-    masks_out = np.concatenate([batch[1].numpy() for batch in batches])
-    assert bool((weights == 0).any()) is padded
-    assert not masks_out[weights == 0].any()  # padding is never car
-    assert masks_out[weights == 1].all()  # and every photo pixel still is
-
-
-@pytest.mark.parametrize("max_zoom, widest", [(None, 10), (3.0, 24)])
-def test_max_zoom_sets_how_far_training_crops_zoom_in(max_zoom, widest):
-    """Stripes 8 pixels wide: zoomed by at most 1.25 (the default) they stay at most 10 wide; with
-    max_zoom 3.0 some reach 24 and none exceed it."""
+@pytest.mark.parametrize("photometric, widest", [("basic", 10), ("strong", 12)])
+def test_strong_photometric_zooms_training_crops_further_in(photometric, widest):
+    """Stripes 8 pixels wide: zoomed by at most 1.25 (basic) they stay at most 10 wide; by at most 1.5
+    (strong) some reach 12, wider than basic ever makes them, and none exceed it."""
     columns = (np.arange(240) // 8) % 2
     masks = np.broadcast_to(columns, (4, 176, 240)).astype(np.uint8).copy()
     images = np.repeat(masks[..., None] * 200, 3, axis=-1).astype(np.uint8)
     dataset = make_dataset(images, masks, batch_size=4, stride=16, training=True, augment=True, crop_size=(128, 176),
-                           seed=3, max_zoom=max_zoom)
-    runs = [_longest_run(mask) for batch in dataset.repeat().take(10) for mask in batch[1].numpy()[..., 0] == 1]
+                           seed=3, photometric=photometric)
+    runs = [_longest_run(mask) for batch in dataset.repeat().take(40) for mask in batch[1].numpy()[..., 0] == 1]
     assert max(runs) <= widest + 1  # nearest-neighbour resizing rounds a stripe's edge by a pixel
-    assert max(runs) >= widest - 4  # the range's top is reached (40 samples of a uniform scale)
+    assert max(runs) >= widest  # the range's top is reached (160 samples of a uniform scale)
 
 
 def test_paste_cars_copies_the_donor_car_and_marks_it_counted():

@@ -196,8 +196,9 @@ def test_shipped_recipe_is_what_the_default_model_recorded():
         assert getattr(config, name) == recorded[name], name
     assert config.input_size == tuple(recorded["input_size"])
     # Flags still win, and a smaller frame gets its own crop, not the 432x576 run's.
-    probe = train.parse_args(["--output-dir", "x", "--recipe", "shipped", "--max-zoom", "2", "--input-size", "240x320"])
-    assert (probe.max_zoom, probe.input_size, probe.crop_size) == (2.0, (240, 320), None)
+    probe = train.parse_args(["--output-dir", "x", "--recipe", "shipped", "--photometric", "basic",
+                              "--input-size", "240x320"])
+    assert (probe.photometric, probe.input_size, probe.crop_size) == ("basic", (240, 320), None)
 
 
 def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
@@ -208,13 +209,28 @@ def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
     assert recipe["crop_size"] == (256, 256) and "init_from" not in recipe and "limit" not in recipe
 
 
-def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path):
+@pytest.mark.parametrize("removed, named", [
+    ({"ema": 0.99}, "ema=0.99"),
+    ({"recompute_batchnorm": True}, "recompute_batchnorm=True"),
+    ({"min_zoom": 0.5}, "min_zoom=0.5"),
+    ({"max_zoom": 2.0}, "max_zoom=2.0"),
+    ({"photometric": "basic", "max_zoom": 1.5}, "max_zoom=1.5"),  # 1.5 is strong's range, not basic's
+])
+def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path, removed, named):
     recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
-    assert "ema" in recorded["training"]  # recorded as off: read as today's recipe (the test above)
-    recorded["training"].update(ema=0.99)
+    assert recorded["training"]["ema"] is None  # recorded as off: read as today's recipe (the test above)
+    recorded["training"].update(removed)
     (tmp_path / "config.json").write_text(json.dumps(recorded))
-    with pytest.raises(SystemExit, match=r"trained with ema=0\.99: options this command no longer has"):
+    with pytest.raises(SystemExit, match=rf"trained with {re.escape(named)}: options this command no longer has"):
         train.shipped_recipe(tmp_path)
+
+
+def test_shipped_recipe_reads_removed_options_recorded_at_what_meant_off(tmp_path):
+    recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
+    off = {"ema": None, "recompute_batchnorm": False, "min_zoom": 0.75, "max_zoom": 1.5}  # 1.5: strong photometric
+    recorded["training"].update(off)
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    assert train.shipped_recipe(tmp_path) == train.shipped_recipe()
 
 
 def test_mirrored_strategy_on_two_logical_cpus(camvid_dir, tmp_path):
@@ -294,25 +310,6 @@ def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
                                  "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
     assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))
     assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"
-
-
-def test_max_zoom_defaults_to_the_photometric_setting_and_is_recorded():
-    assert train.parse_args(["--output-dir", "x"]).max_zoom == pytest.approx(1.25)
-    strong = train.parse_args(["--output-dir", "x", "--photometric", "strong"])
-    assert strong.max_zoom == pytest.approx(1.5)
-    zoomed = train.parse_args(["--output-dir", "x", "--photometric", "strong", "--max-zoom", "2.5"])
-    assert zoomed.recorded(pretrained_encoder=False)["max_zoom"] == pytest.approx(2.5)
-    with pytest.raises(SystemExit, match="above the default smallest scale"):
-        train.parse_args(["--output-dir", "x", "--max-zoom", "0.5"])
-
-
-def test_min_zoom_defaults_to_the_all_photo_scale_and_is_recorded():
-    assert train.parse_args(["--output-dir", "x"]).min_zoom == pytest.approx(0.75)
-    zoomed_out = train.parse_args(["--output-dir", "x", "--min-zoom", "0.5"])
-    assert zoomed_out.recorded(pretrained_encoder=False)["min_zoom"] == pytest.approx(0.5)
-    for bad in ("0", "0.9"):
-        with pytest.raises(SystemExit, match="--min-zoom must be above 0 and at most 0.75"):
-            train.parse_args(["--output-dir", "x", "--min-zoom", bad])
 
 
 def test_copy_paste_is_off_by_default_a_probability_and_recorded():

@@ -46,8 +46,6 @@ class TrainingConfig:
     loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
-    min_zoom: float  # the smallest random scale before the crop (0.75; below it, crops hold ignored padding)
-    max_zoom: float  # the largest random scale before the crop (resolved: 1.25, or 1.5 with strong photometric)
     copy_paste: float  # probability a training crop gets another crop's cars pasted over it (0: never)
     class_auxiliary: float  # weight of the auxiliary every-class head's cross-entropy (0: no such head)
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)

@@ -144,8 +144,7 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
-                 seed: int = 0, photometric: str = "basic", min_zoom: float = MIN_SCALE,
-                 max_zoom: float | None = None, copy_paste: float = 0.0, class_ids: bool = False,
+                 seed: int = 0, photometric: str = "basic", copy_paste: float = 0.0, class_ids: bool = False,
                  target_class: int = CAR_CLASS_ID):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
@@ -154,9 +153,7 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     `augment`, batches are random crops of `crop_size` with augmentation applied
     identically to image and mask (scale, crop, flip) plus colour jitter on the
     image alone (`photometric`: "basic" or "strong", see `_strong_photometric`). Each
-    frame is scaled by a random factor from `min_zoom` to `max_zoom` (default:
-    `default_max_zoom(photometric)`) before its crop; below MIN_SCALE a frame can come out
-    smaller than the crop, whose rest is then padding of weight 0. With probability `copy_paste`, a
+    frame is scaled by a random factor in `scale_range(photometric)` before its crop. With probability `copy_paste`, a
     crop also gets the cars of another frame's crop (scaled, cropped and flipped on its own) pasted
     over it before the colour changes (`_paste_cars`). Without `augment`, whole frames
     are padded to a multiple of `stride`, and the pixels padding invented get weight 0,
@@ -178,10 +175,10 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     if augment:
         crop_height, crop_width = crop_size or default_crop_size(images.shape[1:3], stride)
         strong = photometric == "strong"
-        max_zoom = max_zoom or default_max_zoom(photometric)
+        min_scale, max_scale = scale_range(photometric)
 
         def scale_crop_flip(image, mask, weight):
-            return _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom)
+            return _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_scale, max_scale)
 
         dataset = dataset.map(scale_crop_flip, **parallel)
         if copy_paste:
@@ -210,9 +207,9 @@ def _car_and_classes(labels, weight, target_class):
     return tf.concat([car, labels, weight], axis=-1)
 
 
-def default_max_zoom(photometric: str) -> float:
-    """The largest random scale when none is given: "strong" photometric also zooms further in."""
-    return STRONG_MAX_SCALE if photometric == "strong" else MAX_SCALE
+def scale_range(photometric: str) -> tuple[float, float]:
+    """The smallest and largest random scale of a training frame: "strong" photometric also zooms further in."""
+    return MIN_SCALE, STRONG_MAX_SCALE if photometric == "strong" else MAX_SCALE
 
 
 def default_crop_size(frame_size: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -230,7 +227,7 @@ def _pad_example(image, mask, weight, stride):
     return pad_to_multiple(image, stride), np.pad(mask, padding), np.pad(weight, padding)
 
 
-def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom):
+def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_scale, max_scale):
     """The geometric augmentation: (image float32, target = mask and weight stacked as channels)."""
     import tensorflow as tf
 
@@ -238,7 +235,7 @@ def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max
     # Mask and weight travel together through every geometric step, stacked as channels.
     target = tf.stack([tf.cast(mask, tf.float32), weight], axis=-1)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    scale = tf.random.uniform([], min_zoom, max_zoom)
+    scale = tf.random.uniform([], min_scale, max_scale)
     new_size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
     image = tf.image.resize(image, new_size, method="bilinear", antialias=True)
     target = tf.image.resize(target, new_size, method="nearest")

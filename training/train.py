@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from training.config import TrainingConfig
-from training.data import MIN_SCALE, default_max_zoom, parse_size
+from training.data import parse_size, scale_range
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
@@ -32,7 +32,8 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 # the run's, not the recipe's: where it started from, and trial-size limits.
 NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
 # Options since removed (MODEL_HISTORY.md has the probes that measured no gain from them), each with the value
-# that meant "off": a bundle records them there, or not at all, when it trained as this command still does.
+# that meant "off": a bundle records them there, or not at all, when it trained as this command still does
+# (the zoom range's "off" depends on --photometric: see removed_options_used).
 REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False}
 
 
@@ -61,8 +62,11 @@ def shipped_recipe(bundle_dir: Path | None = None) -> dict:
 
 
 def removed_options_used(recorded: dict) -> list[str]:
-    """The removed options a bundle's `training` record was trained with (not at their "off" value), as NAME=VALUE."""
-    return [f"{name}={recorded[name]}" for name, off in REMOVED_OPTIONS.items() if recorded.get(name) not in (None, off)]
+    """The removed options a bundle's `training` record was trained with (not at their "off" value), as NAME=VALUE.
+    The zoom range was an option too: its "off" is the range its photometric setting trains with."""
+    min_zoom, max_zoom = scale_range(recorded.get("photometric", "basic"))
+    off = {**REMOVED_OPTIONS, "min_zoom": min_zoom, "max_zoom": max_zoom}
+    return [f"{name}={recorded[name]}" for name, value in off.items() if recorded.get(name) not in (None, value)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,14 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
                              "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
-    parser.add_argument("--min-zoom", type=float, default=MIN_SCALE,
-                        help=f"the smallest random scale of a training frame before its crop (default {MIN_SCALE}, "
-                             "the smallest at which a crop is all photo): smaller shows cars as small as the "
-                             "distant rows of a car park, the rest of the crop padding that the loss ignores")
-    parser.add_argument("--max-zoom", type=float,
-                        help="the largest random scale of a training frame before its crop (the smallest is --min-zoom; "
-                             "default 1.25, or 1.5 with --photometric strong): larger shows cars ahead as close "
-                             "as a van or bus just in front")
     parser.add_argument("--copy-paste", type=float, default=0.0, metavar="PROBABILITY",
                         help="with this probability a training crop gets the cars of another frame's crop (scaled, "
                              "cropped and flipped on its own) pasted over it, before the colour changes: cars in "
@@ -176,10 +172,6 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
-    if not 0 < config.min_zoom <= MIN_SCALE:
-        raise SystemExit(f"error: --min-zoom must be above 0 and at most {MIN_SCALE}")
-    if config.max_zoom is not None and config.max_zoom <= MIN_SCALE:
-        raise SystemExit(f"error: --max-zoom must be above the default smallest scale, {MIN_SCALE}")
     if not 0 <= config.copy_paste <= 1:
         raise SystemExit("error: --copy-paste is a probability: from 0 to 1")
     if config.class_auxiliary < 0:
@@ -193,7 +185,6 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         resize="stretch" if architecture.fixed_input else config.resize or "keep_aspect",
         freeze_encoder=config.freeze_encoder or seed_freezes,
         fine_tune_learning_rate=fine_tune_learning_rate,
-        max_zoom=config.max_zoom or default_max_zoom(config.photometric),
         encoder_learning_rate=(fine_tune_learning_rate if config.encoder_learning_rate is None
                                else config.encoder_learning_rate),
     )
@@ -298,7 +289,7 @@ def training_pipeline(config: TrainingConfig):
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           min_zoom=config.min_zoom, max_zoom=config.max_zoom, copy_paste=config.copy_paste,
+                           copy_paste=config.copy_paste,
                            class_ids=config.learns_every_class, target_class=config.target_class)
     return dataset, crop_size, len(images)
 
