@@ -215,6 +215,7 @@ def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
     ({"min_zoom": 0.5}, "min_zoom=0.5"),
     ({"max_zoom": 2.0}, "max_zoom=2.0"),
     ({"photometric": "basic", "max_zoom": 1.5}, "max_zoom=1.5"),  # 1.5 is strong's range, not basic's
+    ({"copy_paste": 0.5}, "copy_paste=0.5"),
 ])
 def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path, removed, named):
     recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
@@ -227,7 +228,8 @@ def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path,
 
 def test_shipped_recipe_reads_removed_options_recorded_at_what_meant_off(tmp_path):
     recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
-    off = {"ema": None, "recompute_batchnorm": False, "min_zoom": 0.75, "max_zoom": 1.5}  # 1.5: strong photometric
+    off = {"ema": None, "recompute_batchnorm": False, "min_zoom": 0.75, "max_zoom": 1.5,  # 1.5: strong photometric
+           "copy_paste": 0.0}
     recorded["training"].update(off)
     (tmp_path / "config.json").write_text(json.dumps(recorded))
     assert train.shipped_recipe(tmp_path) == train.shipped_recipe()
@@ -310,15 +312,6 @@ def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
                                  "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
     assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))
     assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"
-
-
-def test_copy_paste_is_off_by_default_a_probability_and_recorded():
-    assert train.parse_args(["--output-dir", "x"]).copy_paste == 0.0
-    pasting = train.parse_args(["--output-dir", "x", "--copy-paste", "0.5"])
-    assert pasting.recorded(pretrained_encoder=False)["copy_paste"] == pytest.approx(0.5)
-    for bad in ("-0.1", "1.5"):
-        with pytest.raises(SystemExit, match="--copy-paste is a probability"):
-            train.parse_args(["--output-dir", "x", "--copy-paste", bad])
 
 
 def test_class_auxiliary_trains_a_class_head_and_bundles_the_car_model_alone(camvid_dir, tmp_path):

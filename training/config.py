@@ -46,7 +46,6 @@ class TrainingConfig:
     loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
-    copy_paste: float  # probability a training crop gets another crop's cars pasted over it (0: never)
     class_auxiliary: float  # weight of the auxiliary every-class head's cross-entropy (0: no such head)
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)
     keep: str | None  # bundle the "best" (val IoU) or the "last" epoch; None until the data folder settles it

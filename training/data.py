@@ -144,7 +144,7 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
-                 seed: int = 0, photometric: str = "basic", copy_paste: float = 0.0, class_ids: bool = False,
+                 seed: int = 0, photometric: str = "basic", class_ids: bool = False,
                  target_class: int = CAR_CLASS_ID):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
@@ -153,15 +153,13 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     `augment`, batches are random crops of `crop_size` with augmentation applied
     identically to image and mask (scale, crop, flip) plus colour jitter on the
     image alone (`photometric`: "basic" or "strong", see `_strong_photometric`). Each
-    frame is scaled by a random factor in `scale_range(photometric)` before its crop. With probability `copy_paste`, a
-    crop also gets the cars of another frame's crop (scaled, cropped and flipped on its own) pasted
-    over it before the colour changes (`_paste_cars`). Without `augment`, whole frames
-    are padded to a multiple of `stride`, and the pixels padding invented get weight 0,
-    so they count in neither the loss nor the metrics.
+    frame is scaled by a random factor in `scale_range(photometric)` before its crop.
+    Without `augment`, whole frames are padded to a multiple of `stride`, and the pixels
+    padding invented get weight 0, so they count in neither the loss nor the metrics.
 
     With `class_ids`, `masks` are label maps (`load_split(..., class_ids=True)`) and each target is
     (H, W, 3): the car mask (label == `target_class`), the class id and the pixel weight, for a model
-    that also learns every class (`training.losses.WithClassAuxiliary`); pasted cars are `target_class`.
+    that also learns every class (`training.losses.WithClassAuxiliary`).
     """
     import tensorflow as tf
 
@@ -181,14 +179,6 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
             return _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_scale, max_scale)
 
         dataset = dataset.map(scale_crop_flip, **parallel)
-        if copy_paste:
-            # Donors: the same frames (not a second copy of the arrays) in another order, each cropped on its own.
-            donors = frames.shuffle(len(images), seed=seed + 1, reshuffle_each_iteration=True).map(
-                scale_crop_flip, **parallel)
-            car_class = target_class if class_ids else None
-            dataset = tf.data.Dataset.zip((dataset, donors)).map(
-                lambda crop, donor: _paste_cars(*crop, *donor, probability=copy_paste, car_class=car_class),
-                **parallel)
         dataset = dataset.map(lambda image, target: _recolour(image, target, strong), **parallel)
     else:
         dataset = dataset.map(lambda image, mask, weight: (tf.cast(image, tf.float32),
@@ -248,24 +238,8 @@ def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_scale, ma
     return stacked[..., :3], stacked[..., 3:]
 
 
-def _paste_cars(image, target, donor_image, donor_target, probability, car_class=None):
-    """Simple Copy-Paste (Ghiasi et al., 2021) for one class: with `probability`, the donor crop's car
-    pixels (where its weight counts) replace the crop's, and are car there. More cars in more places,
-    sizes and surroundings than three drives show; hard edges, as the paper found blending unneeded.
-    Targets hold (mask, weight), the mask binary or (with `car_class`) class ids."""
-    import tensorflow as tf
-
-    donor_mask, donor_weight = donor_target[..., :1], donor_target[..., 1:]
-    donor_car = donor_mask if car_class is None else tf.cast(tf.equal(donor_mask, float(car_class)), tf.float32)
-    paste = donor_car * donor_weight * tf.cast(tf.random.uniform([]) < probability, tf.float32)
-    image = image * (1.0 - paste) + donor_image * paste
-    pasted_mask = 1.0 if car_class is None else float(car_class)
-    mask = target[..., :1] * (1.0 - paste) + pasted_mask * paste
-    return image, tf.concat([mask, tf.maximum(target[..., 1:], paste)], axis=-1)  # car and counted where pasted
-
-
 def _recolour(image, target, strong):
-    """The photometric augmentation, applied last so a pasted car shares its new scene's lighting."""
+    """The photometric augmentation, on the image alone (the target is mask and weight stacked)."""
     import tensorflow as tf
 
     if strong:

@@ -34,7 +34,7 @@ NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "st
 # Options since removed (MODEL_HISTORY.md has the probes that measured no gain from them), each with the value
 # that meant "off": a bundle records them there, or not at all, when it trained as this command still does
 # (the zoom range's "off" depends on --photometric: see removed_options_used).
-REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False}
+REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False, "copy_paste": 0.0}
 
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
@@ -112,10 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
                              "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
-    parser.add_argument("--copy-paste", type=float, default=0.0, metavar="PROBABILITY",
-                        help="with this probability a training crop gets the cars of another frame's crop (scaled, "
-                             "cropped and flipped on its own) pasted over it, before the colour changes: cars in "
-                             "more places, sizes and surroundings than the drives show (Simple Copy-Paste; default 0)")
     parser.add_argument("--class-auxiliary", type=float, default=0.0, metavar="WEIGHT",
                         help="also train a head naming every CamVid class of each pixel (sign, building, "
                              "pedestrian...) on the features the car head reads, its cross-entropy added at this "
@@ -172,8 +168,6 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
-    if not 0 <= config.copy_paste <= 1:
-        raise SystemExit("error: --copy-paste is a probability: from 0 to 1")
     if config.class_auxiliary < 0:
         raise SystemExit("error: --class-auxiliary is a loss weight: 0 or more")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
@@ -289,7 +283,6 @@ def training_pipeline(config: TrainingConfig):
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
                            augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           copy_paste=config.copy_paste,
                            class_ids=config.learns_every_class, target_class=config.target_class)
     return dataset, crop_size, len(images)
 
