@@ -216,26 +216,3 @@ def test_strong_photometric_zooms_training_crops_further_in(photometric, widest)
     runs = [_longest_run(mask) for batch in dataset.repeat().take(40) for mask in batch[1].numpy()[..., 0] == 1]
     assert max(runs) <= widest + 1  # nearest-neighbour resizing rounds a stripe's edge by a pixel
     assert max(runs) >= widest  # the range's top is reached (160 samples of a uniform scale)
-
-
-def test_class_id_targets_carry_the_car_mask_the_classes_and_the_weight(camvid_dir):
-    """For a class head: labels travel through every augmentation as class ids, and the car
-    channel is exactly class 8 of them; whole frames padded to the stride keep padding at weight 0."""
-    images, labels, pairs = load_split(camvid_dir, "train", (96, 128), class_ids=True)
-    assert labels.max() > 1 and set(np.unique(labels)) <= set(range(12))
-    np.testing.assert_array_equal(labels[0], resize_labels(read_pair(pairs[0])[1], (96, 128)))
-    _, car_masks, _ = load_split(camvid_dir, "train", (96, 128))
-    np.testing.assert_array_equal(car_masks, labels == 8)
-    training = make_dataset(images, labels, batch_size=2, stride=16, training=True, augment=True, seed=3,
-                            photometric="strong", class_ids=True)
-    for _, targets, weights in training.take(2):
-        targets, weights = targets.numpy(), weights.numpy()
-        assert targets.shape[-1] == 3
-        np.testing.assert_array_equal(targets[..., 0], targets[..., 1] == 8)
-        np.testing.assert_array_equal(targets[..., 1], np.round(targets[..., 1]))
-        np.testing.assert_array_equal(targets[..., 2:], weights)
-    whole = make_dataset(images[:1, :90], labels[:1, :90], batch_size=1, stride=16, class_ids=True)
-    _, targets, weights = next(iter(whole))
-    assert targets.shape == (1, 96, 128, 3)
-    np.testing.assert_array_equal(targets.numpy()[0, :90, :, 1], labels[0, :90])
-    assert not weights.numpy()[0, 90:].any() and weights.numpy()[0, :90].all()

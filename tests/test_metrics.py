@@ -7,7 +7,6 @@ import pytest
 
 from training.losses import (
     DiceLoss,
-    WithClassAuxiliary,
     lovasz_hinge_per_image,
     make_loss,
     pixel_counts,
@@ -128,42 +127,3 @@ def test_lovasz_hinge_is_zero_only_once_every_pixel_is_right_by_a_margin():
 def test_unknown_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown loss 'focal'"):
         make_loss("focal")
-
-
-def test_class_auxiliary_loss_is_the_car_loss_plus_weighted_cross_entropy_of_counted_pixels():
-    """Targets: car mask, class id, weight. The cross-entropy leaves out unlabelled (11) and padding (weight 0)."""
-    rng = np.random.default_rng(0)
-    classes = rng.integers(0, 12, (2, 4, 5))
-    classes[0, 0, :] = 11  # unlabelled
-    weight = np.ones((2, 4, 5))
-    weight[1, :, 3:] = 0.0  # padding
-    car = (classes == 8).astype(np.float64)
-    y_true = np.stack([car, classes, weight], axis=-1).astype(np.float32)
-    car_probability = rng.uniform(0.05, 0.95, (2, 4, 5, 1))
-    class_probabilities = rng.dirichlet(np.ones(12), (2, 4, 5))
-    y_pred = np.concatenate([car_probability, class_probabilities], axis=-1).astype(np.float32)
-    counted = (classes != 11) & (weight > 0)
-    picked = np.take_along_axis(class_probabilities, np.minimum(classes, 11)[..., None], -1)[..., 0]
-    cross_entropy = [-np.log(picked[i][counted[i]]).mean() for i in range(2)]
-    car_loss = make_loss("bce+dice")
-    car_loss.reduction = None
-    per_image_car = np.asarray(car_loss(car[..., None].astype(np.float32), car_probability.astype(np.float32)))
-    expected = np.mean(per_image_car + 0.5 * np.array(cross_entropy))
-    assert float(WithClassAuxiliary("bce+dice", 0.5)(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)
-    # Plain BCE is per pixel: averaged to one figure per image first, as the others give.
-    bce = np.mean(-(car * np.log(car_probability[..., 0]) + (1 - car) * np.log(1 - car_probability[..., 0])),
-                  axis=(1, 2))
-    expected = np.mean(bce + 0.25 * np.array(cross_entropy))
-    assert float(WithClassAuxiliary("bce", 0.25)(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)
-
-
-def test_training_metrics_read_the_car_channel_of_a_model_with_a_class_head():
-    truth = np.array([[[[1.0], [1.0], [0.0], [0.0]]]])
-    car = np.array([[[[0.9], [0.1], [0.9], [0.2]]]])
-    with_classes = (np.concatenate([truth, np.full_like(truth, 8.0), np.ones_like(truth)], axis=-1),
-                    np.concatenate([car, np.full((1, 1, 4, 12), 1 / 12)], axis=-1))
-    for alone, beside_classes in zip(training_metrics(), training_metrics()):
-        alone.update_state(truth, car)
-        beside_classes.update_state(*with_classes)
-        assert float(beside_classes.result()) == pytest.approx(float(alone.result()))
-    assert float(training_metrics()[0].result()) == 0.0 and float(alone.result()) > 0

@@ -216,6 +216,7 @@ def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
     ({"max_zoom": 2.0}, "max_zoom=2.0"),
     ({"photometric": "basic", "max_zoom": 1.5}, "max_zoom=1.5"),  # 1.5 is strong's range, not basic's
     ({"copy_paste": 0.5}, "copy_paste=0.5"),
+    ({"class_auxiliary": 0.5}, "class_auxiliary=0.5"),
 ])
 def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path, removed, named):
     recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
@@ -229,7 +230,7 @@ def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path,
 def test_shipped_recipe_reads_removed_options_recorded_at_what_meant_off(tmp_path):
     recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
     off = {"ema": None, "recompute_batchnorm": False, "min_zoom": 0.75, "max_zoom": 1.5,  # 1.5: strong photometric
-           "copy_paste": 0.0}
+           "copy_paste": 0.0, "class_auxiliary": 0.0}
     recorded["training"].update(off)
     (tmp_path / "config.json").write_text(json.dumps(recorded))
     assert train.shipped_recipe(tmp_path) == train.shipped_recipe()
@@ -312,29 +313,6 @@ def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
                                  "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
     assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))
     assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"
-
-
-def test_class_auxiliary_trains_a_class_head_and_bundles_the_car_model_alone(camvid_dir, tmp_path):
-    import keras
-
-    # --keep last: the bundle is then last.keras's car model whichever epoch validated best.
-    assert run_training(camvid_dir, tmp_path, "--epochs", "1", "--class-auxiliary", "0.5", "--keep", "last") == 0
-    assert run_training(camvid_dir, tmp_path, "--epochs", "2", "--class-auxiliary", "0.5", "--keep", "last",
-                        "--resume") == 0
-    last = keras.saving.load_model(tmp_path / "run" / "last.keras")  # as --resume loads it: loss and metrics too
-    assert last.output_shape == (None, None, None, 13) and last.loss.weight == pytest.approx(0.5)
-    assert [row["epoch"] for row in log_rows(tmp_path)] == ["0", "1"]
-    bundled = load_keras_model(tmp_path / "bundle")
-    assert bundled.output_shape == (None, None, None, 1)
-    assert "class_probabilities" not in {layer.name for layer in bundled.layers}
-    car_weights = {weight.path: weight.numpy() for weight in last.weights if "class_probabilities" not in weight.path}
-    assert sorted(car_weights) == sorted(weight.path for weight in bundled.weights)
-    for weight in bundled.weights:
-        np.testing.assert_array_equal(weight.numpy(), car_weights[weight.path])
-    assert read_config(tmp_path / "bundle").training["class_auxiliary"] == pytest.approx(0.5)
-    assert train.parse_args(["--output-dir", "x"]).class_auxiliary == 0.0
-    with pytest.raises(SystemExit, match="--class-auxiliary is a loss weight"):
-        train.parse_args(["--output-dir", "x", "--class-auxiliary", "-1"])
 
 
 def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):

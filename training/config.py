@@ -46,7 +46,6 @@ class TrainingConfig:
     loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
-    class_auxiliary: float  # weight of the auxiliary every-class head's cross-entropy (0: no such head)
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)
     keep: str | None  # bundle the "best" (val IoU) or the "last" epoch; None until the data folder settles it
     patience: int | None  # stop after this many epochs without a better val IoU; None: never (a held-out folder)
@@ -66,11 +65,6 @@ class TrainingConfig:
 
     def replace(self, **changes) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
-
-    @property
-    def learns_every_class(self) -> bool:
-        """Whether the run trains the auxiliary every-class head, so its data carry class ids, not car masks."""
-        return self.class_auxiliary > 0
 
     def recorded(self, pretrained_encoder: bool) -> dict:
         """The settings a bundle publishes: JSON-ready, without local paths or flags that did nothing."""

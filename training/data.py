@@ -122,11 +122,10 @@ def binarize(labels: np.ndarray, target_class: int = CAR_CLASS_ID) -> np.ndarray
 
 
 def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_class: int = CAR_CLASS_ID,
-               limit: int | None = None, class_ids: bool = False) -> tuple[np.ndarray, np.ndarray, list[Pair]]:
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Pair]]:
     """All pairs of a split, checked, resized to `size` (height, width) and binarised.
 
-    Returns uint8 arrays images (N, h, w, 3) and masks (N, h, w), and the pairs. With `class_ids`, the
-    masks are the label maps themselves (CamVid class ids), not binarised.
+    Returns uint8 arrays images (N, h, w, 3) and masks (N, h, w), and the pairs.
     """
     pairs = find_pairs(data_dir, split)[:limit]
     images, masks = [], []
@@ -138,14 +137,13 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
             raise DataError(f"{pair.image} is {image.shape[1]}x{image.shape[0]}, unlike the rest of the "
                             f"split; pass --input-size to bring every frame to one size.")
         images.append(image)
-        masks.append(labels if class_ids else binarize(labels, target_class))
+        masks.append(binarize(labels, target_class))
     return np.stack(images), np.stack(masks), pairs
 
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
-                 seed: int = 0, photometric: str = "basic", class_ids: bool = False,
-                 target_class: int = CAR_CLASS_ID):
+                 seed: int = 0, photometric: str = "basic"):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
     The arrays are the cache: every frame is decoded, checked and resized once, up
@@ -156,10 +154,6 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     frame is scaled by a random factor in `scale_range(photometric)` before its crop.
     Without `augment`, whole frames are padded to a multiple of `stride`, and the pixels
     padding invented get weight 0, so they count in neither the loss nor the metrics.
-
-    With `class_ids`, `masks` are label maps (`load_split(..., class_ids=True)`) and each target is
-    (H, W, 3): the car mask (label == `target_class`), the class id and the pixel weight, for a model
-    that also learns every class (`training.losses.WithClassAuxiliary`).
     """
     import tensorflow as tf
 
@@ -183,18 +177,7 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     else:
         dataset = dataset.map(lambda image, mask, weight: (tf.cast(image, tf.float32),
                                                            tf.cast(mask, tf.float32)[..., None], weight[..., None]))
-    if class_ids:
-        dataset = dataset.map(lambda image, labels, weight: (image, _car_and_classes(labels, weight, target_class),
-                                                             weight), **parallel)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
-
-
-def _car_and_classes(labels, weight, target_class):
-    """The (H, W, 3) target of a model with a class head: car mask, class id, pixel weight."""
-    import tensorflow as tf
-
-    car = tf.cast(tf.equal(labels, float(target_class)), tf.float32)
-    return tf.concat([car, labels, weight], axis=-1)
 
 
 def scale_range(photometric: str) -> tuple[float, float]:

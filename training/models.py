@@ -169,27 +169,6 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-CLASS_HEAD = "class_probabilities"
-
-
-def with_class_head(model: keras.Model, num_classes: int) -> keras.Model:
-    """A training model: `model`'s car probability followed by `num_classes` class probabilities, from
-    a 1x1 softmax on the features its car head reads (see training.losses.WithClassAuxiliary)."""
-    car_head = model.get_layer("car_probability")
-    classes = layers.Conv2D(num_classes, 1, activation="softmax", name=CLASS_HEAD, dtype="float32")(car_head.input)
-    outputs = layers.Concatenate(name="car_and_classes", dtype="float32")([car_head.output, classes])
-    # One input and one output tensor, not one-element lists: the structure every bundle's model has.
-    return keras.Model(model.inputs[0], outputs, name=model.name)
-
-
-def without_class_head(model: keras.Model) -> keras.Model:
-    """The car model inside a `with_class_head` training model (itself, when it has no class head):
-    the same layers and weights, the class head left behind, so the bundle is what it always was."""
-    if CLASS_HEAD not in {layer.name for layer in model.layers}:
-        return model
-    return keras.Model(model.inputs[0], model.get_layer("car_probability").output, name=model.name)
-
-
 def build_model(name: str, input_size=None, **options) -> keras.Model:
     """Build architecture `name` (a key of ARCHITECTURES)."""
     if name not in ARCHITECTURES:

@@ -34,7 +34,7 @@ NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "st
 # Options since removed (MODEL_HISTORY.md has the probes that measured no gain from them), each with the value
 # that meant "off": a bundle records them there, or not at all, when it trained as this command still does
 # (the zoom range's "off" depends on --photometric: see removed_options_used).
-REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False, "copy_paste": 0.0}
+REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False, "copy_paste": 0.0, "class_auxiliary": 0.0}
 
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
@@ -112,11 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
                              "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
-    parser.add_argument("--class-auxiliary", type=float, default=0.0, metavar="WEIGHT",
-                        help="also train a head naming every CamVid class of each pixel (sign, building, "
-                             "pedestrian...) on the features the car head reads, its cross-entropy added at this "
-                             "weight (e.g. 0.5); the head is left out of the bundle, so serving is unchanged "
-                             "(default 0: no such head)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
@@ -168,8 +163,6 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
-    if config.class_auxiliary < 0:
-        raise SystemExit("error: --class-auxiliary is a loss weight: 0 or more")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
                                else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
@@ -209,7 +202,7 @@ def run(config: TrainingConfig) -> int:
     from training.data import load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     import training.optimizers  # noqa: F401  and the two-rate optimizer
-    from training.models import ARCHITECTURES, without_class_head
+    from training.models import ARCHITECTURES
 
     config = pick_no_epoch_on_a_held_out_drive(config)
     keras.utils.set_random_seed(config.seed)
@@ -222,10 +215,8 @@ def run(config: TrainingConfig) -> int:
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
-    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit,
-                                          class_ids=config.learns_every_class)
-    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride,
-                            class_ids=config.learns_every_class, target_class=config.target_class)
+    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit)
+    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride)
     steps_per_epoch = config.steps_per_epoch or train_frames // config.batch_size
     print(f"data: {train_frames} train, {len(val_images)} val frames at {config.input_size[0]}x{config.input_size[1]}"
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
@@ -263,7 +254,7 @@ def run(config: TrainingConfig) -> int:
         return 1
     print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}")
     kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
-    best = without_class_head(keras.saving.load_model(kept, compile=False))
+    best = keras.saving.load_model(kept, compile=False)
     print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
     bundle_dir = finish_bundle(config, best, tracker, crop_size)
     print(f"bundle written to {bundle_dir}")
@@ -277,13 +268,11 @@ def training_pipeline(config: TrainingConfig):
     from training.models import ARCHITECTURES
 
     architecture = ARCHITECTURES[config.architecture]
-    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit,
-                                  class_ids=config.learns_every_class)
+    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit)
     crop_size = config.input_size if architecture.fixed_input or not config.augment else (
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
-                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           class_ids=config.learns_every_class, target_class=config.target_class)
+                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric)
     return dataset, crop_size, len(images)
 
 
@@ -386,8 +375,7 @@ def build_training_model(config: TrainingConfig, total_steps: int):
 
     With --frozen-epochs the encoder starts frozen and the rate stays constant (see unfreeze_encoder).
     """
-    from training.data import CAMVID_CLASSES
-    from training.models import ARCHITECTURES, build_model, with_class_head
+    from training.models import ARCHITECTURES, build_model
 
     architecture = ARCHITECTURES[config.architecture]
     options = {"encoder_weights": config.encoder_weights, "freeze_encoder": config.freeze_encoder or config.frozen_epochs > 0} \
@@ -395,8 +383,6 @@ def build_training_model(config: TrainingConfig, total_steps: int):
     model = build_model(config.architecture, config.input_size, **options)
     if config.init_from:
         model.set_weights(load_initial_weights(config.init_from))
-    if config.learns_every_class:
-        model = with_class_head(model, len(CAMVID_CLASSES))
     schedule = "constant" if config.frozen_epochs else config.schedule
     compile_model(config, model, config.learning_rate, schedule, total_steps)
     return model
@@ -419,17 +405,14 @@ def compile_model(config: TrainingConfig, model, learning_rate: float, schedule:
                   encoder_variables=(), encoder_rate_factor: float = 1.0) -> None:
     import keras
 
-    from training.data import CAMVID_CLASSES
-    from training.losses import WithClassAuxiliary, make_loss, training_metrics
+    from training.losses import make_loss, training_metrics
     from training.optimizers import EncoderRateAdam
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
     optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor) \
         if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate)
-    loss = WithClassAuxiliary(config.loss, config.class_auxiliary, ignore_class=CAMVID_CLASSES.index("unlabelled")) \
-        if config.learns_every_class else make_loss(config.loss)
-    model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics())
+    model.compile(optimizer=optimizer, loss=make_loss(config.loss), metrics=training_metrics())
 
 
 def initial_weights_file(path: Path) -> Path:
