@@ -7,7 +7,6 @@ import pytest
 
 from training.losses import (
     DiceLoss,
-    lovasz_hinge_per_image,
     make_loss,
     pixel_counts,
     scores_from_counts,
@@ -83,45 +82,6 @@ def test_bce_plus_dice_is_their_sum():
     # The batch-wide Dice loss is the same for every sample, so its mean is itself.
     dice = float(DiceLoss()(truth, prediction))
     assert float(make_loss("bce+dice")(truth, prediction)) == pytest.approx(bce + dice, rel=1e-4)
-
-
-def _lovasz_hinge_by_its_definition(truth: np.ndarray, probabilities: np.ndarray) -> float:
-    """Berman et al.'s Lovasz extension of the Jaccard loss, evaluated from the set function itself
-    (no cumulative sums): the mistakes M give the loss |M| / |cars | M|, and each pixel's hinge error,
-    worst first, is weighted by what adding it to M adds to that loss."""
-    truth, probabilities = truth.ravel().astype(bool), probabilities.ravel().astype(np.float64)
-    logits = np.log(probabilities) - np.log1p(-probabilities)
-    errors = 1.0 - logits * np.where(truth, 1.0, -1.0)
-    cars = set(np.flatnonzero(truth))
-
-    def jaccard_loss(mistakes: set) -> float:
-        return len(mistakes) / len(cars | mistakes) if mistakes else 0.0
-
-    loss, mistakes = 0.0, set()
-    for pixel in np.argsort(-errors, kind="stable"):
-        before = jaccard_loss(mistakes)
-        mistakes.add(int(pixel))
-        loss += max(errors[pixel], 0.0) * (jaccard_loss(mistakes) - before)
-    return loss
-
-
-def test_bce_plus_lovasz_matches_the_lovasz_extension_computed_from_its_definition():
-    rng = np.random.default_rng(3)
-    truth = (rng.random((3, 6, 7, 1)) > 0.6).astype(np.float32)
-    truth[2] = 0.0  # an image without cars: charged for its most confident false positive
-    prediction = rng.uniform(0.02, 0.98, truth.shape).astype(np.float32)
-    lovasz = np.mean([_lovasz_hinge_by_its_definition(truth[i], prediction[i]) for i in range(len(truth))])
-    bce = float(keras.losses.BinaryCrossentropy()(truth, prediction))
-    assert lovasz > 0.1
-    assert float(make_loss("bce+lovasz")(truth, prediction)) == pytest.approx(bce + lovasz, rel=1e-4)
-
-
-def test_lovasz_hinge_is_zero_only_once_every_pixel_is_right_by_a_margin():
-    truth = np.array([[[[1.0], [1.0], [0.0], [0.0]]]], np.float32)
-    confident = np.where(truth > 0, 0.99, 0.01).astype(np.float32)  # logits of +-4.6: margins beyond 1
-    unsure = np.where(truth > 0, 0.6, 0.4).astype(np.float32)  # right side, inside the margin
-    assert float(lovasz_hinge_per_image(truth, confident)[0]) == pytest.approx(0.0, abs=1e-6)
-    assert float(lovasz_hinge_per_image(truth, unsure)[0]) > 0.5
 
 
 def test_unknown_loss_is_a_clear_error():

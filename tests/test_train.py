@@ -218,6 +218,7 @@ def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
     ({"copy_paste": 0.5}, "copy_paste=0.5"),
     ({"class_auxiliary": 0.5}, "class_auxiliary=0.5"),
     ({"architecture": "efficientnet-lite1-unet-lean"}, "architecture=efficientnet-lite1-unet-lean"),
+    ({"loss": "bce+lovasz"}, "loss=bce+lovasz"),
 ])
 def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path, removed, named):
     recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())

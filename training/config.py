@@ -43,7 +43,7 @@ class TrainingConfig:
     batch_size: int
     learning_rate: float
     schedule: str  # "cosine" or "constant"
-    loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
+    loss: str  # "bce", "dice" or "bce+dice"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)

@@ -48,53 +48,11 @@ class BceDiceLoss(keras.losses.Loss):
         return bce + self.dice(y_true, y_pred)
 
 
-@keras.saving.register_keras_serializable(package="carseg")
-class BceLovaszLoss(keras.losses.Loss):
-    """Binary cross-entropy plus the Lovasz hinge (Berman et al., CVPR 2018), per image.
-
-    The Lovasz hinge is the tight convex extension of the image's Jaccard loss (1 - IoU), applied to
-    the pixels' hinge errors: sorted worst first, each is weighted by what it adds to the Jaccard loss.
-    It needs logits; the model ends in a sigmoid, so they are recovered from its clipped probabilities.
-    An image without cars is charged for its most confident false positive. The union in the weights
-    is never zero (cars, or else every pixel, count in it), and training crops need no padding
-    weights (see DiceLoss).
-    """
-
-    def __init__(self, name: str = "bce_lovasz", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.bce = keras.losses.BinaryCrossentropy(reduction=None)
-
-    def call(self, y_true, y_pred):
-        bce = ops.mean(self.bce(y_true, y_pred), axis=(1, 2))
-        return bce + lovasz_hinge_per_image(y_true, y_pred)
-
-
-def lovasz_hinge_per_image(y_true, y_pred):
-    """The Lovasz hinge of each image of a (B, H, W, 1) batch of car probabilities: shape (B,)."""
-    batch = ops.shape(y_pred)[0]
-    truth = ops.reshape(ops.cast(y_true, y_pred.dtype), (batch, -1))
-    epsilon = keras.config.epsilon()
-    probabilities = ops.clip(ops.reshape(y_pred, (batch, -1)), epsilon, 1.0 - epsilon)
-    logits = ops.log(probabilities) - ops.log1p(-probabilities)
-    errors = 1.0 - logits * (2.0 * truth - 1.0)
-    order = ops.flip(ops.argsort(errors, axis=-1), axis=-1)  # worst first
-    errors_sorted = ops.take_along_axis(errors, order, axis=-1)
-    truth_sorted = ops.take_along_axis(truth, order, axis=-1)
-    # The Jaccard loss of the k worst pixels taken as mistakes, for every k; its increments weight them.
-    positives = ops.sum(truth_sorted, axis=-1, keepdims=True)
-    intersection = positives - ops.cumsum(truth_sorted, axis=-1)
-    union = positives + ops.cumsum(1.0 - truth_sorted, axis=-1)
-    jaccard = 1.0 - intersection / union
-    weights = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
-    return ops.sum(ops.relu(errors_sorted) * ops.stop_gradient(weights), axis=-1)
-
-
 # --loss's choices: each name and what makes that loss.
 LOSSES: dict[str, Callable[[], keras.losses.Loss]] = {
     "bce": lambda: keras.losses.BinaryCrossentropy(name="bce"),
     "dice": DiceLoss,
     "bce+dice": BceDiceLoss,
-    "bce+lovasz": BceLovaszLoss,
 }
 
 
