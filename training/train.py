@@ -31,7 +31,7 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 # retrain it, or to train it without a drive, cannot drift from what shipped. These recorded settings are
 # the run's, not the recipe's: where it started from, and trial-size limits.
 NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
-# Options since removed (MODEL_HISTORY.md has the probes that measured no gain from them), each with the value
+# Options since removed (docs/model_history.md has the probes that measured no gain from them), each with the value
 # that meant "off": a bundle records them there, or not at all, when it trained as this command still does
 # (the zoom range's "off" depends on --photometric: see removed_options_used).
 REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False, "copy_paste": 0.0, "class_auxiliary": 0.0}
