@@ -132,7 +132,7 @@ def encoder_training(training: dict) -> str:
         height, width = recomputed["size"]
         text += (f" After training, the statistics of its {recomputed['layers']} trained BatchNorm layers were"
                  f" recomputed on the {recomputed['frames']} training frames, un-augmented, at {height}x{width}"
-                 " (`training.recompute_batchnorm`).")
+                 " (a step of earlier versions of this project).")
     return text.strip()
 
 

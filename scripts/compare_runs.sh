@@ -2,7 +2,7 @@
 # The comparison runs of the README's results table, on one epoch budget (8 epochs, batch 8,
 # Adam 2e-3 with cosine decay), all from scratch on CamVid train, selected on val.
 # Usage: bash scripts/compare_runs.sh [DATA_DIR]      (each run writes runs/<name>/bundle)
-# Then:  .venv/bin/python -m training.runs_table runs/*/bundle
+# Then:  .venv/bin/python -m bench.runs_table runs/*/bundle
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/camvid}

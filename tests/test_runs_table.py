@@ -1,12 +1,12 @@
-"""`python -m training.runs_table`: the README's table rows come from the bundles' own records."""
+"""`python -m bench.runs_table`: the README's table rows come from the bundles' own records."""
 from __future__ import annotations
 
 import json
 import shutil
 
+from bench.runs_table import main
 from demo.bundle import DatasetInfo
 from helpers import serving_config
-from training.runs_table import main
 
 
 def test_a_row_reports_the_bundles_recorded_metrics_and_serving_settings(tiny_bundle_dir, tmp_path, capsys):
@@ -27,7 +27,7 @@ def test_a_row_reports_the_bundles_recorded_metrics_and_serving_settings(tiny_bu
 
 
 def test_held_out_drive_figures_get_their_own_column():
-    from training.runs_table import held_out_text
+    from bench.runs_table import held_out_text
 
     recorded = serving_config(metrics={"val": {"iou": 0.9},
                                        "held_out_drives": {"0006R0": {"iou": 0.81, "runs": 2}, "0001TP": {"iou": 0.7}}})
@@ -41,7 +41,7 @@ def test_held_out_drive_figures_get_their_own_column():
 
 
 def test_encoder_costs_prints_a_row_per_architecture(capsys):
-    from training.encoder_costs import main as encoder_costs
+    from bench.encoder_costs import main as encoder_costs
 
     encoder_costs(["--input-size", "64x96", "--architectures", "unet", "efficientnet-lite0-unet", "--repeats", "1"])
     rows = capsys.readouterr().out.strip().splitlines()[2:]

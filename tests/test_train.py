@@ -66,25 +66,6 @@ def test_resume_continues_where_the_run_stopped(camvid_dir, tmp_path):
     assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["epochs_run"] == 3
 
 
-def test_weight_averaging_validates_and_keeps_the_averaged_weights(camvid_dir, tmp_path):
-    import keras
-
-    from training.data import load_split, make_dataset
-
-    assert run_training(camvid_dir, tmp_path, "--epochs", "2", "--ema", "0.5", "--learning-rate", "0.05") == 0
-    logged = log_rows(tmp_path)[-1]
-    # The weights in the last checkpoint are the ones validation measured, the averaged ones
-    # (were the checkpoint written before the swap, it would hold the last step's and differ).
-    last = keras.saving.load_model(tmp_path / "run" / "last.keras")
-    images, masks, _ = load_split(camvid_dir, "val", (96, 128), limit=2)
-    results = last.evaluate(make_dataset(images, masks, 2, stride=16), return_dict=True, verbose=0)
-    assert results["loss"] == pytest.approx(float(logged["val_loss"]), rel=1e-4)
-    assert last.optimizer.use_ema and last.optimizer.ema_momentum == 0.5
-    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["ema"] == 0.5
-    assert run_training(camvid_dir, tmp_path, "--epochs", "3", "--ema", "0.5", "--resume") == 0
-    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 3
-
-
 def test_init_from_starts_where_the_given_bundle_ended_and_records_its_hash(camvid_dir, tmp_path):
     import keras
 
@@ -217,8 +198,9 @@ def test_shipped_recipe_is_what_the_default_model_recorded():
         assert getattr(config, name) == recorded[name], name
     assert config.input_size == tuple(recorded["input_size"])
     # Flags still win, and a smaller frame gets its own crop, not the 432x576 run's.
-    probe = train.parse_args(["--output-dir", "x", "--recipe", "shipped", "--max-zoom", "2", "--input-size", "240x320"])
-    assert (probe.max_zoom, probe.input_size, probe.crop_size) == (2.0, (240, 320), None)
+    probe = train.parse_args(["--output-dir", "x", "--recipe", "shipped", "--photometric", "basic",
+                              "--input-size", "240x320"])
+    assert (probe.photometric, probe.input_size, probe.crop_size) == ("basic", (240, 320), None)
 
 
 def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
@@ -227,6 +209,35 @@ def test_shipped_recipe_keeps_a_crop_size_that_was_asked_for(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(recorded))
     recipe = train.shipped_recipe(tmp_path)
     assert recipe["crop_size"] == (256, 256) and "init_from" not in recipe and "limit" not in recipe
+
+
+@pytest.mark.parametrize("removed, named", [
+    ({"ema": 0.99}, "ema=0.99"),
+    ({"recompute_batchnorm": True}, "recompute_batchnorm=True"),
+    ({"min_zoom": 0.5}, "min_zoom=0.5"),
+    ({"max_zoom": 2.0}, "max_zoom=2.0"),
+    ({"photometric": "basic", "max_zoom": 1.5}, "max_zoom=1.5"),  # 1.5 is strong's range, not basic's
+    ({"copy_paste": 0.5}, "copy_paste=0.5"),
+    ({"class_auxiliary": 0.5}, "class_auxiliary=0.5"),
+    ({"architecture": "efficientnet-lite1-unet-lean"}, "architecture=efficientnet-lite1-unet-lean"),
+    ({"loss": "bce+lovasz"}, "loss=bce+lovasz"),
+])
+def test_shipped_recipe_refuses_a_bundle_trained_with_a_removed_option(tmp_path, removed, named):
+    recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
+    assert recorded["training"]["ema"] is None  # recorded as off: read as today's recipe (the test above)
+    recorded["training"].update(removed)
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(SystemExit, match=rf"trained with {re.escape(named)}: options this command no longer has"):
+        train.shipped_recipe(tmp_path)
+
+
+def test_shipped_recipe_reads_removed_options_recorded_at_what_meant_off(tmp_path):
+    recorded = json.loads((DEFAULT_BUNDLE_DIR / "config.json").read_text())
+    off = {"ema": None, "recompute_batchnorm": False, "min_zoom": 0.75, "max_zoom": 1.5,  # 1.5: strong photometric
+           "copy_paste": 0.0, "class_auxiliary": 0.0}
+    recorded["training"].update(off)
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    assert train.shipped_recipe(tmp_path) == train.shipped_recipe()
 
 
 def test_mirrored_strategy_on_two_logical_cpus(camvid_dir, tmp_path):
@@ -256,8 +267,7 @@ def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epo
     arguments = ["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), "--architecture",
                  "efficientnet-lite0-unet", "--encoder-weights", "none", "--input-size", "64x96", "--batch-size", "2",
                  "--limit", "2", "--verbose", "0", "--epochs", "2", "--frozen-epochs", "1", "--keep", "last",
-                 "--photometric", "strong", "--fine-tune-learning-rate", "1e-3", "--encoder-learning-rate", "1e-4",
-                 "--recompute-batchnorm"]
+                 "--photometric", "strong", "--fine-tune-learning-rate", "1e-3", "--encoder-learning-rate", "1e-4"]
     assert train.main(arguments) == 0
     last = keras.saving.load_model(tmp_path / "run" / "last.keras")  # with its optimizer, as --resume loads it
     encoder = last.get_layer(ENCODER_LAYER)
@@ -270,43 +280,10 @@ def test_pretrained_encoder_trains_frozen_then_fine_tuned_and_keeps_the_last_epo
     assert config["frozen_epochs"] == 1 and config["photometric"] == "strong" and config["keep"] == "last"
     assert config["encoder_learning_rate"] == pytest.approx(1e-4)
     assert config["kept_epoch"] == 2 and config["epochs_run"] == 2
-    assert config["batchnorm_statistics_recomputed"] == {"layers": 10, "frames": 2, "size": [64, 96], "split": "train",
-                                                         "drives": ["0001TP", "0006R0"]}
-    # The bundle holds the last epoch's weights, whichever epoch validated best, with the decoder's
-    # BatchNorm statistics (and those alone) recomputed.
+    # The bundle holds the last epoch's weights, whichever epoch validated best.
     bundled = load_keras_model(tmp_path / "bundle")  # load_bundle serves its graphs, not the Keras model
-    statistics = {variable.path for layer in bundled.layers if isinstance(layer, keras.layers.BatchNormalization)
-                  for variable in (layer.moving_mean, layer.moving_variance)}
-    assert len(statistics) == 20
-    for kept, shipped in zip(last.weights, bundled.weights):
-        if shipped.path in statistics:
-            assert not np.allclose(kept.numpy(), shipped.numpy()), shipped.path
-        else:
-            np.testing.assert_array_equal(kept.numpy(), shipped.numpy())
-
-
-def test_weight_averaging_carries_across_the_unfreezing(camvid_dir, tmp_path):
-    import keras
-
-    from training.data import load_split, make_dataset
-
-    # Averaging starts at the unfreezing: the unfrozen phase's new optimizer has no averages to swap back
-    # at its first epoch (this once crashed), and the decoder's random start is not averaged in.
-    arguments = ["--data-dir", str(camvid_dir), "--output-dir", str(tmp_path), "--architecture",
-                 "efficientnet-lite0-unet", "--encoder-weights", "none", "--input-size", "64x96", "--batch-size", "2",
-                 "--limit", "2", "--verbose", "0", "--epochs", "3", "--frozen-epochs", "1", "--keep", "last",
-                 "--ema", "0.5", "--encoder-learning-rate", "1e-4"]
-    assert train.main(arguments) == 0
-    last = keras.saving.load_model(tmp_path / "run" / "last.keras")
-    assert last.optimizer.use_ema and last.optimizer.encoder_rate_factor != 1.0
-    images, masks, _ = load_split(camvid_dir, "val", (64, 96), limit=2)
-    results = last.evaluate(make_dataset(images, masks, 2, stride=32), return_dict=True, verbose=0)
-    assert results["loss"] == pytest.approx(float(log_rows(tmp_path)[-1]["val_loss"]), rel=1e-4)
-    assert all(np.isfinite(weights).all() for weights in last.get_weights())
-    assert json.loads((tmp_path / "bundle" / "config.json").read_text())["training"]["ema"] == 0.5
-    # The frozen phase is compiled with an optimizer that averages nothing.
-    compiled = train.build_training_model(train.parse_args(arguments), total_steps=10)
-    assert not compiled.optimizer.use_ema
+    for kept, shipped in zip(last.weights, bundled.weights, strict=True):
+        np.testing.assert_array_equal(kept.numpy(), shipped.numpy())
 
 
 def test_frozen_epochs_need_a_pretrained_encoder(camvid_dir, tmp_path):
@@ -340,57 +317,6 @@ def test_resolve_fills_per_architecture_defaults_and_keeps_explicit_flags():
                                  "--fine-tune-learning-rate", "5e-5", "--input-size", "336x448"])
     assert (explicit.fine_tune_learning_rate, explicit.input_size) == (5e-5, (336, 448))
     assert train.parse_args(["--output-dir", "x", "--architecture", "vgg16-unet"]).resize == "stretch"
-
-
-def test_max_zoom_defaults_to_the_photometric_setting_and_is_recorded():
-    assert train.parse_args(["--output-dir", "x"]).max_zoom == pytest.approx(1.25)
-    strong = train.parse_args(["--output-dir", "x", "--photometric", "strong"])
-    assert strong.max_zoom == pytest.approx(1.5)
-    zoomed = train.parse_args(["--output-dir", "x", "--photometric", "strong", "--max-zoom", "2.5"])
-    assert zoomed.recorded(pretrained_encoder=False)["max_zoom"] == pytest.approx(2.5)
-    with pytest.raises(SystemExit, match="above the default smallest scale"):
-        train.parse_args(["--output-dir", "x", "--max-zoom", "0.5"])
-
-
-def test_min_zoom_defaults_to_the_all_photo_scale_and_is_recorded():
-    assert train.parse_args(["--output-dir", "x"]).min_zoom == pytest.approx(0.75)
-    zoomed_out = train.parse_args(["--output-dir", "x", "--min-zoom", "0.5"])
-    assert zoomed_out.recorded(pretrained_encoder=False)["min_zoom"] == pytest.approx(0.5)
-    for bad in ("0", "0.9"):
-        with pytest.raises(SystemExit, match="--min-zoom must be above 0 and at most 0.75"):
-            train.parse_args(["--output-dir", "x", "--min-zoom", bad])
-
-
-def test_copy_paste_is_off_by_default_a_probability_and_recorded():
-    assert train.parse_args(["--output-dir", "x"]).copy_paste == 0.0
-    pasting = train.parse_args(["--output-dir", "x", "--copy-paste", "0.5"])
-    assert pasting.recorded(pretrained_encoder=False)["copy_paste"] == pytest.approx(0.5)
-    for bad in ("-0.1", "1.5"):
-        with pytest.raises(SystemExit, match="--copy-paste is a probability"):
-            train.parse_args(["--output-dir", "x", "--copy-paste", bad])
-
-
-def test_class_auxiliary_trains_a_class_head_and_bundles_the_car_model_alone(camvid_dir, tmp_path):
-    import keras
-
-    # --keep last: the bundle is then last.keras's car model whichever epoch validated best.
-    assert run_training(camvid_dir, tmp_path, "--epochs", "1", "--class-auxiliary", "0.5", "--keep", "last") == 0
-    assert run_training(camvid_dir, tmp_path, "--epochs", "2", "--class-auxiliary", "0.5", "--keep", "last",
-                        "--resume") == 0
-    last = keras.saving.load_model(tmp_path / "run" / "last.keras")  # as --resume loads it: loss and metrics too
-    assert last.output_shape == (None, None, None, 13) and last.loss.weight == pytest.approx(0.5)
-    assert [row["epoch"] for row in log_rows(tmp_path)] == ["0", "1"]
-    bundled = load_keras_model(tmp_path / "bundle")
-    assert bundled.output_shape == (None, None, None, 1)
-    assert "class_probabilities" not in {layer.name for layer in bundled.layers}
-    car_weights = {weight.path: weight.numpy() for weight in last.weights if "class_probabilities" not in weight.path}
-    assert sorted(car_weights) == sorted(weight.path for weight in bundled.weights)
-    for weight in bundled.weights:
-        np.testing.assert_array_equal(weight.numpy(), car_weights[weight.path])
-    assert read_config(tmp_path / "bundle").training["class_auxiliary"] == pytest.approx(0.5)
-    assert train.parse_args(["--output-dir", "x"]).class_auxiliary == 0.0
-    with pytest.raises(SystemExit, match="--class-auxiliary is a loss weight"):
-        train.parse_args(["--output-dir", "x", "--class-auxiliary", "-1"])
 
 
 def test_time_steps_times_optimizer_steps_and_projects_an_epoch(camvid_dir, capsys):

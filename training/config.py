@@ -43,15 +43,9 @@ class TrainingConfig:
     batch_size: int
     learning_rate: float
     schedule: str  # "cosine" or "constant"
-    ema: float | None  # Polyak-averaging momentum, or None
-    recompute_batchnorm: bool  # after training, BatchNorm statistics recomputed on the clean training frames
-    loss: str  # "bce", "dice", "bce+dice" or "bce+lovasz"
+    loss: str  # "bce", "dice" or "bce+dice"
     augment: bool
     photometric: str  # "basic" or "strong" colour augmentation
-    min_zoom: float  # the smallest random scale before the crop (0.75; below it, crops hold ignored padding)
-    max_zoom: float  # the largest random scale before the crop (resolved: 1.25, or 1.5 with strong photometric)
-    copy_paste: float  # probability a training crop gets another crop's cars pasted over it (0: never)
-    class_auxiliary: float  # weight of the auxiliary every-class head's cross-entropy (0: no such head)
     crop_size: tuple[int, int] | None  # random training crops (fully convolutional models)
     keep: str | None  # bundle the "best" (val IoU) or the "last" epoch; None until the data folder settles it
     patience: int | None  # stop after this many epochs without a better val IoU; None: never (a held-out folder)
@@ -71,11 +65,6 @@ class TrainingConfig:
 
     def replace(self, **changes) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
-
-    @property
-    def learns_every_class(self) -> bool:
-        """Whether the run trains the auxiliary every-class head, so its data carry class ids, not car masks."""
-        return self.class_auxiliary > 0
 
     def recorded(self, pretrained_encoder: bool) -> dict:
         """The settings a bundle publishes: JSON-ready, without local paths or flags that did nothing."""

@@ -122,11 +122,10 @@ def binarize(labels: np.ndarray, target_class: int = CAR_CLASS_ID) -> np.ndarray
 
 
 def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_class: int = CAR_CLASS_ID,
-               limit: int | None = None, class_ids: bool = False) -> tuple[np.ndarray, np.ndarray, list[Pair]]:
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[Pair]]:
     """All pairs of a split, checked, resized to `size` (height, width) and binarised.
 
-    Returns uint8 arrays images (N, h, w, 3) and masks (N, h, w), and the pairs. With `class_ids`, the
-    masks are the label maps themselves (CamVid class ids), not binarised.
+    Returns uint8 arrays images (N, h, w, 3) and masks (N, h, w), and the pairs.
     """
     pairs = find_pairs(data_dir, split)[:limit]
     images, masks = [], []
@@ -138,15 +137,13 @@ def load_split(data_dir: Path, split: str, size: tuple[int, int] | None, target_
             raise DataError(f"{pair.image} is {image.shape[1]}x{image.shape[0]}, unlike the rest of the "
                             f"split; pass --input-size to bring every frame to one size.")
         images.append(image)
-        masks.append(labels if class_ids else binarize(labels, target_class))
+        masks.append(binarize(labels, target_class))
     return np.stack(images), np.stack(masks), pairs
 
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stride: int,
                  training: bool = False, augment: bool = False, crop_size: tuple[int, int] | None = None,
-                 seed: int = 0, photometric: str = "basic", min_zoom: float = MIN_SCALE,
-                 max_zoom: float | None = None, copy_paste: float = 0.0, class_ids: bool = False,
-                 target_class: int = CAR_CLASS_ID):
+                 seed: int = 0, photometric: str = "basic"):
     """A `tf.data` pipeline yielding (image float32 0..255, mask float32, weight float32) batches.
 
     The arrays are the cache: every frame is decoded, checked and resized once, up
@@ -154,17 +151,9 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     `augment`, batches are random crops of `crop_size` with augmentation applied
     identically to image and mask (scale, crop, flip) plus colour jitter on the
     image alone (`photometric`: "basic" or "strong", see `_strong_photometric`). Each
-    frame is scaled by a random factor from `min_zoom` to `max_zoom` (default:
-    `default_max_zoom(photometric)`) before its crop; below MIN_SCALE a frame can come out
-    smaller than the crop, whose rest is then padding of weight 0. With probability `copy_paste`, a
-    crop also gets the cars of another frame's crop (scaled, cropped and flipped on its own) pasted
-    over it before the colour changes (`_paste_cars`). Without `augment`, whole frames
-    are padded to a multiple of `stride`, and the pixels padding invented get weight 0,
-    so they count in neither the loss nor the metrics.
-
-    With `class_ids`, `masks` are label maps (`load_split(..., class_ids=True)`) and each target is
-    (H, W, 3): the car mask (label == `target_class`), the class id and the pixel weight, for a model
-    that also learns every class (`training.losses.WithClassAuxiliary`); pasted cars are `target_class`.
+    frame is scaled by a random factor in `scale_range(photometric)` before its crop.
+    Without `augment`, whole frames are padded to a multiple of `stride`, and the pixels
+    padding invented get weight 0, so they count in neither the loss nor the metrics.
     """
     import tensorflow as tf
 
@@ -178,41 +167,22 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, *, stri
     if augment:
         crop_height, crop_width = crop_size or default_crop_size(images.shape[1:3], stride)
         strong = photometric == "strong"
-        max_zoom = max_zoom or default_max_zoom(photometric)
+        min_scale, max_scale = scale_range(photometric)
 
         def scale_crop_flip(image, mask, weight):
-            return _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom)
+            return _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_scale, max_scale)
 
         dataset = dataset.map(scale_crop_flip, **parallel)
-        if copy_paste:
-            # Donors: the same frames (not a second copy of the arrays) in another order, each cropped on its own.
-            donors = frames.shuffle(len(images), seed=seed + 1, reshuffle_each_iteration=True).map(
-                scale_crop_flip, **parallel)
-            car_class = target_class if class_ids else None
-            dataset = tf.data.Dataset.zip((dataset, donors)).map(
-                lambda crop, donor: _paste_cars(*crop, *donor, probability=copy_paste, car_class=car_class),
-                **parallel)
         dataset = dataset.map(lambda image, target: _recolour(image, target, strong), **parallel)
     else:
         dataset = dataset.map(lambda image, mask, weight: (tf.cast(image, tf.float32),
                                                            tf.cast(mask, tf.float32)[..., None], weight[..., None]))
-    if class_ids:
-        dataset = dataset.map(lambda image, labels, weight: (image, _car_and_classes(labels, weight, target_class),
-                                                             weight), **parallel)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
-def _car_and_classes(labels, weight, target_class):
-    """The (H, W, 3) target of a model with a class head: car mask, class id, pixel weight."""
-    import tensorflow as tf
-
-    car = tf.cast(tf.equal(labels, float(target_class)), tf.float32)
-    return tf.concat([car, labels, weight], axis=-1)
-
-
-def default_max_zoom(photometric: str) -> float:
-    """The largest random scale when none is given: "strong" photometric also zooms further in."""
-    return STRONG_MAX_SCALE if photometric == "strong" else MAX_SCALE
+def scale_range(photometric: str) -> tuple[float, float]:
+    """The smallest and largest random scale of a training frame: "strong" photometric also zooms further in."""
+    return MIN_SCALE, STRONG_MAX_SCALE if photometric == "strong" else MAX_SCALE
 
 
 def default_crop_size(frame_size: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -230,7 +200,7 @@ def _pad_example(image, mask, weight, stride):
     return pad_to_multiple(image, stride), np.pad(mask, padding), np.pad(weight, padding)
 
 
-def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max_zoom):
+def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_scale, max_scale):
     """The geometric augmentation: (image float32, target = mask and weight stacked as channels)."""
     import tensorflow as tf
 
@@ -238,7 +208,7 @@ def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max
     # Mask and weight travel together through every geometric step, stacked as channels.
     target = tf.stack([tf.cast(mask, tf.float32), weight], axis=-1)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    scale = tf.random.uniform([], min_zoom, max_zoom)
+    scale = tf.random.uniform([], min_scale, max_scale)
     new_size = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
     image = tf.image.resize(image, new_size, method="bilinear", antialias=True)
     target = tf.image.resize(target, new_size, method="nearest")
@@ -251,24 +221,8 @@ def _scale_crop_flip(image, mask, weight, crop_height, crop_width, min_zoom, max
     return stacked[..., :3], stacked[..., 3:]
 
 
-def _paste_cars(image, target, donor_image, donor_target, probability, car_class=None):
-    """Simple Copy-Paste (Ghiasi et al., 2021) for one class: with `probability`, the donor crop's car
-    pixels (where its weight counts) replace the crop's, and are car there. More cars in more places,
-    sizes and surroundings than three drives show; hard edges, as the paper found blending unneeded.
-    Targets hold (mask, weight), the mask binary or (with `car_class`) class ids."""
-    import tensorflow as tf
-
-    donor_mask, donor_weight = donor_target[..., :1], donor_target[..., 1:]
-    donor_car = donor_mask if car_class is None else tf.cast(tf.equal(donor_mask, float(car_class)), tf.float32)
-    paste = donor_car * donor_weight * tf.cast(tf.random.uniform([]) < probability, tf.float32)
-    image = image * (1.0 - paste) + donor_image * paste
-    pasted_mask = 1.0 if car_class is None else float(car_class)
-    mask = target[..., :1] * (1.0 - paste) + pasted_mask * paste
-    return image, tf.concat([mask, tf.maximum(target[..., 1:], paste)], axis=-1)  # car and counted where pasted
-
-
 def _recolour(image, target, strong):
-    """The photometric augmentation, applied last so a pasted car shares its new scene's lighting."""
+    """The photometric augmentation, on the image alone (the target is mask and weight stacked)."""
     import tensorflow as tf
 
     if strong:

@@ -110,14 +110,9 @@ ENCODER_LAYER = "encoder"  # the nested pretrained encoder of the efficientnet U
 
 def build_efficientnet_unet(variant: str = "lite0", input_size=(None, None), encoder_weights: str | None = "imagenet",
                             freeze_encoder: bool = False, decoder_filters=(128, 64, 48, 32, 16),
-                            dropout: float = 0.1, full_resolution_convolutions: bool = True) -> keras.Model:
+                            dropout: float = 0.1) -> keras.Model:
     """A U-Net on an ImageNet-pretrained EfficientNet-Lite: skips at strides 2, 4, 8 and 16, its
     stride-32 features as the bottleneck, then four decoder levels and one at full resolution.
-
-    full_resolution_convolutions=False ("-lean"): the full-resolution level only upsamples (a 2x2
-    transposed convolution), without its two 3x3 convolutions: they do few multiply-adds per pixel they
-    move, and took about a quarter of the convolution time of a 288x384 pass for a sixth of its FLOPs
-    (Lite1: 6.20 GFLOPs with them, 5.17 without).
 
     Fully convolutional: any input whose sides are multiples of 32. The encoder's BatchNorm layers
     stay in inference mode with ImageNet's statistics even when its convolutions are fine-tuned
@@ -137,8 +132,7 @@ def build_efficientnet_unet(variant: str = "lite0", input_size=(None, None), enc
         x = layers.Concatenate()([skip, x])
         x = _conv_block(x, filters)
     x = layers.Conv2DTranspose(decoder_filters[-1], 2, strides=2, padding="same")(x)  # stride 2 to full size
-    if full_resolution_convolutions:
-        x = _conv_block(x, decoder_filters[-1])
+    x = _conv_block(x, decoder_filters[-1])
     outputs = layers.Conv2D(1, 1, activation="sigmoid", name="car_probability", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"efficientnet_{variant}_unet")
 
@@ -159,35 +153,12 @@ ARCHITECTURES: dict[str, Architecture] = {
     "unet-separable": Architecture(lambda input_size=(None, None), **kw: build_unet(input_size, separable=True, **kw),
                                    stride=16, fixed_input=False, default_input_size=(360, 480),
                                    summary="compact U-Net with depthwise-separable convolutions"),
-    **{f"efficientnet-{variant}-unet{'-lean' if lean else ''}": Architecture(
-        lambda input_size=(None, None), variant=variant, lean=lean, **kw: build_efficientnet_unet(
-            variant, input_size, full_resolution_convolutions=not lean, **kw),
+    **{f"efficientnet-{variant}-unet": Architecture(
+        lambda input_size=(None, None), variant=variant, **kw: build_efficientnet_unet(variant, input_size, **kw),
         stride=32, fixed_input=False, default_input_size=(288, 384), pretrained_encoder=True,
-        summary=f"U-Net on an ImageNet EfficientNet-{variant.capitalize()} encoder"
-                + (", no convolutions at full resolution" if lean else ""))
-       for variant in ("lite0", "lite1", "lite2") for lean in (False, True)},
+        summary=f"U-Net on an ImageNet EfficientNet-{variant.capitalize()} encoder")
+       for variant in ("lite0", "lite1", "lite2")},
 }
-
-
-CLASS_HEAD = "class_probabilities"
-
-
-def with_class_head(model: keras.Model, num_classes: int) -> keras.Model:
-    """A training model: `model`'s car probability followed by `num_classes` class probabilities, from
-    a 1x1 softmax on the features its car head reads (see training.losses.WithClassAuxiliary)."""
-    car_head = model.get_layer("car_probability")
-    classes = layers.Conv2D(num_classes, 1, activation="softmax", name=CLASS_HEAD, dtype="float32")(car_head.input)
-    outputs = layers.Concatenate(name="car_and_classes", dtype="float32")([car_head.output, classes])
-    # One input and one output tensor, not one-element lists: the structure every bundle's model has.
-    return keras.Model(model.inputs[0], outputs, name=model.name)
-
-
-def without_class_head(model: keras.Model) -> keras.Model:
-    """The car model inside a `with_class_head` training model (itself, when it has no class head):
-    the same layers and weights, the class head left behind, so the bundle is what it always was."""
-    if CLASS_HEAD not in {layer.name for layer in model.layers}:
-        return model
-    return keras.Model(model.inputs[0], model.get_layer("car_probability").output, name=model.name)
 
 
 def build_model(name: str, input_size=None, **options) -> keras.Model:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from training.config import TrainingConfig
-from training.data import MIN_SCALE, default_max_zoom, parse_size
+from training.data import parse_size, scale_range
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
@@ -31,6 +31,10 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
 # retrain it, or to train it without a drive, cannot drift from what shipped. These recorded settings are
 # the run's, not the recipe's: where it started from, and trial-size limits.
 NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
+# Options since removed (docs/model_history.md has the probes that measured no gain from them), each with the value
+# that meant "off": a bundle records them there, or not at all, when it trained as this command still does
+# (the zoom range's "off" depends on --photometric: see removed_options_used).
+REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False, "copy_paste": 0.0, "class_auxiliary": 0.0}
 
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
@@ -40,7 +44,12 @@ def shipped_recipe(bundle_dir: Path | None = None) -> dict:
     from training.data import default_crop_size
     from training.models import ARCHITECTURES
 
-    recorded = read_config(bundle_dir or DEFAULT_BUNDLE_DIR).training
+    folder = bundle_dir or DEFAULT_BUNDLE_DIR
+    recorded = read_config(folder).training
+    removed = removed_options_used(recorded)
+    if removed:
+        raise SystemExit(f"error: {folder} was trained with {', '.join(removed)}: options this command no longer "
+                         f"has, so --recipe shipped cannot repeat how it was trained")
     settings = {field.name: recorded[field.name] for field in dataclasses.fields(TrainingConfig)
                 if field.name in recorded and field.name not in NOT_A_RECIPE}
     settings["input_size"] = tuple(settings["input_size"])
@@ -51,6 +60,20 @@ def shipped_recipe(bundle_dir: Path | None = None) -> dict:
         if settings["crop_size"] == default_crop_size(settings["input_size"], stride):
             del settings["crop_size"]
     return settings
+
+
+def removed_options_used(recorded: dict) -> list[str]:
+    """The removed options a bundle's `training` record was trained with (not at their "off" value), and the
+    architecture or loss it names if either is no longer a choice, as NAME=VALUE. The zoom range was an option
+    too: its "off" is the range its photometric setting trains with."""
+    from training.losses import LOSSES
+    from training.models import ARCHITECTURES
+
+    min_zoom, max_zoom = scale_range(recorded.get("photometric", "basic"))
+    off = {**REMOVED_OPTIONS, "min_zoom": min_zoom, "max_zoom": max_zoom}
+    used = [f"{name}={recorded[name]}" for name, value in off.items() if recorded.get(name) not in (None, value)]
+    return used + [f"{name}={recorded[name]}" for name, choices in (("architecture", ARCHITECTURES), ("loss", LOSSES))
+                   if name in recorded and recorded[name] not in choices]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,14 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                         help="learning rate: cosine decay to 1%% over the run, or constant")
-    parser.add_argument("--ema", type=float, metavar="MOMENTUM",
-                        help="validate, keep and ship an exponential moving average of the weights "
-                             "(Polyak averaging, e.g. 0.99), not the last step's; with --frozen-epochs, "
-                             "averaged from the unfreezing on")
-    parser.add_argument("--recompute-batchnorm", action="store_true",
-                        help="after training, replace the trained BatchNorm layers' moving statistics with their "
-                             "average over the training frames, un-augmented, with the kept weights "
-                             "(training.recompute_batchnorm; the encoder's frozen ones stay)")
     parser.add_argument("--loss", choices=list(LOSSES), default="bce+dice")
     parser.add_argument("--base-filters", type=int, default=16, help="width of the compact U-Nets")
     parser.add_argument("--encoder-weights", default="imagenet",
@@ -104,23 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photometric", choices=["basic", "strong"], default="basic",
                         help="colour augmentation: basic (brightness, contrast) or strong (also gamma, darker "
                              "scenes, colour casts, saturation, blur, noise, JPEG artefacts, wider scale range)")
-    parser.add_argument("--min-zoom", type=float, default=MIN_SCALE,
-                        help=f"the smallest random scale of a training frame before its crop (default {MIN_SCALE}, "
-                             "the smallest at which a crop is all photo): smaller shows cars as small as the "
-                             "distant rows of a car park, the rest of the crop padding that the loss ignores")
-    parser.add_argument("--max-zoom", type=float,
-                        help="the largest random scale of a training frame before its crop (the smallest is --min-zoom; "
-                             "default 1.25, or 1.5 with --photometric strong): larger shows cars ahead as close "
-                             "as a van or bus just in front")
-    parser.add_argument("--copy-paste", type=float, default=0.0, metavar="PROBABILITY",
-                        help="with this probability a training crop gets the cars of another frame's crop (scaled, "
-                             "cropped and flipped on its own) pasted over it, before the colour changes: cars in "
-                             "more places, sizes and surroundings than the drives show (Simple Copy-Paste; default 0)")
-    parser.add_argument("--class-auxiliary", type=float, default=0.0, metavar="WEIGHT",
-                        help="also train a head naming every CamVid class of each pixel (sign, building, "
-                             "pedestrian...) on the features the car head reads, its cross-entropy added at this "
-                             "weight (e.g. 0.5); the head is left out of the bundle, so serving is unchanged "
-                             "(default 0: no such head)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
@@ -172,14 +170,6 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         raise SystemExit("error: --encoder-weights hed is HED's VGG16: for vgg16-unet only")
     if config.frozen_epochs >= config.epochs:
         raise SystemExit("error: --frozen-epochs must be fewer than --epochs (or use --freeze-encoder)")
-    if not 0 < config.min_zoom <= MIN_SCALE:
-        raise SystemExit(f"error: --min-zoom must be above 0 and at most {MIN_SCALE}")
-    if config.max_zoom is not None and config.max_zoom <= MIN_SCALE:
-        raise SystemExit(f"error: --max-zoom must be above the default smallest scale, {MIN_SCALE}")
-    if not 0 <= config.copy_paste <= 1:
-        raise SystemExit("error: --copy-paste is a probability: from 0 to 1")
-    if config.class_auxiliary < 0:
-        raise SystemExit("error: --class-auxiliary is a loss weight: 0 or more")
     fine_tune_learning_rate = (config.learning_rate / 5 if config.fine_tune_learning_rate is None
                                else config.fine_tune_learning_rate)
     # The seed trained the decoder on a frozen ImageNet encoder.
@@ -189,7 +179,6 @@ def resolve(config: TrainingConfig) -> TrainingConfig:
         resize="stretch" if architecture.fixed_input else config.resize or "keep_aspect",
         freeze_encoder=config.freeze_encoder or seed_freezes,
         fine_tune_learning_rate=fine_tune_learning_rate,
-        max_zoom=config.max_zoom or default_max_zoom(config.photometric),
         encoder_learning_rate=(fine_tune_learning_rate if config.encoder_learning_rate is None
                                else config.encoder_learning_rate),
     )
@@ -220,7 +209,7 @@ def run(config: TrainingConfig) -> int:
     from training.data import load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     import training.optimizers  # noqa: F401  and the two-rate optimizer
-    from training.models import ARCHITECTURES, without_class_head
+    from training.models import ARCHITECTURES
 
     config = pick_no_epoch_on_a_held_out_drive(config)
     keras.utils.set_random_seed(config.seed)
@@ -233,10 +222,8 @@ def run(config: TrainingConfig) -> int:
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
-    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit,
-                                          class_ids=config.learns_every_class)
-    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride,
-                            class_ids=config.learns_every_class, target_class=config.target_class)
+    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit)
+    val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride)
     steps_per_epoch = config.steps_per_epoch or train_frames // config.batch_size
     print(f"data: {train_frames} train, {len(val_images)} val frames at {config.input_size[0]}x{config.input_size[1]}"
           f" ({time.perf_counter() - started:.1f} s to load); training crops {crop_size[0]}x{crop_size[1]}")
@@ -255,13 +242,9 @@ def run(config: TrainingConfig) -> int:
     log = keras.callbacks.CSVLogger(run_dir / "log.csv", append=state is not None)
 
     def fit(model, until_epoch):
-        # With --ema, validation and every checkpoint use the averaged weights: the swap comes first.
-        # (A resumed run starts from the averaged weights of its last checkpoint.) Asked of the optimizer,
-        # as a frozen encoder's phase averages nothing (see build_training_model).
-        averaging = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
         model.fit(train_data.repeat(), epochs=until_epoch, initial_epoch=tracker.epoch,
                   steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,  # tf.data shuffles
-                  callbacks=[*averaging, tracker, log], verbose=config.verbose)
+                  callbacks=[tracker, log], verbose=config.verbose)
         log.append = True  # a second phase adds to the same log
 
     if tracker.epoch < config.frozen_epochs:
@@ -278,17 +261,9 @@ def run(config: TrainingConfig) -> int:
         return 1
     print(f"best val IoU {tracker.best_iou:.4f} at epoch {tracker.best_epoch}")
     kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
-    best = without_class_head(keras.saving.load_model(kept, compile=False))
+    best = keras.saving.load_model(kept, compile=False)
     print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
-    batchnorm = None
-    if config.recompute_batchnorm:
-        from training.recompute_batchnorm import recompute_on_training_frames
-
-        batchnorm = recompute_on_training_frames(best, config.data_dir, config.input_size, config.target_class,
-                                                 architecture.stride, limit=config.limit)
-        print(f"BatchNorm statistics of {batchnorm['layers']} layers recomputed on {batchnorm['frames']} "
-              f"training frames, un-augmented")
-    bundle_dir = finish_bundle(config, best, tracker, crop_size, batchnorm)
+    bundle_dir = finish_bundle(config, best, tracker, crop_size)
     print(f"bundle written to {bundle_dir}")
     return 0
 
@@ -300,18 +275,15 @@ def training_pipeline(config: TrainingConfig):
     from training.models import ARCHITECTURES
 
     architecture = ARCHITECTURES[config.architecture]
-    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit,
-                                  class_ids=config.learns_every_class)
+    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit)
     crop_size = config.input_size if architecture.fixed_input or not config.augment else (
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
-                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric,
-                           min_zoom=config.min_zoom, max_zoom=config.max_zoom, copy_paste=config.copy_paste,
-                           class_ids=config.learns_every_class, target_class=config.target_class)
+                           augment=config.augment, crop_size=crop_size, seed=config.seed, photometric=config.photometric)
     return dataset, crop_size, len(images)
 
 
-def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: dict | None = None) -> Path:
+def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
 
     Everything (model, graphs, evaluation, the threshold it chose, card and plots) is written into a
@@ -353,7 +325,6 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, batchnorm: 
             "imagenet_weights_used": architecture.pretrained_encoder and config.encoder_weights == "imagenet",
             # The name alone cannot tell which of several cycles a run started from; the hash can.
             **({"init_from_sha256": sha256_of(initial_weights_file(config.init_from))} if config.init_from else {}),
-            **({"batchnorm_statistics_recomputed": batchnorm} if batchnorm else {}),
         },
         versions=library_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -412,8 +383,7 @@ def build_training_model(config: TrainingConfig, total_steps: int):
 
     With --frozen-epochs the encoder starts frozen and the rate stays constant (see unfreeze_encoder).
     """
-    from training.data import CAMVID_CLASSES
-    from training.models import ARCHITECTURES, build_model, with_class_head
+    from training.models import ARCHITECTURES, build_model
 
     architecture = ARCHITECTURES[config.architecture]
     options = {"encoder_weights": config.encoder_weights, "freeze_encoder": config.freeze_encoder or config.frozen_epochs > 0} \
@@ -421,12 +391,8 @@ def build_training_model(config: TrainingConfig, total_steps: int):
     model = build_model(config.architecture, config.input_size, **options)
     if config.init_from:
         model.set_weights(load_initial_weights(config.init_from))
-    if config.learns_every_class:
-        model = with_class_head(model, len(CAMVID_CLASSES))
     schedule = "constant" if config.frozen_epochs else config.schedule
-    # --ema averages from the unfreezing on: the decoder's first steps from random weights are not
-    # worth averaging (at 0.99, two epochs' average would still be half the random start).
-    compile_model(config, model, config.learning_rate, schedule, total_steps, average_weights=not config.frozen_epochs)
+    compile_model(config, model, config.learning_rate, schedule, total_steps)
     return model
 
 
@@ -444,21 +410,17 @@ def unfreeze_encoder(config: TrainingConfig, model, total_steps: int) -> None:
 
 
 def compile_model(config: TrainingConfig, model, learning_rate: float, schedule: str, total_steps: int,
-                  encoder_variables=(), encoder_rate_factor: float = 1.0, average_weights: bool = True) -> None:
+                  encoder_variables=(), encoder_rate_factor: float = 1.0) -> None:
     import keras
 
-    from training.data import CAMVID_CLASSES
-    from training.losses import WithClassAuxiliary, make_loss, training_metrics
+    from training.losses import make_loss, training_metrics
     from training.optimizers import EncoderRateAdam
 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
-    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema and average_weights else {}
-    optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor, **averaging) \
-        if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate, **averaging)
-    loss = WithClassAuxiliary(config.loss, config.class_auxiliary, ignore_class=CAMVID_CLASSES.index("unlabelled")) \
-        if config.learns_every_class else make_loss(config.loss)
-    model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics())
+    optimizer = EncoderRateAdam(learning_rate, encoder_variables, encoder_rate_factor) \
+        if encoder_rate_factor != 1.0 else keras.optimizers.Adam(learning_rate)
+    model.compile(optimizer=optimizer, loss=make_loss(config.loss), metrics=training_metrics())
 
 
 def initial_weights_file(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """What each architecture costs to serve, before anyone trains it: parameters, GFLOPs and the
 median time of one 480x360 photo through the app's engine and runtime.
 
-    python -m training.encoder_costs --input-size 288x384 --repeats 20
+    python -m bench.encoder_costs --input-size 288x384 --repeats 20
 
 Weights are random (latency does not depend on them), written as real bundles with their serving
 graphs, so the times are those the app would have with a trained model of the same shape.
@@ -14,17 +14,16 @@ from pathlib import Path
 
 from training.data import parse_size
 
-ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1-unet", "efficientnet-lite1-unet-lean",
-                          "efficientnet-lite2-unet", "efficientnet-lite2-unet-lean")
+ARCHITECTURES_COMPARED = ("unet", "efficientnet-lite0-unet", "efficientnet-lite1-unet", "efficientnet-lite2-unet")
 
 
 def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeats: int) -> str:
+    from bench.runs_table import inference_ms
     from demo.bundle import BundleConfig, DatasetInfo, TargetClass
     from demo.loading import load_bundle
     from demo.engine import SegmentationEngine, canonical_input_shape
     from training.bundle import write_bundle
     from training.models import ARCHITECTURES, build_model, count_flops
-    from training.runs_table import inference_ms
 
     architecture = ARCHITECTURES[name]
     options = {"encoder_weights": None} if architecture.pretrained_encoder else {}
@@ -41,10 +40,10 @@ def cost_row(name: str, input_size: tuple[int, int], folder: Path, image, repeat
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.runs_table import DEFAULT_IMAGE
     from demo.imaging import load_rgb
-    from training.runs_table import DEFAULT_IMAGE
 
-    parser = argparse.ArgumentParser(prog="python -m training.encoder_costs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.encoder_costs", description=__doc__.splitlines()[0])
     parser.add_argument("--input-size", type=parse_size, default=(288, 384), help="the scale photos are fed at")
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES_COMPARED))
     parser.add_argument("--repeats", type=int, default=20)

@@ -1,6 +1,6 @@
 """The README's table of runs, from the bundles themselves.
 
-    python -m training.runs_table runs/*/bundle [--image demo/examples/0016E5_08017.png]
+    python -m bench.runs_table runs/*/bundle [--image demo/examples/0016E5_08017.png]
 
 One row per bundle: val IoU, Dice, precision and recall at its best threshold
 (as `training.train` measured them through the serving engine), the IoU on drives
@@ -45,7 +45,7 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
     val = config.metrics["val"]
     recipe = (f"{config.architecture} {config.scales_text}, {config.resize.replace('_', '-')}, {training.get('loss')}, "
               f"{'aug' if training.get('augment') else 'no aug'}, {training.get('epochs_run')} ep"
-              + (f", EMA {training['ema']}" if training.get("ema") else "")
+              + (f", EMA {training['ema']}" if training.get("ema") else "")  # bundles from before --ema went
               + (", served mirror-averaged" if config.test_time_flip else ""))
     scores = " | ".join(f"{val[name]:.4f}" if name in val else "-" for name in ("iou", "dice", "precision", "recall"))
     return (f"| {bundle_dir.parent.name} | {recipe} | {scores} | {held_out_text(config)} | {val.get('threshold', config.threshold):.2f} | "
@@ -55,7 +55,7 @@ def table_row(bundle_dir: Path, image, repeats: int) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.runs_table", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.runs_table", description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a 480x360 photo to time inference on")
     parser.add_argument("--repeats", type=int, default=10)
