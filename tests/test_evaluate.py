@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from demo.loading import load_bundle
+from demo.model_facts import TEST_TIME_FLIP
 from demo.engine import SegmentationEngine
 from demo.imaging import load_rgb
 from training.data import CAR_CLASS_ID
@@ -73,14 +74,14 @@ def test_update_bundle_records_what_was_measured_with_mirror_averaging(bundle_co
     engine = SegmentationEngine(bundle.model, config, runtime="tensorflow")
     assert engine.test_time_flip
     assert config.metrics["val"]["iou"] == pytest.approx(direct_iou(engine, config.threshold), abs=1e-4)
-    assert "mirror image" in (bundle_copy / "README.md").read_text()
+    assert TEST_TIME_FLIP in (bundle_copy / "README.md").read_text()  # the card says so
     assert cv2.imread(str(bundle_copy / "threshold_sweep.png")) is not None
 
     # And back: the setting is recorded either way, the card no longer mentions it.
     assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--test-time-flip", "off", "--update-bundle",
                  "--no-plots"]) == 0
     assert load_bundle(bundle_copy).config.test_time_flip is False
-    assert "mirror image" not in (bundle_copy / "README.md").read_text()
+    assert TEST_TIME_FLIP not in (bundle_copy / "README.md").read_text()
 
 
 def test_update_bundle_refuses_anything_but_the_whole_val_split(bundle_copy, capsys):
@@ -259,7 +260,7 @@ def test_runs_held_out_of_the_same_drive_count_as_their_mean(bundle_copy, tmp_pa
     recorded = load_bundle(bundle_copy).config.held_out_drives
     assert recorded["0006R0"] == {"iou": 0.6, "dice": 0.6, "precision": 0.7, "recall": 0.8, "threshold": 0.7,
                                   "images": 5, "iou_at_own_best_threshold": 0.7, "runs": 2}
-    assert "Each drive's figures are the mean of 2 runs of the recipe" in (bundle_copy / "README.md").read_text()
+    assert "They are the mean of 2 training runs (other seeds) for each drive" in (bundle_copy / "README.md").read_text()
     # Runs evaluated on different frames of the drive are not averaged.
     report = fake_holdout_report("0006R0", {0.3: 0.5, 0.7: 0.7}) | {"images": 4}
     (Path(seed_7[0]) / "evaluation_val.json").write_text(json.dumps(report))
