@@ -205,6 +205,12 @@ def test_own_folder_needs_a_class_name_and_bad_masks_stop_before_any_model(camvi
     assert not (tmp_path / "out" / "run").exists()  # stopped before anything was built or written
 
 
+def test_fewer_training_frames_than_a_batch_is_a_clear_error(camvid_dir, tmp_path, capsys):
+    folder = plain_folder(camvid_dir, tmp_path / "data")  # two training frames: 0001TP's and 0006R0's
+    assert run_training(folder, tmp_path / "out", "--epochs", "1", "--class-name", "car", "--batch-size", "8") == 2
+    assert "error: training has 2 frames, fewer than --batch-size 8" in capsys.readouterr().err
+
+
 def test_target_class_takes_a_camvid_name_and_names_the_bundle_by_it(camvid_dir):
     config = train.parse_args(["--output-dir", "x", "--data-dir", str(camvid_dir), "--target-class", "pedestrian"])
     assert config.target_class == 9

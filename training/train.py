@@ -237,14 +237,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: TrainingConfig) -> int:
-    config = pick_no_epoch_on_a_held_out_drive(settle_target(config))
+    config = settle_target(config)
     check_data(config)  # before any model is built: bad data stops here, with one message
+    config = pick_no_epoch_on_a_held_out_drive(config)
 
     import keras
     import tensorflow as tf
 
     from training.callbacks import TrainingState, load_state
-    from training.data import load_split, make_dataset
+    from training.data import DataError, load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     import training.optimizers  # noqa: F401  and the two-rate optimizer
     from training.models import ARCHITECTURES
@@ -259,6 +260,10 @@ def run(config: TrainingConfig) -> int:
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
+    if train_frames < config.batch_size and not config.steps_per_epoch:
+        # Each epoch drops the last partial batch: fewer frames than a batch would make epochs of no step.
+        raise DataError(f"training has {train_frames} frames, fewer than --batch-size {config.batch_size}: "
+                        f"give a --batch-size of {train_frames} or less, or more frames.")
     val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit,
                                           config.group_pattern)
     val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride)
