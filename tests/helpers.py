@@ -64,6 +64,24 @@ def red_channel_model():
     return keras.Model(inputs, outputs)
 
 
+# --- data folders ----------------------------------------------------------------------------
+
+def plain_folder(camvid_dir, folder, mask=lambda labels: np.where(labels == 8, 255, 0), val_folder=False):
+    """The six fixture pairs as anyone's own data: JPEG images in images/, `mask(labels)` as 8-bit PNGs in
+    masks/ (default: car as 255, the rest 0); with `val_folder`, the val pairs in val/images and val/masks."""
+    from training.data import find_pairs
+
+    for split in ("train", "val"):
+        base = folder / "val" if split == "val" and val_folder else folder
+        (base / "images").mkdir(parents=True, exist_ok=True)
+        (base / "masks").mkdir(exist_ok=True)
+        for pair in find_pairs(camvid_dir, split):
+            Image.open(pair.image).convert("RGB").save(base / "images" / f"{pair.stem}.jpg", quality=95)
+            labels = np.asarray(Image.open(pair.label))
+            Image.fromarray(mask(labels).astype(np.uint8)).save(base / "masks" / f"{pair.stem}.png")
+    return folder
+
+
 # --- the app as a server ---------------------------------------------------------------------
 
 def free_port() -> int:

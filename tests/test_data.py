@@ -1,4 +1,5 @@
-"""CamVid loading: pairing, both layouts, resize rules, binarisation and every validation error."""
+"""Data loading: pairing, CamVid's two layouts and the plain images/ masks/ one, resize rules, binarisation,
+the plain folder's val split, and every validation error (`check_dataset`)."""
 from __future__ import annotations
 
 import shutil
@@ -9,7 +10,9 @@ import pytest
 from PIL import Image
 
 from demo.engine import resize_image, resize_labels
-from training.data import DataError, binarize, default_crop_size, find_pairs, load_split, make_dataset, read_pair
+from helpers import plain_folder
+from training.data import (BINARY_MASK, DataError, binarize, check_dataset, default_crop_size, find_pairs, load_split,
+                           make_dataset, plain_split, plain_split_groups, read_pair)
 
 
 def copy_split(source, target, split="train", stems=None):
@@ -216,3 +219,160 @@ def test_strong_photometric_zooms_training_crops_further_in(photometric, widest)
     runs = [_longest_run(mask) for batch in dataset.repeat().take(40) for mask in batch[1].numpy()[..., 0] == 1]
     assert max(runs) <= widest + 1  # nearest-neighbour resizing rounds a stripe's edge by a pixel
     assert max(runs) >= widest  # the range's top is reached (160 samples of a uniform scale)
+
+
+# --- your own images and masks ---------------------------------------------------------------------------
+
+def test_plain_folder_holds_out_whole_groups_of_file_names(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    train, val = find_pairs(folder, "train"), find_pairs(folder, "val")
+    assert all(pair.image.suffix == ".jpg" and pair.label.parent.name == "masks" for pair in train + val)
+    # Groups by the default pattern (the name up to the first "_"): 0001TP, 0006R0, 0016E5; the last of
+    # them by name (a fifth of three, at least one) is val, every frame of it.
+    assert [pair.stem for pair in train] == ["0001TP_006690", "0006R0_f00990"]
+    assert {pair.stem.split("_")[0] for pair in val} == {"0016E5"} and len(val) == 4
+    assert plain_split_groups(folder, "train") == ["0001TP", "0006R0"]
+    assert plain_split_groups(folder, "val") == ["0016E5"]
+    assert check_dataset(folder, BINARY_MASK) == []  # grouped, clean 0/255 masks: nothing to warn about
+
+
+def test_group_pattern_chooses_the_groups(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    # The whole match names the group when the pattern captures nothing: here 0001, 0006, 0016.
+    assert [pair.stem for pair in find_pairs(folder, "val", group_pattern=r"^\d{4}")] == [
+        "0016E5_00660", "0016E5_05280", "0016E5_07959", "0016E5_08137"]
+    assert plain_split_groups(folder, "val", r"^\d{4}") == ["0016"]
+    # Five groups hold out one: round(5 * 0.2).
+    stems = [f"{group}_{frame}" for group in "abcde" for frame in range(3)]
+    assert plain_split(stems) == ({"e_0", "e_1", "e_2"}, None)
+
+
+def test_plain_binary_masks_give_the_same_masks_as_camvid_labels(camvid_dir, tmp_path):
+    _, camvid_masks, _ = load_split(camvid_dir, "val", (176, 240))
+    for name, mask in (("255", lambda labels: np.where(labels == 8, 255, 0)),
+                       ("one", lambda labels: (labels == 8).astype(np.uint8))):
+        folder = plain_folder(camvid_dir, tmp_path / name, mask, val_folder=True)
+        _, masks, pairs = load_split(folder, "val", (176, 240), BINARY_MASK)
+        assert [pair.stem for pair in pairs] == ["0016E5_07959", "0016E5_08137"]
+        np.testing.assert_array_equal(masks, camvid_masks)
+
+
+def test_plain_class_id_maps_take_a_target_class(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path, mask=lambda labels: labels, val_folder=True)
+    _, pedestrians, _ = load_split(folder, "train", None, target_class=9)
+    _, camvid_pedestrians, _ = load_split(camvid_dir, "train", None, target_class=9)
+    np.testing.assert_array_equal(pedestrians, camvid_pedestrians)
+    assert pedestrians.sum() > 0
+
+
+def test_plain_val_folder_is_the_val_split(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path, val_folder=True)
+    assert len(find_pairs(folder, "train")) == 4
+    assert [pair.image.parent for pair in find_pairs(folder, "val")] == [folder / "val" / "images"] * 2
+
+
+def test_file_names_without_groups_draw_val_at_random_and_warn(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    for path in sorted((folder / "images").iterdir()) + sorted((folder / "masks").iterdir()):
+        path.rename(path.with_name(path.name.replace("_", "-")))  # no "_": the default pattern matches nothing
+    val = find_pairs(folder, "val")
+    assert len(val) == 1 and val == find_pairs(folder, "val")  # a fifth of six frames, the same every time
+    assert plain_split_groups(folder, "val") == []  # no groups: never taken for a held-out scene
+    warning, = check_dataset(folder, BINARY_MASK)
+    assert "val is 20% of the frames drawn at random" in warning
+    assert "does not match the file name '0001TP-006690'" in warning and "val flatters" in warning
+
+
+# --- bad data: one message each, naming the files ----------------------------------------------------------
+
+def test_a_folder_of_neither_layout_names_all_three(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DataError, match=r"trainannot/ .*images_prepped_train/ .*images/ and masks/"):
+        check_dataset(tmp_path, BINARY_MASK)
+
+
+def test_images_without_masks_are_named_and_counted(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    for stem in ("0001TP_006690", "0006R0_f00990", "0016E5_00660", "0016E5_05280"):
+        (folder / "masks" / f"{stem}.png").unlink()
+    with pytest.raises(DataError, match=r"^4 images in .*images have no mask of the same name in .*masks: "
+                                        r".*0001TP_006690\.jpg, .*0006R0_f00990\.jpg, .*0016E5_00660\.jpg and 1 more"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_two_images_of_one_name_are_named(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    shutil.copy(camvid_dir / "train" / "0006R0_f00990.png", folder / "images")  # beside 0006R0_f00990.jpg
+    with pytest.raises(DataError, match=r"^2 files in .*images share a name but not a type, so which of them pairs "
+                                        r"is unclear: 0006R0_f00990\.jpg, 0006R0_f00990\.png\. Keep one"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_a_mask_without_an_image_is_named(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    (folder / "images" / "0006R0_f00990.jpg").unlink()
+    with pytest.raises(DataError, match=r"masks/0006R0_f00990\.png has no image in"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_masks_of_another_size_than_their_image_are_named(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    for stem in ("0001TP_006690", "0016E5_07959"):
+        mask = folder / "masks" / f"{stem}.png"
+        Image.open(mask).resize((240, 180), Image.NEAREST).save(mask)
+    with pytest.raises(DataError, match=r"^2 of the 6 pairs have a mask of another size than its image: "
+                                        r".*0001TP_006690\.png is 240x180 but its image 0001TP_006690\.jpg is 480x360; "
+                                        r".*0016E5_07959\.png"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_an_unreadable_file_is_named(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    (folder / "images" / "0016E5_00660.jpg").write_text("not a picture")
+    with pytest.raises(DataError, match=r"^1 of the 6 pairs have a file that cannot be read: "
+                                        r".*images/0016E5_00660\.jpg cannot be read"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_grey_mask_values_are_read_by_threshold_and_counted(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path)
+    # Saved as JPEG and back: grey values all along the car's edges.
+    mask_path = folder / "masks" / "0016E5_05280.png"
+    mask = np.asarray(Image.open(mask_path))
+    Image.fromarray(mask).save(tmp_path / "mask.jpg", quality=75)
+    grey = np.asarray(Image.open(tmp_path / "mask.jpg"))
+    Image.fromarray(grey).save(mask_path)
+    warning, = check_dataset(folder, BINARY_MASK)
+    count = np.count_nonzero((grey > 0) & (grey < 255))
+    assert warning.startswith(f"1 of 6 masks hold grey values between 0 and 255 ({count} pixels")
+    assert "read as the class where >= 128" in warning and "0016E5_05280.png" in warning
+    read = load_split(folder, "train", None, BINARY_MASK)[1]
+    assert set(np.unique(read)) == {0, 1}
+
+
+def test_every_mask_empty_stops_training(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path, mask=lambda labels: np.zeros_like(labels))
+    with pytest.raises(DataError, match=r"No mask in .* marks a single pixel with a value of 255 \(or 1 in 0/1 "
+                                        r"masks\): all 6 masks are empty"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_class_id_maps_read_as_binary_masks_are_refused(camvid_dir, tmp_path):
+    folder = plain_folder(camvid_dir, tmp_path, mask=lambda labels: labels)  # ids 0..11, no --target-class
+    with pytest.raises(DataError, match=r"^6 of the 6 pairs have a mask of values 2\.\.127 and nothing above: "
+                                        r"class-id maps, not binary masks \(pass --target-class ID\): "
+                                        r".*0001TP_006690\.png \(values up to 11\)"):
+        check_dataset(folder, BINARY_MASK)
+
+
+def test_camvid_folders_pass_the_same_check_unchanged(camvid_dir, tmp_path):
+    assert check_dataset(camvid_dir, 8) == []
+    copy_split(camvid_dir, tmp_path)
+    copy_split(camvid_dir, tmp_path, "val")
+    label = tmp_path / "valannot" / "0016E5_07959.png"
+    values = np.asarray(Image.open(label)).copy()
+    values[0, 0] = 200
+    Image.fromarray(values).save(label)
+    with pytest.raises(DataError, match=r"^1 of the 6 pairs have a label map with values that are not CamVid class "
+                                        r"ids: .*0016E5_07959\.png holds label values \[200\]"):
+        check_dataset(tmp_path, 8)

@@ -19,6 +19,7 @@ from demo.bundle_files import read_config, verify_bundle
 from demo.graphs import load_keras_model
 from demo.loading import DEFAULT_BUNDLE_DIR, load_bundle
 from demo.engine import SegmentationEngine
+from helpers import plain_folder
 from training import train
 from training.config import TrainingConfig
 from training.holdout import write_holdout_split
@@ -179,6 +180,48 @@ def test_bad_data_stops_before_training_and_names_the_file(tmp_path, capsys):
     (tmp_path / "train" / "a.png").write_bytes(b"")
     assert run_training(tmp_path, tmp_path / "out", "--epochs", "1") == 2
     assert "train/a.png has no label map" in capsys.readouterr().err
+
+
+def test_own_images_and_masks_train_a_bundle_of_their_class(camvid_dir, tmp_path, capsys):
+    # Pedestrians (CamVid's class 9) as 0/255 masks in images/ and masks/: val is the 0016E5 group, which
+    # training never sees, so the run keeps its last epoch as on a held-out drive.
+    folder = plain_folder(camvid_dir, tmp_path / "people", mask=lambda labels: np.where(labels == 9, 255, 0))
+    assert run_training(folder, tmp_path / "out", "--epochs", "1", "--class-name", "pedestrian") == 0
+    assert "val holds only 0016E5, which training never sees" in capsys.readouterr().out
+    config = verify_bundle(tmp_path / "out" / "bundle")
+    assert (config.target_class.id, config.target_class.name) == (255, "pedestrian")
+    assert (config.dataset.name, config.dataset.train_drives, config.dataset.val_drives) == (
+        "people (images/ and masks/)", ["0001TP", "0006R0"], ["0016E5"])
+    assert config.training["keep"] == "last" and config.training["group_pattern"] == "^([^_]+)_"
+    assert config.metrics["val"]["images"] == 2  # --limit 2 of the group's four frames
+
+
+def test_own_folder_needs_a_class_name_and_bad_masks_stop_before_any_model(camvid_dir, tmp_path, capsys):
+    folder = plain_folder(camvid_dir, tmp_path / "data", mask=lambda labels: np.zeros_like(labels))
+    with pytest.raises(SystemExit, match="say what the masks mark with --class-name NAME"):
+        run_training(folder, tmp_path / "out", "--epochs", "1")
+    assert run_training(folder, tmp_path / "out", "--epochs", "1", "--class-name", "dog") == 2
+    assert "error: No mask in" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "run").exists()  # stopped before anything was built or written
+
+
+def test_fewer_training_frames_than_a_batch_is_a_clear_error(camvid_dir, tmp_path, capsys):
+    folder = plain_folder(camvid_dir, tmp_path / "data")  # two training frames: 0001TP's and 0006R0's
+    assert run_training(folder, tmp_path / "out", "--epochs", "1", "--class-name", "car", "--batch-size", "8") == 2
+    assert "error: training has 2 frames, fewer than --batch-size 8" in capsys.readouterr().err
+
+
+def test_target_class_takes_a_camvid_name_and_names_the_bundle_by_it(camvid_dir):
+    config = train.parse_args(["--output-dir", "x", "--data-dir", str(camvid_dir), "--target-class", "pedestrian"])
+    assert config.target_class == 9
+    assert (train.settle_target(config).target_class, train.settle_target(config).class_name) == (9, "pedestrian")
+    car = train.settle_target(train.parse_args(["--output-dir", "x", "--data-dir", str(camvid_dir)]))
+    assert (car.target_class, car.class_name) == (8, "car")  # the default is today's car bundle
+    with pytest.raises(SystemExit):
+        train.parse_args(["--output-dir", "x", "--target-class", "pedestrians"])
+    with pytest.raises(SystemExit, match="--target-class 12 is no CamVid class"):
+        train.settle_target(train.parse_args(["--output-dir", "x", "--data-dir", str(camvid_dir),
+                                              "--target-class", "12"]))
 
 
 def test_seed_recipe_is_the_reference_setup():

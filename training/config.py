@@ -29,7 +29,9 @@ class TrainingConfig:
     input_size: tuple[int, int]  # (height, width) frames are resized to
     resize: str  # how the app feeds photos: "keep_aspect" or "stretch"
     base_filters: int  # width of the compact U-Nets
-    target_class: int  # CamVid class id segmented (8 = car)
+    target_class: int | None  # class id segmented (8 = car); 255: binary masks; None until the data folder settles it
+    class_name: str | None  # what the masks mark (the bundle's target_class.name); None: the CamVid class's
+    group_pattern: str  # an images/ and masks/ folder without val/: what names a file's group
     test_time_flip: bool  # served averaging each photo with its mirror image
     # Pretrained encoders
     encoder_weights: str  # "imagenet", "none", or (vgg16-unet) "hed" or a .h5 path

@@ -23,6 +23,7 @@ from demo.bundle import BundleError
 from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, threshold_probabilities
 from training.data import DataError, binarize, find_pairs, parse_size, read_pair
+from training.evaluate import group_pattern
 
 # Region sizes as a share of the frame: a distant car, a car across the street, a bus or van close by.
 SIZE_CLASSES = (("small, < 0.5% of the frame", 0.005), ("medium, 0.5-5%", 0.05), ("large, >= 5%", 1.01))
@@ -55,7 +56,7 @@ def find_error_regions(engine: SegmentationEngine, data_dir: Path, split: str, t
     pixels off the cars)."""
     totals = {"found": 0, "marked_not_car": 0, "missed": 0}
     car_regions, marked_regions = [], []
-    for pair in find_pairs(data_dir, split):
+    for pair in find_pairs(data_dir, split, group_pattern(engine.config)):
         image, labels = read_pair(pair)
         truth = binarize(labels, engine.config.target_class.id).astype(bool)
         predicted = threshold_probabilities(engine.predict_probabilities(image), threshold)
@@ -111,7 +112,7 @@ def write_missed_gallery(engine: SegmentationEngine, data_dir: Path, split: str,
     from training.evaluate import ERROR_COLOURS, error_view
     from training.plots import plot_gallery
 
-    pairs = {pair.stem: pair for pair in find_pairs(data_dir, split)}
+    pairs = {pair.stem: pair for pair in find_pairs(data_dir, split, group_pattern(engine.config))}
     stems = list(dict.fromkeys(region.frame for region in sorted(regions, key=lambda r: r.wrong, reverse=True)))
     rows = [(stem, *error_view(engine, pairs[stem], threshold)) for stem in stems[:frames]]
     plot_gallery(rows, path, legend=ERROR_COLOURS, title=f"the {split} frames with the most missed car pixels, "

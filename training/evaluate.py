@@ -28,18 +28,24 @@ from demo.graphs import load_keras_model
 from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, overlay_mask, round_up_to_stride, threshold_probabilities, timed
 from training.bundle import BundleDraft, finishing_bundle
-from training.data import DataError, binarize, find_pairs, parse_size, read_pair
+from training.data import DEFAULT_GROUP_PATTERN, DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
 
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 SWEEP_METRICS = ("iou", "dice", "precision", "recall")
 
 
+def group_pattern(config) -> str:
+    """How the bundle's run split a plain images/ and masks/ folder without a val/ folder, so that
+    evaluating it on that folder again measures the same val frames."""
+    return config.training.get("group_pattern", DEFAULT_GROUP_PATTERN)
+
+
 def evaluate_engine(engine: SegmentationEngine, data_dir: Path, split: str, limit: int | None = None,
                     gallery_size: int = 3) -> dict:
     """Metrics of `engine` on a split: at the bundle's threshold, over a sweep, and per image."""
     target = engine.config.target_class.id
-    pairs = find_pairs(data_dir, split)[:limit]
+    pairs = find_pairs(data_dir, split, group_pattern(engine.config))[:limit]
     thresholds = np.union1d(SWEEP_THRESHOLDS, [engine.default_threshold])
     totals = np.zeros((3, thresholds.size), np.int64)
     per_image, seconds = [], []
@@ -123,7 +129,7 @@ def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path
     pixels coloured apart."""
     from training.plots import plot_gallery
 
-    pairs = {pair.stem: pair for pair in find_pairs(data_dir, report["split"])}
+    pairs = {pair.stem: pair for pair in find_pairs(data_dir, report["split"], group_pattern(engine.config))}
     threshold = report["best_threshold"]
     # Each titled with the report's own per-image IoU (the figure the report ranked it by).
     rows = [(stem, error_view(engine, pairs[stem], threshold)[0], iou)

@@ -37,7 +37,7 @@ from demo.runtimes import (
     run_interpreter,
     tflite_flatbuffer,
 )
-from training.data import find_pairs, read_pair
+from training.data import DEFAULT_GROUP_PATTERN, find_pairs, read_pair
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ def int8_onnx_graph(model, shape: tuple | None, source: dict, frames: list[np.nd
 def calibration_frames(data_dir: Path, config: BundleConfig, count: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     """`count` frames spread evenly over `data_dir`'s training split, each resized and padded as the
     engine feeds a photo of its size when `config` is served: what the int8 graph's activation ranges are
-    measured on."""
-    pairs = find_pairs(data_dir, "train")
+    measured on. An images/ and masks/ folder is split as the bundle's run split it (its group pattern)."""
+    pairs = find_pairs(data_dir, "train", config.training.get("group_pattern", DEFAULT_GROUP_PATTERN))
     chosen = [pairs[index] for index in np.unique(np.linspace(0, len(pairs) - 1, count).round().astype(int))]
     frames = []
     for pair in chosen:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from training.config import TrainingConfig
-from training.train import build_parser, build_training_model, parse_namespace, resolve, training_pipeline
+from training.train import build_parser, build_training_model, parse_namespace, resolve, settle_target, training_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("--steps", type=int, default=10, help="steps to time after two warm-up steps")
     options = parse_namespace(argv, parser)
-    config = resolve(TrainingConfig.from_namespace(options))
+    config = settle_target(resolve(TrainingConfig.from_namespace(options)))
     dataset, crop, frames = training_pipeline(config)
     batches = iter(dataset.repeat())
     steps_per_epoch = frames // config.batch_size

@@ -7,6 +7,8 @@
 
     python -m training.train --data-dir ../shared/data/camvid --recipe shipped --output-dir runs/again
 
+    python -m training.train --data-dir my-data --class-name dog --output-dir runs/dog   # images/ masks/
+
 Checkpoints, the CSV log and the resume state live in OUTPUT_DIR/run/; the bundle
 is written to OUTPUT_DIR/bundle/ at the end (atomically). Interrupted? Run the
 same command with --resume.
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 from training.config import TrainingConfig
-from training.data import parse_size, scale_range
+from training.data import DEFAULT_GROUP_PATTERN, parse_size, scale_range
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
@@ -29,8 +31,9 @@ SEED_RECIPE = {"architecture": "vgg16-unet", "input_size": (224, 224), "loss": "
                "batch_size": 2, "epochs": 20, "schedule": "constant", "augment": False}
 # --recipe shipped reads the app's default model's own record (config.json's "training"), so the recipe to
 # retrain it, or to train it without a drive, cannot drift from what shipped. These recorded settings are
-# the run's, not the recipe's: where it started from, and trial-size limits.
-NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy"})
+# the run's, not the recipe's: where it started from, trial-size limits, and what the data is.
+NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "strategy",
+                          "target_class", "class_name", "group_pattern"})
 # Options since removed (docs/model_history.md has the probes that measured no gain from them), each with the value
 # that meant "off": a bundle records them there, or not at all, when it trained as this command still does
 # (the zoom range's "off" depends on --photometric: see removed_options_used).
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
-                        help="CamVid root in SegNet or seed layout (default $CAMVID_DIR or ../shared/data/camvid)")
+                        help="CamVid root in SegNet or seed layout, or your own images/ and masks/ "
+                             "(docs/training.md; default $CAMVID_DIR or ../shared/data/camvid)")
     parser.add_argument("--output-dir", type=Path, required=True, help="where run/ and bundle/ are written")
     parser.add_argument("--recipe", choices=["seed", "shipped"],
                         help="seed: the seed's recipe (vgg16-unet, 224x224, BCE, batch 2, 20 epochs); shipped: the "
@@ -122,7 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-time-flip", action="store_true",
                         help="serve (and select the threshold) averaging each photo with its mirror image: "
                              "twice the inference time")
-    parser.add_argument("--target-class", type=int, default=8, help="CamVid class id to segment (8 = car)")
+    parser.add_argument("--target-class", type=target_class_arg,
+                        help="the class id to segment, or a CamVid class name (pedestrian, bicyclist...): default "
+                             "car (8) on CamVid; in an images/ and masks/ folder, binary masks unless a class id "
+                             "of its class-id maps is given")
+    parser.add_argument("--class-name", help="what the masks mark, recorded in the bundle (default: the CamVid "
+                                             "class's name; needed for an images/ and masks/ folder)")
+    parser.add_argument("--group-pattern", type=group_pattern_arg, default=DEFAULT_GROUP_PATTERN,
+                        help="an images/ and masks/ folder without val/: the regular expression whose first "
+                             "group (or whole match) names a file's group (scene, day, camera); val is the last "
+                             "fifth of the groups by name (default: the file name up to the first '_')")
     parser.add_argument("--keep", choices=["best", "last"],
                         help="bundle the epoch with the best val IoU (default), or the last epoch (a schedule chosen "
                              "elsewhere, e.g. by training.holdout, so that nothing is selected on val); a held-out "
@@ -139,6 +152,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     return parser
+
+
+def target_class_arg(text: str) -> int:
+    """--target-class: a class id, or a CamVid class's name."""
+    from training.data import CAMVID_CLASSES
+
+    if text.isdigit():
+        return int(text)
+    if text in CAMVID_CLASSES:
+        return CAMVID_CLASSES.index(text)
+    raise argparse.ArgumentTypeError(f"expected a class id or one of {', '.join(CAMVID_CLASSES)}, got '{text}'")
+
+
+def group_pattern_arg(text: str) -> str:
+    """--group-pattern: a regular expression, checked now rather than after the data has loaded."""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a regular expression: {error}") from None
+    return text
 
 
 def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> TrainingConfig:
@@ -202,16 +237,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: TrainingConfig) -> int:
+    config = settle_target(config)
+    check_data(config)  # before any model is built: bad data stops here, with one message
+    config = pick_no_epoch_on_a_held_out_drive(config)
+
     import keras
     import tensorflow as tf
 
     from training.callbacks import TrainingState, load_state
-    from training.data import load_split, make_dataset
+    from training.data import DataError, load_split, make_dataset
     import training.losses  # noqa: F401  registers the custom losses that checkpoints name, for --resume
     import training.optimizers  # noqa: F401  and the two-rate optimizer
     from training.models import ARCHITECTURES
 
-    config = pick_no_epoch_on_a_held_out_drive(config)
     keras.utils.set_random_seed(config.seed)
     architecture = ARCHITECTURES[config.architecture]
     run_dir = config.output_dir / "run"
@@ -222,7 +260,12 @@ def run(config: TrainingConfig) -> int:
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
-    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit)
+    if train_frames < config.batch_size and not config.steps_per_epoch:
+        # Each epoch drops the last partial batch: fewer frames than a batch would make epochs of no step.
+        raise DataError(f"training has {train_frames} frames, fewer than --batch-size {config.batch_size}: "
+                        f"give a --batch-size of {train_frames} or less, or more frames.")
+    val_images, val_masks, _ = load_split(config.data_dir, "val", config.input_size, config.target_class, config.limit,
+                                          config.group_pattern)
     val_data = make_dataset(val_images, val_masks, config.batch_size, stride=architecture.stride)
     steps_per_epoch = config.steps_per_epoch or train_frames // config.batch_size
     print(f"data: {train_frames} train, {len(val_images)} val frames at {config.input_size[0]}x{config.input_size[1]}"
@@ -268,6 +311,36 @@ def run(config: TrainingConfig) -> int:
     return 0
 
 
+def settle_target(config: TrainingConfig) -> TrainingConfig:
+    """`config` with the class to segment and its name settled by the data folder: car (8) on CamVid unless
+    asked for another; in an images/ and masks/ folder, binary masks unless --target-class names a class id."""
+    from training.data import BINARY_MASK, CAMVID_CLASSES, CAR_CLASS_ID, is_plain_layout
+
+    if is_plain_layout(config.data_dir):
+        if not config.class_name:
+            raise SystemExit(f"error: {config.data_dir} holds your own images and masks: say what the masks mark "
+                             f"with --class-name NAME (it names the model's class in the app and its card)")
+        target = BINARY_MASK if config.target_class is None else config.target_class
+        return config.replace(target_class=target)
+    target = CAR_CLASS_ID if config.target_class is None else config.target_class
+    if target >= len(CAMVID_CLASSES):
+        raise SystemExit(f"error: --target-class {target} is no CamVid class: the ids are 0..{len(CAMVID_CLASSES) - 1} "
+                         f"({', '.join(CAMVID_CLASSES)})")
+    return config.replace(target_class=target, class_name=config.class_name or CAMVID_CLASSES[target])
+
+
+def check_data(config: TrainingConfig) -> None:
+    """Every pair of train and val read once: a DataError for data training could not be right on,
+    a WARNING printed for data it can be right on but that deserves a look."""
+    from training.data import check_dataset
+
+    started = time.perf_counter()
+    warnings = check_dataset(config.data_dir, config.target_class, config.group_pattern)
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+    print(f"data checked: train and val of {config.data_dir} ({time.perf_counter() - started:.1f} s)")
+
+
 def training_pipeline(config: TrainingConfig):
     """The training split as `config` asks for it (what `run` trains on and `time_steps` times): the
     tf.data pipeline (shuffled, augmented, cropped, batched), the crop size and the number of frames."""
@@ -275,7 +348,8 @@ def training_pipeline(config: TrainingConfig):
     from training.models import ARCHITECTURES
 
     architecture = ARCHITECTURES[config.architecture]
-    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit)
+    images, masks, _ = load_split(config.data_dir, "train", config.input_size, config.target_class, config.limit,
+                                  config.group_pattern)
     crop_size = config.input_size if architecture.fixed_input or not config.augment else (
         config.crop_size or default_crop_size(config.input_size, architecture.stride))
     dataset = make_dataset(images, masks, config.batch_size, stride=architecture.stride, training=True,
@@ -294,7 +368,6 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     from demo.bundle_files import sha256_of
     from demo.engine import SegmentationEngine, round_up_to_stride
     from training.bundle import finishing_bundle, library_versions
-    from training.data import CAMVID_CLASSES
     from training.evaluate import evaluate_engine, record_serving_settings, write_gallery, write_report
     from training.models import ARCHITECTURES, count_flops
     from training.plots import plot_training_curves
@@ -305,13 +378,13 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
         input_size=config.input_size,
         resize=config.resize,
         stride=architecture.stride,
-        target_class=TargetClass(config.target_class, CAMVID_CLASSES[config.target_class]),
+        target_class=TargetClass(config.target_class, config.class_name),
         threshold=0.5,
         test_time_flip=config.test_time_flip,
         # Which drives each split holds: val on a drive training never saw is a held-out figure.
-        dataset=DatasetInfo(name="CamVid (SegNet layout)", train_split="train", selection_split="val",
-                            train_drives=split_drives(config.data_dir, "train"),
-                            val_drives=split_drives(config.data_dir, "val")),
+        dataset=DatasetInfo(name=dataset_name(config.data_dir), train_split="train", selection_split="val",
+                            train_drives=split_drives(config.data_dir, "train", config.group_pattern),
+                            val_drives=split_drives(config.data_dir, "val", config.group_pattern)),
         parameters=model.count_params(),
         gflops_per_image=round(count_flops(model, round_up_to_stride(config.input_size, architecture.stride)) / 1e9, 2),
         training={
@@ -351,7 +424,7 @@ def pick_no_epoch_on_a_held_out_drive(config: TrainingConfig) -> TrainingConfig:
     badly would end the run) and the last epoch is kept. `--keep best` there is an error, not a
     silent change. Anywhere else the flags stand, with `--keep best` as the default.
     """
-    drives = held_out_drives(config.data_dir)
+    drives = held_out_drives(config.data_dir, config.group_pattern)
     if not drives:
         return config.replace(keep=config.keep or "best")
     named = ", ".join(drives)
@@ -364,18 +437,32 @@ def pick_no_epoch_on_a_held_out_drive(config: TrainingConfig) -> TrainingConfig:
     return config.replace(keep="last", patience=None)
 
 
-def held_out_drives(data_dir: Path) -> list[str]:
-    """val's drives, when training sees none of them; otherwise none (CamVid's own val shares its drive)."""
-    train_drives, val_drives = split_drives(data_dir, "train"), split_drives(data_dir, "val")
+def held_out_drives(data_dir: Path, group_pattern: str = DEFAULT_GROUP_PATTERN) -> list[str]:
+    """val's drives, when training sees none of them; otherwise none (CamVid's own val shares its drive).
+    In an images/ and masks/ folder the drives are the file-name groups of --group-pattern."""
+    train_drives = split_drives(data_dir, "train", group_pattern)
+    val_drives = split_drives(data_dir, "val", group_pattern)
     return [] if set(train_drives) & set(val_drives) else val_drives
 
 
-def split_drives(data_dir: Path, split: str) -> list[str]:
-    """The CamVid drives (file-name prefixes) a split's frames come from."""
-    from training.data import find_pairs
+def split_drives(data_dir: Path, split: str, group_pattern: str = DEFAULT_GROUP_PATTERN) -> list[str]:
+    """The CamVid drives (file-name prefixes) a split's frames come from; an images/ and masks/ folder's
+    groups (none when its file names make none: val is then random frames, never held out)."""
+    from training.data import find_pairs, is_plain_layout, plain_split_groups
     from training.holdout import sequence_of
 
+    if is_plain_layout(data_dir):
+        return plain_split_groups(data_dir, split, group_pattern)
     return sorted({sequence_of(pair.stem) for pair in find_pairs(data_dir, split)})
+
+
+def dataset_name(data_dir: Path) -> str:
+    """What the bundle says it learnt from: CamVid, or the own folder's name (never its local path)."""
+    from training.data import is_plain_layout
+
+    if is_plain_layout(data_dir):
+        return f"{Path(data_dir).resolve().name} (images/ and masks/)"
+    return "CamVid (SegNet layout)"
 
 
 def build_training_model(config: TrainingConfig, total_steps: int):
