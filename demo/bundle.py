@@ -71,7 +71,7 @@ class BundleConfig:
     resize: str  # "stretch" (exactly input_size) or "keep_aspect" (as many pixels, padded to the stride)
     stride: int  # height and width fed to the network are multiples of this
     target_class: TargetClass
-    threshold: float  # the default threshold: car where the probability reaches it
+    threshold: float  # the default threshold: the class where the probability reaches it
     test_time_flip: bool = False  # average each photo's answer with its mirror image's
     dataset: DatasetInfo = field(default_factory=DatasetInfo)
     parameters: int | None = None

@@ -1,4 +1,4 @@
-"""The inference engine: RGB photo in, car probability per original pixel out.
+"""The inference engine: RGB photo in, the probability of the bundle's class per original pixel out.
 
 Three steps, each cheap to call on its own, so the UI re-runs only what changed:
 `SegmentationEngine.predict_probabilities` (the network, once per image),
@@ -134,7 +134,7 @@ class SegmentationEngine:
         return self.config.test_time_flip
 
     def predict_probabilities(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W) float32 car probabilities aligned with the pixels of `rgb` (H, W, 3 uint8).
+        """(H, W) float32 class probabilities aligned with the pixels of `rgb` (H, W, 3 uint8).
 
         With ``"test_time_flip": true`` in the config, the network also sees the mirrored photo
         and the two answers (the second mirrored back) are averaged: twice the compute, and a
@@ -143,7 +143,7 @@ class SegmentationEngine:
         return scale_probabilities(self.network_probabilities(rgb), rgb.shape[:2])
 
     def network_probabilities(self, rgb: np.ndarray) -> np.ndarray:
-        """The car probabilities of `rgb` at the size it is fed at (`feed_size`), before
+        """The class probabilities of `rgb` at the size it is fed at (`feed_size`), before
         `scale_probabilities` brings them to the photo's size: a few hundred KB whatever the photo."""
         height, width = rgb.shape[:2]
         resized = resize_image(rgb, feed_size(height, width, self.config))
@@ -171,7 +171,7 @@ def scale_probabilities(probabilities: np.ndarray, size: tuple[int, int]) -> np.
 
 
 def threshold_probabilities(probabilities: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean car mask: a pixel is car when its probability reaches the threshold."""
+    """Boolean mask of the class: a pixel is the class when its probability reaches the threshold."""
     return probabilities >= threshold
 
 
@@ -181,7 +181,7 @@ def overlay_mask(
     colour: tuple[int, int, int] = DEFAULT_OVERLAY_COLOUR,
     opacity: float = 0.5,
 ) -> np.ndarray:
-    """The photo with car pixels tinted `colour` at `opacity` (0 = invisible, 1 = solid).
+    """The photo with the mask's pixels tinted `colour` at `opacity` (0 = invisible, 1 = solid).
 
     A tinted value depends only on the original and its channel, so the 256 x 3 of them are
     computed once and looked up, much faster on a large photo than float arithmetic.
@@ -193,18 +193,19 @@ def overlay_mask(
     return cv2.copyTo(cv2.LUT(rgb, table[np.newaxis]), mask.astype(np.uint8), rgb.copy())
 
 
-def mask_stats(mask: np.ndarray) -> dict:
-    """Car coverage in percent and the number of separate car regions.
+def mask_stats(mask: np.ndarray, regions_key: str = "car_regions") -> dict:
+    """Coverage of the class in percent, and the number of its separate regions under `regions_key`
+    (`demo.model_facts.regions_key_for` the class: "car_regions" for cars).
 
-    Regions smaller than 0.02% of the image (at least 16 pixels) are specks, not cars.
+    Regions smaller than 0.02% of the image (at least 16 pixels) are specks, not things of the class.
     """
     coverage = 100.0 * float(np.count_nonzero(mask)) / mask.size
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     min_area = max(16, int(0.0002 * mask.size))
     regions = int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area)) if count > 1 else 0
-    return {"coverage_percent": round(coverage, 2), "car_regions": regions}
+    return {"coverage_percent": round(coverage, 2), regions_key: regions}
 
 
 def mask_to_png_array(mask: np.ndarray) -> np.ndarray:
-    """A boolean mask as a black-and-white uint8 image (car = 255) for download."""
+    """A boolean mask as a black-and-white uint8 image (the class = 255) for download."""
     return mask.astype(np.uint8) * 255

@@ -98,7 +98,7 @@ PROBABILITY_ROUNDING = 1e-6
 
 
 def answers_probabilities(answer, input_shape: tuple) -> bool:
-    """Whether `answer` is one car probability per pixel of an `input_shape` (N, H, W, 3) input."""
+    """Whether `answer` is one class probability per pixel of an `input_shape` (N, H, W, 3) input."""
     return (answer.shape == (*input_shape[:3], 1)
             and bool(np.all((answer >= -PROBABILITY_ROUNDING) & (answer <= 1 + PROBABILITY_ROUNDING))))
 

@@ -33,6 +33,7 @@ from demo.engine import (
 )
 from demo.examples import EXAMPLES, EXAMPLES_DIR, example_label
 from demo.imaging import ImageError, load_rgb
+from demo.model_facts import CAR, class_slug, class_words, plural, regions_key_for
 from demo.runtimes import release_freed_memory
 from demo.safeguards import KeptStore, unit_interval, uploaded_file
 
@@ -40,13 +41,20 @@ logger = logging.getLogger(__name__)
 # After a photo this large, freed heap pages go back to the system (Pillow decodes in 16 MB
 # blocks that glibc would otherwise keep: the process grew by hundreds of MB over a few 49 MP photos).
 LARGE_PHOTO_PIXELS = 4_000_000
-# Magenta is rare in streets, and the cars are also outlined in it (solid), so they show
-# whatever their own colour: a red tint vanished on red cars and buses.
+# Magenta is rare in streets, and what is found is also outlined in it (solid), so it shows
+# whatever its own colour: a red tint vanished on red cars and buses. (The name is the car app's.)
 CAR_COLOUR = (255, 0, 255)
 DEFAULT_OPACITY = 0.4
 # Pictures are named by their content, as Gradio names its own, salted so a name reveals nothing.
 PICTURE_NAME_SALT = secrets.token_bytes(16)
-NO_PHOTO = "Upload a photo, or pick an example below, to see its cars."
+
+
+def no_photo_text(plural_words: str) -> str:
+    """The result line before any photo: "Upload a photo, or pick an example below, to see its cars."""
+    return f"Upload a photo, or pick an example below, to see its {plural_words}."
+
+
+NO_PHOTO = no_photo_text(plural(CAR))  # a car bundle's
 # The result line says how many pixels a slider move of this size either way would flip: how settled
 # the answer is where the user stands (a fixed band such as 0.25-0.75 misses a default near 0.85).
 SLIDER_REACH = 0.10
@@ -54,7 +62,7 @@ SLIDER_REACH = 0.10
 
 @dataclass(eq=False)  # arrays: compared by identity, never element-wise
 class Segmentation:
-    """What one network pass leaves for the sliders: the decoded photo and its car probabilities
+    """What one network pass leaves for the sliders: the decoded photo and its class probabilities
     at the network's resolution (`scale_probabilities` brings them to the photo's size)."""
 
     rgb: np.ndarray
@@ -95,19 +103,21 @@ def threshold_reach(threshold: float) -> tuple[float, float]:
     return max(0.0, threshold - SLIDER_REACH), min(1.0, threshold + SLIDER_REACH)
 
 
-def describe_result(segmentation: Segmentation, stats: dict, threshold: float, from_memory: bool) -> str:
+def describe_result(segmentation: Segmentation, stats: dict, threshold: float, from_memory: bool,
+                    singular: str = CAR) -> str:
     """The line under the result: what was found at this threshold, the share of pixels a nearby
-    threshold would flip (how settled the answer is here), and the network's time."""
-    regions = stats["car_regions"]
+    threshold would flip (how settled the answer is here), and the network's time. `singular`: the class
+    (`demo.model_facts.class_words`), whose `stats` are `mask_stats`'s with `regions_key_for` it."""
+    regions = stats[regions_key_for(singular)]
     low, high = threshold_reach(threshold)
     probabilities = segmentation.probabilities  # at the network's resolution: about the same shares, cheaper
-    # A pixel is car when its probability >= the threshold: thresholds in [low, high] disagree on [low, high) only.
+    # A pixel is the class when its probability >= the threshold: thresholds in [low, high] disagree on [low, high) only.
     flippable = 100 * np.count_nonzero((probabilities >= low) & (probabilities < high)) / probabilities.size
     timing = f"The network took {1000 * segmentation.network_seconds:.0f} ms"
     timing += " when this example was first shown." if from_memory else "."
     caption = f"{segmentation.caption}. " if segmentation.caption else ""
     return (
-        f"{caption}At threshold {threshold:.2f}, **{stats['coverage_percent']:.2f}%** of the pixels are car, "
+        f"{caption}At threshold {threshold:.2f}, **{stats['coverage_percent']:.2f}%** of the pixels are {singular}, "
         f"in **{regions}** separate {'region' if regions == 1 else 'regions'}. Thresholds from {low:.2f} to "
         f"{high:.2f} change {flippable:.1f}% of the pixels. {timing}"
     )
@@ -150,8 +160,8 @@ def shown_photo(segmentation: Segmentation) -> str:
 
 
 def draw_cars(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], opacity: float) -> np.ndarray:
-    """The photo with car pixels tinted `colour` at `opacity` and outlined in it at full strength,
-    so that a car of the tint's own colour still shows (and at opacity 0, the outline alone)."""
+    """The photo with the mask's pixels (the class found) tinted `colour` at `opacity` and outlined in it at
+    full strength, so that a thing of the tint's own colour still shows (and at opacity 0, the outline alone)."""
     drawn = overlay_mask(rgb, mask, colour=colour, opacity=opacity)
     width = max(1, round(max(mask.shape) / 240))  # 2 px on a 480x360 frame, in proportion on larger photos
     inside = cv2.erode(mask.view(np.uint8), np.ones((2 * width + 1, 2 * width + 1), np.uint8)).view(bool)
@@ -159,13 +169,17 @@ def draw_cars(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], o
     return drawn
 
 
-def render(segmentation: Segmentation, threshold: float, opacity: float, colour: tuple[int, int, int]):
-    """Drawn cars (JPEG file), downloadable mask (PNG file) and coverage stats for one threshold: no network."""
+def render(segmentation: Segmentation, threshold: float, opacity: float, colour: tuple[int, int, int],
+           words: tuple[str, str]):
+    """The drawn class (JPEG file), downloadable mask (PNG file) and coverage stats for one threshold: no
+    network. `words`: the class's (`class_words`), which name the files ("cars.jpeg", "car_mask.png")."""
+    singular, plural_words = words
     probabilities = scale_probabilities(segmentation.probabilities, segmentation.rgb.shape[:2])
     mask = threshold_probabilities(probabilities, float(threshold))
     drawn = draw_cars(segmentation.rgb, mask, colour, float(opacity))
-    return (save_picture(drawn, "cars.jpeg"), save_picture(mask_to_png_array(mask), "car_mask.png"),
-            mask_stats(mask))
+    return (save_picture(drawn, f"{class_slug(plural_words)}.jpeg"),
+            save_picture(mask_to_png_array(mask), f"{class_slug(singular)}_mask.png"),
+            mask_stats(mask, regions_key_for(singular)))
 
 
 def after_photo(segmentation: Segmentation) -> None:
@@ -184,6 +198,8 @@ class PageHandlers:
 
     def __init__(self, engine: SegmentationEngine, bundle: Bundle, kept: KeptStore):
         self.engine, self.bundle, self.kept = engine, bundle, kept
+        self.words = class_words(bundle.config)
+        self.no_photo = no_photo_text(self.words[1])
         self.example_keys = {f"example-{index}": example for index, example in enumerate(EXAMPLES)}
         self.example_results: dict[str, Segmentation] = {}
         self.example_lock = threading.Lock()
@@ -208,10 +224,10 @@ class PageHandlers:
 
     def draw(self, segmentation: Segmentation, threshold: float, opacity: float, colour, from_memory: bool):
         """(before/after pair, mask file, result line) for these slider values."""
-        drawn_path, mask_path, stats = render(segmentation, threshold, opacity, parse_colour(colour))
+        drawn_path, mask_path, stats = render(segmentation, threshold, opacity, parse_colour(colour), self.words)
         after_photo(segmentation)
         return ((shown_photo(segmentation), drawn_path), mask_path,
-                describe_result(segmentation, stats, threshold, from_memory))
+                describe_result(segmentation, stats, threshold, from_memory, self.words[0]))
 
     def opening(self, threshold: float):
         """The page as it opens: (state, before/after pair, mask file, result line) for the first example."""
@@ -233,13 +249,13 @@ class PageHandlers:
     def forget_photo(self, kept_key: str | None):
         """After a refused file: nothing of the previous photo stays on the page or in memory."""
         self.kept.discard(kept_key)
-        return None, None, None, NO_PHOTO, None
+        return None, None, None, self.no_photo, None
 
     def redraw(self, kept_key: str | None, threshold, opacity, colour):
         # Raw values (preprocess=False), so that a bad one gets a message instead of a bare "Error".
         threshold, opacity = unit_interval(threshold, "threshold"), unit_interval(opacity, "opacity")
         if kept_key is None:
-            return None, None, NO_PHOTO
+            return None, None, self.no_photo
         segmentation = self.kept_result(kept_key)
         if segmentation is None:
             raise gr.Error("The server made room for other photos; please upload this one again.",
@@ -254,14 +270,18 @@ class PageHandlers:
         key = f"example-{index}"
         return key, *self.draw(self.example_result(key), threshold, opacity, colour, from_memory=True)
 
-    def segment(self, image: dict, threshold: float):
-        """Find the cars in a photo.
+    def segment_description(self) -> str:
+        """What /segment does, for the API page, in the bundle's class (`segment`)."""
+        singular, plural_words = self.words
+        return (f"Find the {plural_words} in a photo. Returns the photo with {singular} pixels tinted and outlined "
+                f"in magenta (JPEG), the binary {singular} mask (PNG: {singular} 255, background 0) and "
+                f'{{"coverage_percent", "{regions_key_for(singular)}"}}.')
 
-        Returns the photo with car pixels tinted and outlined in magenta (JPEG), the binary car
-        mask (PNG: car 255, background 0) and {"coverage_percent", "car_regions"}.
-        """
+    def segment(self, image: dict, threshold: float):
+        """The API's /segment: the photo with the class's pixels drawn (JPEG), the binary mask (PNG) and
+        {"coverage_percent", regions key}, as `segment_description` tells clients."""
         threshold = unit_interval(threshold, "threshold")
         segmentation = self.segment_rgb(read_upload(image))
-        pictures = render(segmentation, threshold, DEFAULT_OPACITY, CAR_COLOUR)
+        pictures = render(segmentation, threshold, DEFAULT_OPACITY, CAR_COLOUR, self.words)
         after_photo(segmentation)
         return pictures

@@ -27,10 +27,52 @@ ONNX_GRAPH_IN_WORDS = {
 TEST_TIME_FLIP = "Each photo is also run mirrored, and the two answers averaged"
 # What a held-out drive's figures are.
 HELD_OUT_RECIPE = "by the same recipe trained without it"
+# Plurals that English does not form by its rules (`plural`).
+IRREGULAR_PLURALS = {"person": "people", "man": "men", "woman": "women", "child": "children",
+                     "foot": "feet", "mouse": "mice", "sheep": "sheep", "deer": "deer", "fish": "fish"}
+# The class whose bundles name their API's region count `car_regions`, as the app always has; every
+# other class's is `regions`, whatever its name (`regions_key`).
+CAR = "car"
 
 
 def capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+def plural(noun: str) -> str:
+    """The plural of a noun, or of a phrase's last word ("traffic light" -> "traffic lights"), by simple
+    English rules: "person" -> "people", "bus" -> "buses", "lorry" -> "lorries", else "+s"."""
+    head, _, last = noun.rpartition(" ")
+    lower = last.lower()
+    if lower in IRREGULAR_PLURALS:
+        word = last[:1] + IRREGULAR_PLURALS[lower][1:]
+    elif lower.endswith(("s", "x", "z", "ch", "sh")):
+        word = last + "es"
+    elif len(lower) > 1 and lower.endswith("y") and lower[-2] not in "aeiou":
+        word = last[:-1] + "ies"
+    else:
+        word = last + "s"
+    return f"{head} {word}" if head else word
+
+
+def class_words(config: BundleConfig) -> tuple[str, str]:
+    """The class the bundle segments, in words: (singular, plural), e.g. ("car", "cars"); the underscores of
+    CamVid's names read as spaces ("sign_symbol" -> ("sign symbol", "sign symbols"))."""
+    singular = " ".join(config.target_class.name.replace("_", " ").split())
+    return singular, plural(singular)
+
+
+def class_slug(words: str, joiner: str = "_") -> str:
+    """The class's words as a file-name or tag part: "sign symbols" -> "sign_symbols" ("sign-symbols" with
+    `joiner="-"`); "class" when nothing of them is a plain letter or digit."""
+    return joiner.join(re.findall(r"[a-z0-9]+", words.lower())) or "class"
+
+
+def regions_key_for(singular: str) -> str:
+    """The API's name for the number of regions found of the class `singular`: `car_regions` for cars, as
+    clients of the car app read it, and `regions` for any other class (a key that names no class, valid
+    JSON for any name, the same for every class but car)."""
+    return f"{CAR}_regions" if singular.lower() == CAR else "regions"
 
 
 def pretrained_weights(training: dict) -> str | None:
@@ -62,9 +104,9 @@ def describe_architecture(config: BundleConfig) -> str:
 
 def what_it_is(config: BundleConfig) -> str:
     """What the model is and does, in a sentence or two."""
-    class_name = config.target_class.name
+    singular, _ = class_words(config)
     text = (f"{capitalised(describe_architecture(config))}: a network that gives every pixel a probability of being "
-            f"{class_name}; the pixels at or above the threshold are marked.")
+            f"{singular}; the pixels at or above the threshold are marked.")
     if config.test_time_flip:
         text += f" {TEST_TIME_FLIP}."
     return text

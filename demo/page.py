@@ -14,6 +14,8 @@ from demo.examples import EXAMPLES, EXAMPLES_DIR, example_label
 from demo.handlers import CAR_COLOUR, DEFAULT_OPACITY, hex_colour
 from demo.model_facts import (
     HELD_OUT_RECIPE,
+    capitalised,
+    class_words,
     dataset_in_words,
     runs_in_words,
     held_out_scores,
@@ -32,10 +34,16 @@ RESULT_MAX_HEIGHT = 460
 STATE_TIME_TO_LIVE_S = 30 * 60
 
 
+def page_title(bundle: Bundle) -> str:
+    """What the page is for, as its title and the browser tab's say it: "Find the cars"."""
+    return f"Find the {class_words(bundle.config)[1]}"
+
+
 def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     """The "About the model" text: what the model is, what it learnt from, how well it does on frames
     it was not trained on (the drives held out of training as well, when the bundle has them), what runs it."""
     config = bundle.config
+    singular, _ = class_words(config)
     what = f"**What it is.** {what_it_is(config)}"
     data = f"**What it learnt from.** {dataset_in_words(config)}. {threshold_in_words(config)}"
     val = config.metrics.get("val", {})
@@ -51,7 +59,7 @@ def describe_model(bundle: Bundle, runtime: str | None = None) -> str:
     elif not held_out:
         scores.append(f"- no drive held out of training was measured; {validation_frames_in_words(config)}.")
     quality = ("**How well it does**, scored by overlap (IoU: of the pixels that the model or people marked as "
-               "car, the share both did; 1 is perfect) on frames it was not trained on:\n" + "\n".join(scores))
+               f"{singular}, the share both did; 1 is perfect) on frames it was not trained on:\n" + "\n".join(scores))
     served = f"**Which model.** Served from: {bundle.source}"
     if bundle.revision:
         served += f", revision `{bundle.revision[:12]}`"
@@ -69,7 +77,7 @@ class PageComponents:
     """The page's components that events read or write."""
 
     photo: gr.Image  # the upload box
-    result: gr.ImageSlider  # the photo and its drawn cars, before/after
+    result: gr.ImageSlider  # the photo and its drawn class, before/after
     result_text: gr.Markdown
     mask: gr.Image
     threshold: gr.Slider
@@ -95,10 +103,11 @@ def build_layout(bundle: Bundle, runtime: str, default_threshold: float, opening
     """The page's components, within the open gr.Blocks. `opening` is (state, before/after pair, mask file,
     result line) as `PageHandlers.opening` gives them; `forget_state` runs when a session's state expires."""
     opening_state, opening_result, opening_mask, opening_text = opening
+    singular, plural = class_words(bundle.config)
     gr.Markdown(
-        "# Find the cars in a street photo\n"
+        f"# {page_title(bundle)} in a street photo\n"
         "Drop, paste or take a photo: a network trained on street videos from Cambridge (UK) marks every "
-        "car pixel in magenta. Drag the line across the picture to compare with the photo. "
+        f"{singular} pixel in magenta. Drag the line across the picture to compare with the photo. "
         "How the model was made and how well it does: *About the model*, at the bottom."
     )
     if bundle.notice:
@@ -119,14 +128,14 @@ def build_layout(bundle: Bundle, runtime: str, default_threshold: float, opening
                     interactive=False, max_height=RESULT_MAX_HEIGHT, buttons=["fullscreen"], elem_id="result",
                 )
                 result_text = gr.Markdown(opening_text, elem_id="coverage", padding=True)
-            with gr.Accordion("Car mask, to download (PNG: car white, the rest black)", open=False,
-                              elem_id="mask-section"):
-                mask = gr.Image(opening_mask, label="Car mask", interactive=False, height=240,
+            with gr.Accordion(f"{capitalised(singular)} mask, to download (PNG: {singular} white, the rest black)",
+                              open=False, elem_id="mask-section"):
+                mask = gr.Image(opening_mask, label=f"{capitalised(singular)} mask", interactive=False, height=240,
                                 buttons=["download", "fullscreen"], elem_id="mask")
         with gr.Column(scale=1, min_width=240):
             threshold = gr.Slider(
                 0.0, 1.0, value=default_threshold, step=0.01, label="Threshold",
-                info="Lower finds more cars and more false alarms; higher, fewer of both. It starts at "
+                info=f"Lower finds more {plural} and more false alarms; higher, fewer of both. It starts at "
                      f"the threshold chosen on {threshold_chosen_on(bundle.config)}.",
                 elem_id="threshold",
             )
@@ -144,7 +153,7 @@ def build_layout(bundle: Bundle, runtime: str, default_threshold: float, opening
         gr.Markdown(describe_model(bundle, runtime))
 
     state = gr.State(opening_state, time_to_live=STATE_TIME_TO_LIVE_S, delete_callback=forget_state)
-    drawn_output = gr.Image(visible=False, label="Cars")
-    stats_output = gr.JSON(visible=False, label="Car coverage")
+    drawn_output = gr.Image(visible=False, label=capitalised(plural))
+    stats_output = gr.JSON(visible=False, label=f"{capitalised(singular)} coverage")
     return PageComponents(photo, result, result_text, mask, threshold, opacity, colour, examples, state,
                           drawn_output, stats_output)

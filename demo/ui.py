@@ -1,4 +1,4 @@
-"""The Gradio app: upload a street photo, see its cars, move the threshold.
+"""The Gradio app: upload a street photo, see the bundle's class in it (cars, as a rule), move the threshold.
 
 The network runs once per new photo (upload, paste or webcam: the Image's `upload` event,
 which fires once each time, where `change` fires twice when a photo replaces another and
@@ -27,7 +27,7 @@ import gradio as gr
 from demo.bundle import Bundle, onnx_graph_weights
 from demo.engine import SegmentationEngine
 from demo.handlers import PageHandlers
-from demo.page import PageComponents, build_layout
+from demo.page import PageComponents, build_layout, page_title
 from demo.runtimes import describe_runtime
 from demo.safeguards import KeptStore, limit_waiting_events_per_session, start_sweeping
 
@@ -93,11 +93,12 @@ def wire_events(page: PageComponents, handlers: PageHandlers) -> None:
         show_progress="hidden", api_name="redraw", api_visibility="private",
     )
 
-    # API only (no trigger in the page): (image, threshold) -> (drawn cars, mask, stats).
+    # API only (no trigger in the page): (image, threshold) -> (drawn class, mask, stats), described for
+    # the bundle's class (`PageHandlers.segment_description`).
     gr.on(
         [], handlers.segment, inputs=[page.photo, page.threshold],
         outputs=[page.drawn_output, page.mask, page.stats_output], preprocess=False,
-        concurrency_id="network", api_name="segment",
+        concurrency_id="network", api_name="segment", api_description=handlers.segment_description(),
     )
 
 
@@ -113,7 +114,7 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     opening = handlers.opening(engine.default_threshold)  # the first example, drawn before anyone asks
 
     # No delete_cache: start_sweeping below cleans the upload folder instead.
-    with gr.Blocks(title="Find the cars") as demo:
+    with gr.Blocks(title=page_title(bundle)) as demo:
         page = build_layout(bundle, engine.runtime, engine.default_threshold, opening, forget_state=kept.discard)
         wire_events(page, handlers)
 

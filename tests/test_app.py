@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import httpx
 import numpy as np
@@ -11,13 +12,14 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from demo.bundle import TargetClass
 from demo.engine import SegmentationEngine
 from demo.examples import EXAMPLES, EXAMPLES_DIR, example_label
 from demo.handlers import CAR_COLOUR, Segmentation, describe_result, draw_cars, parse_colour
-from demo.model_facts import describe_architecture
+from demo.model_facts import class_words, describe_architecture
 from demo.page import describe_model
 from demo.ui import build_demo
-from helpers import running_app_py, segment
+from helpers import running_app_py, segment, serving_config
 
 CAMVID_EXAMPLE = sorted(EXAMPLES_DIR.glob("*.png"))[0]
 
@@ -249,3 +251,78 @@ def test_the_app_warms_its_engine_up_when_built(tiny_bundle, monkeypatch):
     monkeypatch.setattr(SegmentationEngine, "warm_up", lambda engine: warmed.append(engine))
     build_demo(tiny_bundle)
     assert len(warmed) == 1
+
+
+# --- a bundle of another class: its name, never "car", wherever the page and the API name the class --------
+# Vehicle words that describe how CamVid was filmed, not the class, stay in any bundle's text.
+FILMED_FROM_A_CAR = re.compile(r"filmed from a car driving|car park")
+
+
+def words_naming_cars(text: str) -> list[str]:
+    return re.findall(r"\bcars?\b", FILMED_FROM_A_CAR.sub("", text), re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def pedestrian_bundle(tiny_bundle):
+    """The tiny bundle as config.json naming its class "pedestrian" (CamVid's class 9) would load it."""
+    return dataclasses.replace(tiny_bundle, config=dataclasses.replace(tiny_bundle.config,
+                                                                       target_class=TargetClass(9, "pedestrian")))
+
+
+@pytest.fixture(scope="module")
+def pedestrian_demo(pedestrian_bundle):
+    return build_demo(pedestrian_bundle)
+
+
+def test_a_pedestrian_bundle_page_says_pedestrians_and_never_cars(pedestrian_demo, pedestrian_bundle):
+    config = pedestrian_demo.get_config_file()
+    props = {component["props"].get("elem_id"): component["props"] for component in config["components"]}
+    assert config["title"] == "Find the pedestrians"
+    texts = [props["threshold"]["info"], props["mask"]["label"], props["coverage"]["value"]]
+    texts += [component["props"].get("value") or "" for component in config["components"]
+              if component["type"] == "markdown"]
+    texts += [component["props"]["label"] for component in config["components"]
+              if component["type"] == "accordion"]
+    page = "\n".join(texts)
+    assert "# Find the pedestrians in a street photo\n" in page
+    assert "marks every pedestrian pixel in magenta" in page
+    assert "of the pixels are pedestrian, in **" in props["coverage"]["value"]
+    assert props["threshold"]["info"].startswith("Lower finds more pedestrians and more false alarms")
+    assert "Pedestrian mask, to download (PNG: pedestrian white, the rest black)" in page
+    assert props["mask"]["label"] == "Pedestrian mask" and props["mask"]["value"]["path"].endswith("/pedestrian_mask.png")
+    about = describe_model(pedestrian_bundle)
+    assert "a probability of being pedestrian" in about and "marked as pedestrian, the share both did" in about
+    assert words_naming_cars(page + about) == []
+
+
+def test_a_pedestrian_bundle_api_names_pedestrians_and_counts_regions_under_a_key_naming_no_class(
+        launch_app, pedestrian_demo):
+    pedestrian_client = Client(launch_app(pedestrian_demo), verbose=False)
+    endpoint = pedestrian_client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/segment"]
+    assert [output["label"] for output in endpoint["returns"]] == ["Pedestrians", "Pedestrian mask",
+                                                                   "Pedestrian coverage"]
+    description = pedestrian_demo.get_api_info()["named_endpoints"]["/segment"]["description"]
+    assert description.startswith("Find the pedestrians in a photo. Returns the photo with pedestrian pixels")
+    assert '{"coverage_percent", "regions"}' in description and words_naming_cars(description) == []
+
+    overlay_path, mask_path, stats = segment(pedestrian_client, CAMVID_EXAMPLE)
+    assert set(stats) == {"coverage_percent", "regions"}, "clients of any class but car read `regions`"
+    assert overlay_path.endswith("pedestrians.jpeg") and mask_path.endswith("pedestrian_mask.png")
+
+
+def test_the_result_line_names_the_class():
+    segmentation = Segmentation(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10), np.float32), 0.02)
+    line = describe_result(segmentation, {"coverage_percent": 3.5, "regions": 2}, 0.5, from_memory=False,
+                           singular="pedestrian")
+    assert "**3.50%** of the pixels are pedestrian, in **2** separate regions." in line
+    assert words_naming_cars(line) == []
+
+
+@pytest.mark.parametrize(("name", "singular", "plural"), [
+    ("car", "car", "cars"), ("pedestrian", "pedestrian", "pedestrians"), ("person", "person", "people"),
+    ("bus", "bus", "buses"), ("lorry", "lorry", "lorries"), ("sky", "sky", "skies"), ("donkey", "donkey", "donkeys"),
+    ("sign_symbol", "sign symbol", "sign symbols"), ("traffic light", "traffic light", "traffic lights"),
+    ("church", "church", "churches"), ("box", "box", "boxes"),
+])
+def test_class_words_read_the_bundles_class_name_in_english(name, singular, plural):
+    assert class_words(dataclasses.replace(serving_config(), target_class=TargetClass(9, name))) == (singular, plural)
