@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from huggingface_hub import ModelCard
 
@@ -104,3 +105,23 @@ def test_card_says_how_each_graph_computes_and_what_an_int8_one_measured():
     text = build_model_card(BundleConfig.from_dict({**CONFIG, "serving_graphs": graphs})).text
     assert "| `graph_any_shape.onnx` | ONNX Runtime (int8 weights and activations, statically quantised) |" in text
     assert "The figures above were measured through the int8 ONNX graph below, which is what the app serves" in text
+
+
+def test_a_pedestrian_bundle_card_names_pedestrians_in_its_text_and_metadata_and_never_cars():
+    config = BundleConfig.from_dict({**CONFIG, "target_class": {"id": 9, "name": "pedestrian"}})
+    card = build_model_card(config)
+    text = str(card)
+    assert "# unet pedestrian segmentation (CamVid)" in text
+    assert "Binary semantic segmentation of **pedestrians** in street photos" in text
+    assert "a probability of being pedestrian" in text and "pedestrian-segmentation Gradio app" in text
+    assert "`(batch, H, W, 1)` pedestrian probabilities; pedestrian where it is at least" in text
+    assert "class 9 = pedestrian" in text and "vans and buses" not in text, "the car labels' caveat is the car's"
+    data = card.data
+    assert "pedestrian" in data.tags and "car" not in data.tags
+    assert data.model_name == "unet pedestrian segmentation (CamVid)"
+    assert {result.task_name for result in data.eval_results} == {"pedestrian segmentation"}
+    assert {result.metric_name for result in data.eval_results} == {"pedestrian iou", "pedestrian dice",
+                                                                  "pedestrian precision", "pedestrian recall"}
+    # Only the car CamVid was filmed from is left.
+    assert re.findall(r"\bcars?\b", text) == ["car", "car"]
+    assert "filmed from a car driving" in text and "from a car's dashboard" in text

@@ -10,7 +10,10 @@ from demo.bundle_files import atomic_write_text, read_config
 from demo.model_facts import (
     HELD_OUT_RECIPE,
     INT8_CALIBRATION,
+    CAR,
     capitalised,
+    class_slug,
+    class_words,
     dataset_in_words,
     feeding_in_words,
     held_out_scores,
@@ -28,9 +31,9 @@ CARD_TEMPLATE = """---
 
 # {{ title }}
 
-Binary semantic segmentation of **{{ class_name }}s** in street photos. {{ what_it_is }}
+Binary semantic segmentation of **{{ plural }}** in street photos. {{ what_it_is }}
 A Keras model, architecture `{{ architecture }}`{{ size_text }}, trained on {{ dataset }}.
-{{ threshold_text }} Served by the car-segmentation Gradio app; this folder is a complete *model bundle*.
+{{ threshold_text }} Served by the {{ app_name }} Gradio app; this folder is a complete *model bundle*.
 
 {% if held_out %}## Results on streets it never saw
 
@@ -70,7 +73,7 @@ model = keras.saving.load_model("model.keras", safe_mode=True)   # input: RGB 0.
 config = json.load(open("config.json"))                           # input size, threshold, metrics
 {%- endif %}
 ```
-{{ feeding_text }} The output is `(batch, H, W, 1)` car probabilities; car where it is at least
+{{ feeding_text }} The output is `(batch, H, W, 1)` {{ singular }} probabilities; {{ singular }} where it is at least
 `config["threshold"]` ({{ threshold }}). The Gradio app in this repository does all of this
 (`demo.engine.SegmentationEngine`), including EXIF orientation and any image size.
 {% if graphs %}
@@ -92,15 +95,13 @@ Regenerate them after any change to `model.keras`: `python -m training.export_gr
 
 CamVid's videos were filmed in daylight, in 2007 and 2008, from a car's dashboard: 367
 training frames from three drives. Expect worse results at night, in rain or snow, on other
-continents' cars and streets, from other viewpoints (aerial, pedestrian, close-ups) and on cars
-much smaller or larger in the frame than in CamVid. CamVid's labels mark vans and buses as car
-too, and its training frames show few of them from behind, most on one drive: trained without that
-drive, this recipe missed most of them, so expect misses on large vehicles ahead.
-{{ validation_frames }}. Not for any safety-related use.
+continents' {{ plural }} and streets, from other viewpoints (aerial, pedestrian, close-ups) and on {{ plural }}
+much smaller or larger in the frame than in CamVid. {% if class_caveat %}{{ class_caveat }}
+{% endif %}{{ validation_frames }}. Not for any safety-related use.
 
 ## Dataset and citation
 
-CamVid as prepared for SegNet (480x360, 11 classes + unlabelled; class 8 = car), for personal and
+CamVid as prepared for SegNet (480x360, 11 classes + unlabelled; class {{ class_id }} = {{ singular }}), for personal and
 research use (CC BY-NC 4.0 as stated by its distributors).
 
 ```bibtex
@@ -118,6 +119,14 @@ research use (CC BY-NC 4.0 as stated by its distributors).
 """
 
 
+# What is known of a class's labels and misses beyond what holds for every class (Limitations).
+CLASS_CAVEATS = {
+    CAR: "CamVid's labels mark vans and buses as car\ntoo, and its training frames show few of them from "
+         "behind, most on one drive: trained without that\ndrive, this recipe missed most of them, so expect "
+         "misses on large vehicles ahead.",
+}
+
+
 def measured_splits(config: BundleConfig) -> list[tuple[str, dict]]:
     """(split name, metrics) for val and for each held-out drive (a recipe trained without it)."""
     return [(split, values) for split, values in config.metrics.items() if split != "held_out_drives"] + [
@@ -129,26 +138,29 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
 
     With `repo_id`, the usage snippet downloads the bundle from that Hub repo first.
     """
-    class_name = config.target_class.name
+    singular, plural = class_words(config)
     val = config.metrics.get("val", {})
     eval_results = [
-        EvalResult(task_type="image-segmentation", task_name=f"{class_name} segmentation", dataset_type="camvid",
+        EvalResult(task_type="image-segmentation", task_name=f"{singular} segmentation", dataset_type="camvid",
                    dataset_name="CamVid (SegNet layout)", dataset_split=split, metric_type=metric,
-                   metric_name=f"{class_name} {metric}", metric_value=float(metrics[metric]))
+                   metric_name=f"{singular} {metric}", metric_value=float(metrics[metric]))
         for split, metrics in measured_splits(config)
         for metric in ("iou", "dice", "precision", "recall") if metric in metrics
     ]
     card_data = ModelCardData(
         library_name="keras", pipeline_tag="image-segmentation", license="cc-by-nc-4.0", datasets=["camvid"],
-        tags=["image-segmentation", "unet", "camvid", "car", "keras"], metrics=["iou", "dice", "precision", "recall"],
-        model_name=f"{config.architecture} {class_name} segmentation (CamVid)",
+        tags=["image-segmentation", "unet", "camvid", class_slug(singular, "-"), "keras"],
+        metrics=["iou", "dice", "precision", "recall"],
+        model_name=f"{config.architecture} {singular} segmentation (CamVid)",
         eval_results=eval_results or None,
     )
     input_h, input_w = config.input_size
     size_text = f" ({config.gflops_per_image} GFLOPs per {input_h}x{input_w} image)" if config.gflops_per_image is not None else ""
     metric_rows = [(name, f"{value:.4f}" if isinstance(value, float) else value) for name, value in val.items()]
     return ModelCard.from_template(
-        card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, class_name=class_name,
+        card_data, template_str=CARD_TEMPLATE, title=card_data.model_name, singular=singular, plural=plural,
+        class_id=config.target_class.id, class_caveat=CLASS_CAVEATS.get(singular.lower()),
+        app_name=f"{class_slug(singular, '-')}-segmentation",
         what_it_is=what_it_is(config), architecture=config.architecture, size_text=size_text,
         dataset=dataset_in_words(config), threshold_text=threshold_in_words(config),
         val_images=val.get("images", "?"), metrics=metric_rows, training_text=training_in_words(config),
