@@ -298,3 +298,11 @@ def test_the_gallery_colours_found_wrong_and_missed_car_pixels_apart():
         assert (coloured[0, column] == tinted[0, 0]).all()
     assert (coloured[0, 3] == 100).all()  # neither car nor marked: untouched
     assert len({tuple(pixel) for pixel in coloured[0]}) == 4
+
+
+def test_the_printed_summary_names_the_bundles_class(bundle_copy, capsys):
+    config = json.loads((bundle_copy / "config.json").read_text())
+    (bundle_copy / "config.json").write_text(json.dumps({**config, "target_class": {"id": 9, "name": "pedestrian"}}))
+
+    assert main([str(bundle_copy), "--data-dir", str(FIXTURES), "--split", "val"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "val: 2 images, pedestrian pixels counted over the whole split"

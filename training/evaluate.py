@@ -27,6 +27,7 @@ from demo.bundle_files import atomic_write_text, read_config
 from demo.graphs import load_keras_model
 from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, overlay_mask, round_up_to_stride, threshold_probabilities, timed
+from demo.model_facts import CAR, class_words
 from training.bundle import BundleDraft, finishing_bundle
 from training.data import DEFAULT_GROUP_PATTERN, DataError, binarize, find_pairs, parse_size, read_pair
 from training.losses import pixel_counts, scores_from_counts
@@ -298,11 +299,12 @@ def gflops_at_feed_size(bundle_dir: Path, config) -> float:
     return round(count_flops(load_keras_model(bundle_dir), feed) / 1e9, 2)
 
 
-def summary_lines(report: dict) -> list[str]:
+def summary_lines(report: dict, singular: str = CAR) -> list[str]:
+    """The printed summary of a report on the class `singular` (`demo.model_facts.class_words`)."""
     metrics, best = report["metrics"], report["metrics_at_best_threshold"]
     per_image = report["per_image_iou"]
     return [
-        f"{report['split']}: {report['images']} images, car pixels counted over the whole split",
+        f"{report['split']}: {report['images']} images, {singular} pixels counted over the whole split",
         f"  at threshold {report['threshold']:.2f}: IoU {metrics['iou']:.4f}  Dice {metrics['dice']:.4f}  "
         f"precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}",
         f"  best threshold on this split {report['best_threshold']:.2f}: IoU {best['iou']:.4f}  Dice {best['dice']:.4f}  "
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print("\n".join(summary_lines(report)))
+    print("\n".join(summary_lines(report, class_words(bundle.config)[0])))
     compact = {key: value for key, value in report.items() if key not in ("sweep",)}
     compact["per_image_iou"] = {k: v for k, v in report["per_image_iou"].items() if k != "all"}
     print(json.dumps(compact))
