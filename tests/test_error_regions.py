@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.error_regions import Region, iou_if_right, main, regions_of, share_by_size
+from training.error_regions import Region, describe, iou_if_right, main, regions_of, share_by_size
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "camvid"
 
@@ -58,3 +58,18 @@ def test_the_command_counts_what_a_direct_count_gives(tiny_bundle_dir, tmp_path,
 def test_a_folder_that_is_not_a_bundle_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path), "--data-dir", str(FIXTURES)]) == 1
     assert "is not a model bundle" in capsys.readouterr().err
+
+
+def test_the_account_and_the_gallery_legend_name_the_bundles_class():
+    from training.evaluate import ERROR_COLOURS, error_legend
+
+    regions = [Region("a", 1000, 300, (0, 0, 1, 1), 0.001)]
+    result = {"totals": {"found": 9000, "marked_not_car": 1000, "missed": 1000}, "car_regions": regions,
+              "marked_regions": regions}
+    text = describe(result, 1, "pedestrian")
+    assert "(1000 pedestrian pixels missed, 1000 marked wrongly)" in text
+    assert "the 1 pedestrian regions with the most missed pedestrian pixels" in text and "px not pedestrian" in text
+    assert not re.search(r"\bcars?\b", text)
+    legend = error_legend("pedestrian")
+    assert list(legend) == ["pedestrian found", "marked, not pedestrian", "pedestrian missed"]
+    assert list(legend.values()) == list(ERROR_COLOURS.values())

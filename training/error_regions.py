@@ -22,6 +22,7 @@ import numpy as np
 from demo.bundle import BundleError
 from demo.loading import load_bundle
 from demo.engine import SegmentationEngine, threshold_probabilities
+from demo.model_facts import CAR, class_words
 from training.data import DataError, binarize, find_pairs, parse_size, read_pair
 from training.evaluate import group_pattern
 
@@ -87,14 +88,15 @@ def iou_if_right(totals: dict, regions: list[Region], kind: str) -> float:
     return found / max(1, found + not_car + missed)
 
 
-def describe(result: dict, top: int) -> str:
+def describe(result: dict, top: int, singular: str = CAR) -> str:
+    """The printed account of the errors of a model of the class `singular` (`class_words`)."""
     totals = result["totals"]
     found, not_car, missed = totals["found"], totals["marked_not_car"], totals["missed"]
     lines = [f"IoU {found / max(1, found + not_car + missed):.4f}  precision {found / max(1, found + not_car):.4f}  "
-             f"recall {found / max(1, found + missed):.4f}  ({missed} car pixels missed, {not_car} marked wrongly)"]
+             f"recall {found / max(1, found + missed):.4f}  ({missed} {singular} pixels missed, {not_car} marked wrongly)"]
     for kind, regions, pixels, region_name, label in (
-            ("missed", result["car_regions"], "missed car pixels", "car region", "missed"),
-            ("marked_not_car", result["marked_regions"], "wrongly marked pixels", "marked region", "not car")):
+            ("missed", result["car_regions"], f"missed {singular} pixels", f"{singular} region", "missed"),
+            ("marked_not_car", result["marked_regions"], "wrongly marked pixels", "marked region", f"not {singular}")):
         shares = ", ".join(f"{name} {share:.0%}" for name, share in share_by_size(regions).items())
         lines.append(f"\n{pixels} by the size of their {region_name}: {shares}")
         worst = sorted(regions, key=lambda region: region.wrong, reverse=True)[:top]
@@ -108,15 +110,16 @@ def describe(result: dict, top: int) -> str:
 
 def write_missed_gallery(engine: SegmentationEngine, data_dir: Path, split: str, threshold: float,
                          regions: list[Region], path: Path, frames: int = 6) -> None:
-    """The frames holding the most-missed car regions, found, wrong and missed pixels coloured apart."""
-    from training.evaluate import ERROR_COLOURS, error_view
+    """The frames holding the class's most-missed regions, found, wrong and missed pixels coloured apart."""
+    from training.evaluate import error_legend, error_view
     from training.plots import plot_gallery
 
     pairs = {pair.stem: pair for pair in find_pairs(data_dir, split, group_pattern(engine.config))}
     stems = list(dict.fromkeys(region.frame for region in sorted(regions, key=lambda r: r.wrong, reverse=True)))
     rows = [(stem, *error_view(engine, pairs[stem], threshold)) for stem in stems[:frames]]
-    plot_gallery(rows, path, legend=ERROR_COLOURS, title=f"the {split} frames with the most missed car pixels, "
-                                                          f"at threshold {threshold:.2f}")
+    singular, _ = class_words(engine.config)
+    plot_gallery(rows, path, legend=error_legend(singular),
+                 title=f"the {split} frames with the most missed {singular} pixels, at threshold {threshold:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=parse_size, help="feed the photos at this HEIGHTxWIDTH (default: the bundle's)")
     parser.add_argument("--threshold", type=float, help="default: the bundle's")
     parser.add_argument("--top", type=int, default=10, help="regions listed of each kind")
-    parser.add_argument("--gallery", type=Path, help="PNG of the frames with the most missed car pixels")
+    parser.add_argument("--gallery", type=Path, help="PNG of the frames with the most missed pixels of the class")
     args = parser.parse_args(argv)
     try:
         bundle = load_bundle(args.bundle)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     height, width = engine.config.input_size
     print(f"{args.split} of {args.data_dir}: fed at {height}x{width}, threshold {threshold:.2f}, {engine.runtime}")
-    print(describe(result, args.top))
+    print(describe(result, args.top, class_words(engine.config)[0]))
     return 0
 
 

@@ -104,7 +104,15 @@ def _at(sweep: dict, index: int) -> dict:
 # The gallery's colours (Okabe-Ito: told apart with any colour vision). A plain overlay shows what the
 # model marked; these also show what it missed, which is what a weak drive needs looked at. Missed is
 # reddish purple, not Okabe-Ito's yellow, which street signs and banners share.
-ERROR_COLOURS = {"car found": (0, 158, 115), "marked, not car": (213, 94, 0), "car missed": (204, 121, 167)}
+
+
+def error_legend(singular: str) -> dict[str, tuple[int, int, int]]:
+    """The galleries' colours of the class `singular`'s pixels found, wrongly marked and missed, by name."""
+    return {f"{singular} found": (0, 158, 115), f"marked, not {singular}": (213, 94, 0),
+            f"{singular} missed": (204, 121, 167)}
+
+
+ERROR_COLOURS = error_legend(CAR)  # the colours (the names are a car bundle's)
 
 
 def error_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -126,8 +134,8 @@ def error_view(engine: SegmentationEngine, pair, threshold: float) -> tuple[np.n
 
 
 def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path: Path) -> None:
-    """The best and the worst images of the split at its best threshold, found, wrong and missed car
-    pixels coloured apart."""
+    """The best and the worst images of the split at its best threshold, found, wrong and missed pixels
+    of the class coloured apart."""
     from training.plots import plot_gallery
 
     pairs = {pair.stem: pair for pair in find_pairs(data_dir, report["split"], group_pattern(engine.config))}
@@ -135,7 +143,7 @@ def write_gallery(engine: SegmentationEngine, report: dict, data_dir: Path, path
     # Each titled with the report's own per-image IoU (the figure the report ranked it by).
     rows = [(stem, error_view(engine, pairs[stem], threshold)[0], iou)
             for stem, iou in report["per_image_iou"]["best"] + report["per_image_iou"]["worst"]]
-    plot_gallery(rows, path, legend=ERROR_COLOURS,
+    plot_gallery(rows, path, legend=error_legend(class_words(engine.config)[0]),
                  title=f"best and worst {report['split']} images at threshold {threshold:.2f}")
 
 
@@ -150,7 +158,8 @@ def write_report_files(report: dict, engine: SegmentationEngine, args: argparse.
     if not args.no_plots:
         from training.plots import plot_threshold_sweep
 
-        plot_threshold_sweep(report["sweep"], report["best_threshold"], folder / f"threshold_sweep_{args.split}.png")
+        plot_threshold_sweep(report["sweep"], report["best_threshold"], folder / f"threshold_sweep_{args.split}.png",
+                             class_words(engine.config)[0])
         write_gallery(engine, report, args.data_dir, folder / f"gallery_{args.split}.png")
 
 
@@ -288,7 +297,7 @@ def record_serving_settings(draft: BundleDraft, engine: SegmentationEngine, repo
         config.metrics.setdefault("held_out_drives", {}).update(
             {drive: held_out_entry(drive_report, served) for drive, drive_report in sorted(held_out.items())})
     # The sweep the model card shows is the one that chose the threshold now recorded.
-    plot_threshold_sweep(report["sweep"], served, draft.folder / "threshold_sweep.png")
+    plot_threshold_sweep(report["sweep"], served, draft.folder / "threshold_sweep.png", class_words(engine.config)[0])
 
 
 def gflops_at_feed_size(bundle_dir: Path, config) -> float:

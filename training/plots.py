@@ -10,9 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from demo.model_facts import CAR  # noqa: E402
 
-def plot_training_curves(log_csv: Path, path: Path) -> None:
-    """Loss and validation IoU per epoch from the CSV log Keras wrote."""
+
+def plot_training_curves(log_csv: Path, path: Path, class_name: str = CAR) -> None:
+    """Loss and validation IoU (of the class `class_name`) per epoch from the CSV log Keras wrote."""
     with open(log_csv) as handle:
         rows = list(csv.DictReader(handle))
     epochs = [int(row["epoch"]) + 1 for row in rows]
@@ -25,19 +27,20 @@ def plot_training_curves(log_csv: Path, path: Path) -> None:
     for key, label in (("iou", "train"), ("val_iou", "val")):
         if rows and key in rows[0]:
             iou_axes.plot(epochs, [float(row[key]) for row in rows], label=label)
-    iou_axes.set(title="car IoU (threshold 0.5)", xlabel="epoch", ylim=(0, 1))
+    iou_axes.set(title=f"{class_name} IoU (threshold 0.5)", xlabel="epoch", ylim=(0, 1))
     iou_axes.legend()
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
     plt.close(figure)
 
 
-def plot_threshold_sweep(sweep: dict, best_threshold: float, path: Path) -> None:
+def plot_threshold_sweep(sweep: dict, best_threshold: float, path: Path, class_name: str = CAR) -> None:
+    """The val metrics of the class `class_name` (`demo.model_facts.class_words`) at each threshold."""
     figure, axes = plt.subplots(figsize=(6, 3.6))
     for key in ("iou", "dice", "precision", "recall"):
         axes.plot(sweep["threshold"], sweep[key], label=key)
     axes.axvline(best_threshold, color="grey", linestyle="--", label=f"best {best_threshold:.2f}")
-    axes.set(title="car metrics vs threshold (val)", xlabel="threshold", ylim=(0, 1))
+    axes.set(title=f"{class_name} metrics vs threshold (val)", xlabel="threshold", ylim=(0, 1))
     axes.legend(loc="lower center", ncol=3, fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)

@@ -367,6 +367,7 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     from demo.bundle import BundleConfig, DatasetInfo, TargetClass
     from demo.bundle_files import sha256_of
     from demo.engine import SegmentationEngine, round_up_to_stride
+    from demo.model_facts import class_words
     from training.bundle import finishing_bundle, library_versions
     from training.evaluate import evaluate_engine, record_serving_settings, write_gallery, write_report
     from training.models import ARCHITECTURES, count_flops
@@ -405,7 +406,8 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
     bundle_dir = config.output_dir / "bundle"
     with finishing_bundle(bundle_dir, bundle_config) as draft:
         draft.save_model(model)
-        plot_training_curves(config.output_dir / "run" / "log.csv", draft.folder / "training_curves.png")
+        plot_training_curves(config.output_dir / "run" / "log.csv", draft.folder / "training_curves.png",
+                             class_words(bundle_config)[0])
         # The default threshold is the best one on val, measured through the serving engine.
         bundle = draft.loaded()
         engine = SegmentationEngine(bundle.model, bundle.config)
