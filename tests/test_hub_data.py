@@ -196,6 +196,7 @@ def test_training_on_a_hub_dataset_records_the_commit_it_read(data_hub, tmp_path
     assert (config["dataset"]["hub_dataset"], config["dataset"]["revision"], config["dataset"]["commit"]) == (
         f"{ORG}/{NAME}", "main", second)
     assert str(tmp_path) not in json.dumps(config)  # no local path (the cache folder) is published
+    assert f"{DATASET} at commit {second}" in (tmp_path / "out" / "bundle" / "README.md").read_text()  # the card
 
 
 def test_training_on_a_missing_hub_dataset_is_one_line_not_a_traceback(tmp_path):
