@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=data_dir_arg,
-                        default=Path(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
+                        default=data_dir_arg(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
                         help="CamVid root in SegNet or seed layout, or your own images/ and masks/, in a folder or "
                              "a Hub dataset repo hf://datasets/OWNER/NAME[@REVISION] "
                              "(docs/training.md; default $CAMVID_DIR or ../shared/data/camvid)")
