@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers import DEAD_ENDPOINT, REPO_ROOT, free_port, plain_folder
@@ -163,7 +162,7 @@ def test_no_such_dataset_or_revision_and_a_repo_without_images_are_clear_errors(
                                              f"{DATASET}@no-such-branch", f"hf://datasets/{NOT_PLAIN}")
     assert missing["error"].startswith(f"The Hub has no dataset repo {ORG}/nothing at revision 'main'") or (
         missing["error"].startswith(f"{ORG}/nothing@main is not in the local cache, and the Hub at")), missing
-    assert f"no-such-branch" in bad_revision["error"] and "Traceback" not in bad_revision["error"], bad_revision
+    assert "no-such-branch" in bad_revision["error"] and "Traceback" not in bad_revision["error"], bad_revision
     assert not_plain["error"].startswith(f"hf://datasets/{NOT_PLAIN} (commit ") and (
         "holds no images/ and masks/ folders" in not_plain["error"]), not_plain
 
