@@ -25,14 +25,6 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
     downloaded again once; if it still does not match, BundleError: never a different model.
     """
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     where = f"{repo_id}@{revision or 'main'}"
     try:
@@ -51,17 +43,40 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
                 raise BundleError(hide_token(f"{first_error} Downloading it again failed: {cause}")) from error
             verify_bundle(folder)
         return folder
-    except HFValidationError as error:
-        raise BundleError(f"'{repo_id}' is not a valid Hub repo id (expected owner/name): {error}") from error
-    except RevisionNotFoundError as error:
-        raise BundleError(f"The Hub repo {repo_id} has no revision '{revision}'.") from error
-    except RepositoryNotFoundError as error:
+    except hub_errors() as error:
+        raise BundleError(describe_hub_error(error, repo_id, revision)) from error
+
+
+def hub_errors() -> tuple[type[Exception], ...]:
+    """The exceptions `describe_hub_error` words: what a snapshot_download can raise (OSError last)."""
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    return HFValidationError, LocalEntryNotFoundError, HfHubHTTPError, OSError
+
+
+def describe_hub_error(error: Exception, repo_id: str, revision: str | None, kind: str = "repo") -> str:
+    """One line for a failed snapshot_download of `repo_id` at `revision` (`kind`: "repo", "dataset
+    repo"): which repo or revision is missing, or why the Hub could not be asked. Never the token."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision or 'main'}"
+    if isinstance(error, HFValidationError):
+        return f"'{repo_id}' is not a valid Hub {kind} id (expected owner/name): {error}"
+    if isinstance(error, RevisionNotFoundError):
+        return f"The Hub {kind} {repo_id} has no revision '{revision}'."
+    if isinstance(error, RepositoryNotFoundError):
         # Some hub servers (olah offline, for one) answer an unknown revision this way too.
-        raise BundleError(
-            f"The Hub has no repo {repo_id} at revision '{revision or 'main'}' "
-            "(check the repo id and revision; a private repo also needs a token)."
-        ) from error
-    except LocalEntryNotFoundError as error:
+        return (f"The Hub has no {kind} {repo_id} at revision '{revision or 'main'}' "
+                "(check the repo id and revision; a private repo also needs a token).")
+    if isinstance(error, LocalEntryNotFoundError):
         cause = error.__cause__
         if isinstance(cause, OfflineModeIsEnabled):
             reason = "HF_HUB_OFFLINE is set, so nothing is downloaded"
@@ -70,11 +85,10 @@ def download_bundle(repo_id: str, revision: str | None = None, cache_dir: str | 
                       "(check the repo id and revision)")
         else:
             reason = f"the Hub at {constants.ENDPOINT} could not be reached"
-        raise BundleError(f"{where} is not in the local cache, and {reason}.") from error
-    except HfHubHTTPError as error:  # its message quotes the server's: never pass a token on
-        raise BundleError(hide_token(f"The Hub refused the download of {where}: {error}")) from error
-    except OSError as error:
-        raise BundleError(hide_token(f"Could not download {where}: {error}")) from error
+        return f"{where} is not in the local cache, and {reason}."
+    if isinstance(error, HfHubHTTPError):  # its message quotes the server's: never pass a token on
+        return hide_token(f"The Hub refused the download of {where}: {error}")
+    return hide_token(f"Could not download {where}: {error}")
 
 
 def hide_token(text: str, token: str | None = None) -> str:

@@ -114,7 +114,11 @@ def what_it_is(config: BundleConfig) -> str:
 
 def dataset_in_words(config: BundleConfig) -> str:
     """What the model learnt from ("CamVid (SegNet layout): frames of videos filmed ...")."""
-    return (f"{config.dataset.name or 'An unnamed dataset'}: frames of videos filmed from a car driving through "
+    name = config.dataset.name or "An unnamed dataset"
+    commit = config.dataset.extra.get("commit")  # a Hub dataset repo (training.hub_data): the commit read
+    if commit:
+        name = f"{name} at commit {commit}"
+    return (f"{name}: frames of videos filmed from a car driving through "
             "Cambridge (UK), every pixel labelled by people")
 
 

@@ -8,6 +8,7 @@
     python -m training.train --data-dir ../shared/data/camvid --recipe shipped --output-dir runs/again
 
     python -m training.train --data-dir my-data --class-name dog --output-dir runs/dog   # images/ masks/
+    python -m training.train --data-dir hf://datasets/me/dogs@v1 --class-name dog --output-dir runs/dog
 
 Checkpoints, the CSV log and the resume state live in OUTPUT_DIR/run/; the bundle
 is written to OUTPUT_DIR/bundle/ at the end (atomically). Interrupted? Run the
@@ -84,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     from training.models import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
-                        help="CamVid root in SegNet or seed layout, or your own images/ and masks/ "
+    parser.add_argument("--data-dir", type=data_dir_arg,
+                        default=data_dir_arg(os.environ.get("CAMVID_DIR", "../shared/data/camvid")),
+                        help="CamVid root in SegNet or seed layout, or your own images/ and masks/, in a folder or "
+                             "a Hub dataset repo hf://datasets/OWNER/NAME[@REVISION] "
                              "(docs/training.md; default $CAMVID_DIR or ../shared/data/camvid)")
     parser.add_argument("--output-dir", type=Path, required=True, help="where run/ and bundle/ are written")
     parser.add_argument("--recipe", choices=["seed", "shipped"],
@@ -152,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
     return parser
+
+
+def data_dir_arg(text: str) -> Path | str:
+    """A local folder as a Path; an hf:// path kept as written (a Path would fold its '//'), for `fetch_hub_data`."""
+    from training.hub_data import is_hub_path
+
+    return text if is_hub_path(text) else Path(text)
 
 
 def target_class_arg(text: str) -> int:
@@ -237,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: TrainingConfig) -> int:
+    config, hub_dataset = fetch_hub_data(config)  # from here on, data_dir is a local folder
     config = settle_target(config)
     check_data(config)  # before any model is built: bad data stops here, with one message
     config = pick_no_epoch_on_a_held_out_drive(config)
@@ -306,9 +317,28 @@ def run(config: TrainingConfig) -> int:
     kept = tracker.best_checkpoint if config.keep == "best" else tracker.state.last_checkpoint
     best = keras.saving.load_model(kept, compile=False)
     print(f"writing the bundle from the {config.keep} epoch's weights ({kept.name})")
-    bundle_dir = finish_bundle(config, best, tracker, crop_size)
+    bundle_dir = finish_bundle(config, best, tracker, crop_size, hub_dataset)
     print(f"bundle written to {bundle_dir}")
     return 0
+
+
+def fetch_hub_data(config: TrainingConfig):
+    """(`config`, None) for a local --data-dir; for hf://datasets/OWNER/NAME[@REVISION], the repository
+    downloaded into huggingface_hub's cache (`training.hub_data`) and `config` reading that folder, with
+    the `HubDataset` whose commit the bundle records. A DataError when it cannot be had or is no
+    images/ and masks/ folder."""
+    from training.hub_data import download_dataset, is_hub_path, parse_hub_path
+
+    if not is_hub_path(config.data_dir):
+        return config, None
+    parse_hub_path(config.data_dir)  # a malformed path is told before anything else
+    if not config.class_name:
+        raise SystemExit(f"error: {config.data_dir} holds your own images and masks: say what the masks mark "
+                         f"with --class-name NAME (it names the model's class in the app and its card)")
+    hub_dataset = download_dataset(config.data_dir)
+    print(f"data: {hub_dataset.name} at commit {hub_dataset.commit} ({hub_dataset.revision or 'main'}), "
+          f"in {hub_dataset.folder}")
+    return config.replace(data_dir=hub_dataset.folder), hub_dataset
 
 
 def settle_target(config: TrainingConfig) -> TrainingConfig:
@@ -357,7 +387,7 @@ def training_pipeline(config: TrainingConfig):
     return dataset, crop_size, len(images)
 
 
-def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
+def finish_bundle(config: TrainingConfig, model, tracker, crop_size, hub_dataset=None) -> Path:
     """Write the bundle of the kept checkpoint, evaluated through the serving engine, and publish it once.
 
     Everything (model, graphs, evaluation, the threshold it chose, card and plots) is written into a
@@ -383,9 +413,12 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size) -> Path:
         threshold=0.5,
         test_time_flip=config.test_time_flip,
         # Which drives each split holds: val on a drive training never saw is a held-out figure.
-        dataset=DatasetInfo(name=dataset_name(config.data_dir), train_split="train", selection_split="val",
+        # A Hub dataset is named by its repo, and pinned by the commit its revision resolved to.
+        dataset=DatasetInfo(name=hub_dataset.name if hub_dataset else dataset_name(config.data_dir),
+                            train_split="train", selection_split="val",
                             train_drives=split_drives(config.data_dir, "train", config.group_pattern),
-                            val_drives=split_drives(config.data_dir, "val", config.group_pattern)),
+                            val_drives=split_drives(config.data_dir, "val", config.group_pattern),
+                            extra=hub_dataset.record() if hub_dataset else {}),
         parameters=model.count_params(),
         gflops_per_image=round(count_flops(model, round_up_to_stride(config.input_size, architecture.stride)) / 1e9, 2),
         training={
