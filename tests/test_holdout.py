@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from training.data import find_pairs, read_pair
 from training.holdout import main
 
@@ -55,4 +59,30 @@ def test_a_frame_in_two_pooled_splits_is_refused(tmp_path, capsys):
     assert main(["--data-dir", str(FIXTURES), "--sequence", "0006R0", "--output-dir", str(tmp_path / "x"),
                  "--from-splits", "train", "train"]) == 2
     assert "Frame '0001TP_006690' is in more than one of the splits" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_camvid_class_becomes_the_plain_layout_of_your_own_data(tmp_path, capsys):
+    """--target-class writes images/ + masks/ (0/255) and val/images + val/masks: the pedestrian worked example."""
+    output = tmp_path / "pedestrians"
+    assert main(["--data-dir", str(FIXTURES), "--sequence", "0006R0", "--output-dir", str(output),
+                 "--target-class", "pedestrian"]) == 0
+    assert "train 3 frames, val 1 frames of 0006R0" in capsys.readouterr().out
+    assert sorted(path.name for path in (output / "val" / "masks").iterdir()) == ["0006R0_f00990.png"]
+    assert [pair.stem for pair in find_pairs(output, "train")] == ["0001TP_006690", "0016E5_00660", "0016E5_05280"]
+
+    for pair in find_pairs(output, "train") + find_pairs(output, "val"):
+        original = {p.stem: p for split in ("train", "val") for p in find_pairs(FIXTURES, split)}[pair.stem]
+        _, labels = read_pair(original)
+        mask = np.asarray(Image.open(pair.label))
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert ((mask == 255) == (labels == 9)).all()  # CamVid's pedestrian is 9, nothing else is marked
+
+
+def test_a_class_that_camvid_does_not_have_is_refused(tmp_path, capsys):
+    argv = ["--data-dir", str(FIXTURES), "--sequence", "0006R0", "--output-dir", str(tmp_path / "x")]
+    for bad in ("dog", "12"):
+        with pytest.raises(SystemExit):
+            main(argv + ["--target-class", bad])
+        assert "--target-class" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -50,6 +50,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def target_class_arg(text: str) -> int:
+    """--target-class: a class id, or a CamVid class's name."""
+    if text.isdigit():
+        return int(text)
+    if text in CAMVID_CLASSES:
+        return CAMVID_CLASSES.index(text)
+    raise argparse.ArgumentTypeError(f"expected a class id or one of {', '.join(CAMVID_CLASSES)}, got '{text}'")
+
+
 class DataError(ValueError):
     """A problem with the dataset; the message names the offending file.
 

@@ -10,6 +10,10 @@ with the same bundle evaluated on the real val split. Nothing is copied or chang
 
 `--from-splits train val` pools the source's val frames in too (a recipe trained on more frames,
 measured on a drive it still never saw); the real val split then no longer measures that bundle.
+
+`--target-class pedestrian` (a CamVid class name or id) writes the folder in the layout of your own
+data instead: images/ and masks/ (the class 255, the rest 0) for training, val/images and val/masks
+for the held-out drive; train on it with `--class-name`. The worked example of docs/training.md.
 """
 from __future__ import annotations
 
@@ -19,8 +23,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from demo.bundle_files import replace_folder
-from training.data import DataError, find_pairs
+from training.data import BINARY_MASK, CAMVID_CLASSES, DataError, Pair, find_pairs, target_class_arg
 
 
 def sequence_of(stem: str) -> str:
@@ -29,9 +36,13 @@ def sequence_of(stem: str) -> str:
 
 
 def write_holdout_split(
-    data_dir: Path, sequence: str, output_dir: Path, from_splits: tuple[str, ...] = ("train",)
+    data_dir: Path, sequence: str, output_dir: Path, from_splits: tuple[str, ...] = ("train",),
+    target_class: int | None = None,
 ) -> dict[str, int]:
-    """Link the frames of from_splits into output_dir: `sequence` as val, the rest as train. Returns the counts."""
+    """Write output_dir from the frames of from_splits: `sequence` as val, the rest as train. Returns the counts.
+
+    Without target_class, a SegNet-layout folder of symbolic links; with it, the plain layout of anyone's
+    own data: images linked, masks written as 0/255 PNG of that class."""
     pairs = [pair for split in from_splits for pair in find_pairs(data_dir, split)]
     stems = [pair.stem for pair in pairs]
     for stem in sorted({stem for stem in stems if stems.count(stem) > 1}):
@@ -46,13 +57,31 @@ def write_holdout_split(
     staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     for split, split_pairs in (("train", kept), ("val", held_out)):
-        for folder in (staging / split, staging / f"{split}annot"):
-            folder.mkdir(parents=True)
-        for pair in split_pairs:
-            (staging / split / pair.image.name).symlink_to(pair.image.resolve())
-            (staging / f"{split}annot" / pair.label.name).symlink_to(pair.label.resolve())
+        if target_class is None:
+            _link_segnet_split(staging, split, split_pairs)
+        else:
+            _write_plain_split(staging / ("val" if split == "val" else ""), split_pairs, target_class)
     replace_folder(staging, output_dir)
     return {"train": len(kept), "val": len(held_out)}
+
+
+def _link_segnet_split(root: Path, split: str, pairs: list[Pair]) -> None:
+    for folder in (root / split, root / f"{split}annot"):
+        folder.mkdir(parents=True)
+    for pair in pairs:
+        (root / split / pair.image.name).symlink_to(pair.image.resolve())
+        (root / f"{split}annot" / pair.label.name).symlink_to(pair.label.resolve())
+
+
+def _write_plain_split(root: Path, pairs: list[Pair], target_class: int) -> None:
+    """images/ linked to the originals; masks/ the target class as 255 and every other id as 0."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    for pair in pairs:
+        (root / "images" / pair.image.name).symlink_to(pair.image.resolve())
+        labels = np.asarray(Image.open(pair.label))
+        mask = np.where(labels == target_class, BINARY_MASK, 0).astype(np.uint8)
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{pair.stem}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, required=True, help="folder to write (replaced if present)")
     parser.add_argument("--from-splits", nargs="+", default=["train"], metavar="SPLIT",
                         help="splits whose frames are pooled (default: train; 'train val' trains on val's too)")
+    parser.add_argument("--target-class", type=target_class_arg, metavar="CLASS",
+                        help="write images/ and masks/ (0/255) of this CamVid class (name or id) instead of links "
+                             "to the label maps: the layout of your own data")
     args = parser.parse_args(argv)
+    if args.target_class is not None and args.target_class >= len(CAMVID_CLASSES):
+        parser.error(f"--target-class {args.target_class} is no CamVid class: the ids are 0..{len(CAMVID_CLASSES) - 1}")
     try:
-        counts = write_holdout_split(args.data_dir, args.sequence, args.output_dir, tuple(args.from_splits))
+        counts = write_holdout_split(args.data_dir, args.sequence, args.output_dir, tuple(args.from_splits),
+                                     args.target_class)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from training.config import TrainingConfig
-from training.data import DEFAULT_GROUP_PATTERN, parse_size, scale_range
+from training.data import DEFAULT_GROUP_PATTERN, parse_size, scale_range, target_class_arg
 
 # The seed's recipe, for comparison: what the original notebook did, with car = 1. With --recipe seed
 # these are the parser's defaults, so a flag given on the command line still wins.
@@ -162,17 +162,6 @@ def data_dir_arg(text: str) -> Path | str:
     from training.hub_data import is_hub_path
 
     return text if is_hub_path(text) else Path(text)
-
-
-def target_class_arg(text: str) -> int:
-    """--target-class: a class id, or a CamVid class's name."""
-    from training.data import CAMVID_CLASSES
-
-    if text.isdigit():
-        return int(text)
-    if text in CAMVID_CLASSES:
-        return CAMVID_CLASSES.index(text)
-    raise argparse.ArgumentTypeError(f"expected a class id or one of {', '.join(CAMVID_CLASSES)}, got '{text}'")
 
 
 def group_pattern_arg(text: str) -> str:
