@@ -1,0 +1,62 @@
+"""Steadier answers across a clip's frames: each frame's probabilities averaged with its neighbours'.
+
+A network that sees each frame alone flips pixels near its threshold from one frame to the next, and the
+overlay flickers. `ProbabilitySmoother` averages a frame's probabilities (uint8, 0-255, at the network's
+resolution) with those of the frames around it. A centred window needs the frames after it, so a frame
+comes out `lookahead` frames after it went in: fine for a clip, which is read ahead; the live camera uses
+`lookahead=0` (the frames before only), which adds no delay.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+# Frames averaged for a clip (1 = each frame alone), chosen by `bench.flicker` (BENCHMARKS.md).
+DEFAULT_WINDOW = 3
+
+
+class ProbabilitySmoother:
+    """Feed frames' probabilities in order with `push`; take each smoothed frame from what `push` and, at
+    the end of the clip, `flush` return, in the same order. Frames of another shape start a new run."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW, lookahead: int | None = None):
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.window = window
+        self.lookahead = (window - 1) // 2 if lookahead is None else min(lookahead, window - 1)
+        self._frames: deque[np.ndarray] = deque()
+        self._next = 0  # index in _frames of the next frame to come out
+
+    def push(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        if self._frames and self._frames[-1].shape != probabilities.shape:
+            out = self.flush()
+        else:
+            out = []
+        self._frames.append(probabilities)
+        while self._next < len(self._frames) and len(self._frames) - 1 - self._next >= self.lookahead:
+            out.append(self._emit())
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        """The frames still held back (the last `lookahead`), smoothed with what neighbours they have."""
+        out = [self._emit() for _ in range(len(self._frames) - self._next)]
+        self._frames.clear()
+        self._next = 0
+        return out
+
+    def _emit(self) -> np.ndarray:
+        behind = self.window - 1 - self.lookahead
+        start, stop = max(0, self._next - behind), min(len(self._frames), self._next + self.lookahead + 1)
+        frames = [self._frames[i] for i in range(start, stop)]
+        self._next += 1
+        # Forget what no later frame will average with.
+        while self._next > behind:
+            self._frames.popleft()
+            self._next -= 1
+        if len(frames) == 1:
+            return frames[0]
+        total = np.zeros(frames[0].shape, np.uint16)
+        for frame in frames:
+            total += frame
+        return ((total + len(frames) // 2) // len(frames)).astype(np.uint8)

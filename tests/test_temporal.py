@@ -1,0 +1,50 @@
+"""demo.temporal: each frame averaged with its neighbours, in order, none lost, memory bounded."""
+import numpy as np
+import pytest
+
+from demo.temporal import ProbabilitySmoother
+
+
+def smooth_all(smoother, frames):
+    out, held = [], 0
+    for frame in frames:
+        out += smoother.push(frame)
+        held = max(held, len(smoother._frames))
+    return out + smoother.flush(), held
+
+
+def frames_of(values, shape=(2, 3)):
+    return [np.full(shape, value, np.uint8) for value in values]
+
+
+def test_a_window_of_one_passes_frames_through():
+    frames = frames_of([0, 200, 7])
+    out, held = smooth_all(ProbabilitySmoother(window=1), frames)
+    assert [int(f[0, 0]) for f in out] == [0, 200, 7]
+    assert held <= 1
+
+
+def test_a_centred_window_averages_neighbours_and_shortens_at_the_ends():
+    out, held = smooth_all(ProbabilitySmoother(window=3), frames_of([0, 30, 60, 90, 255]))
+    # (0+30)/2, (0+30+60)/3, (30+60+90)/3, (60+90+255)/3, (90+255)/2, rounded
+    assert [int(f[0, 0]) for f in out] == [15, 30, 60, 135, 173]
+    assert held <= 3
+
+
+def test_a_causal_window_uses_only_earlier_frames():
+    smoother = ProbabilitySmoother(window=3, lookahead=0)
+    assert [int(f[0, 0]) for f in smoother.push(np.full((1, 1), 90, np.uint8))] == [90]  # no delay
+    out, _ = smooth_all(smoother, frames_of([0, 30], (1, 1)))
+    assert [int(f[0, 0]) for f in out] == [45, 40]
+
+
+def test_a_new_frame_size_starts_a_new_run():
+    frames = frames_of([100, 100]) + frames_of([0, 0], shape=(4, 4))
+    out, _ = smooth_all(ProbabilitySmoother(window=3), frames)
+    assert [f.shape for f in out] == [(2, 3), (2, 3), (4, 4), (4, 4)]
+    assert [int(f[0, 0]) for f in out] == [100, 100, 0, 0]
+
+
+def test_a_window_below_one_is_refused():
+    with pytest.raises(ValueError):
+        ProbabilitySmoother(window=0)
