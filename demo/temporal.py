@@ -14,6 +14,8 @@ import numpy as np
 
 # Frames averaged for a clip (1 = each frame alone), chosen by `bench.flicker` (BENCHMARKS.md).
 DEFAULT_WINDOW = 3
+# Frames averaged by the live camera, which cannot wait for later frames (lookahead=0).
+LIVE_WINDOW = 2
 
 
 class ProbabilitySmoother:
