@@ -112,14 +112,29 @@ def what_it_is(config: BundleConfig) -> str:
     return text
 
 
+def learnt_from_camvid(config: BundleConfig) -> bool:
+    """Whether the bundle names CamVid as what it learnt from (training's CamVid layouts do; --dataset-name
+    "CamVid ..." for frames converted from it): only then do the page and card speak of Cambridge's streets."""
+    return (config.dataset.name or "").startswith("CamVid")
+
+
 def dataset_in_words(config: BundleConfig) -> str:
     """What the model learnt from ("CamVid (SegNet layout): frames of videos filmed ...")."""
     name = config.dataset.name or "An unnamed dataset"
     commit = config.dataset.extra.get("commit")  # a Hub dataset repo (training.hub_data): the commit read
     if commit:
         name = f"{name} at commit {commit}"
+    if not learnt_from_camvid(config):
+        return f"{name}: images with {class_words(config)[0]} masks, as its trainer gave them"
     return (f"{name}: frames of videos filmed from a car driving through "
             "Cambridge (UK), every pixel labelled by people")
+
+
+def network_in_words(config: BundleConfig) -> str:
+    """The network, as the page's first line introduces it."""
+    if learnt_from_camvid(config):
+        return "a network trained on street videos from Cambridge (UK)"
+    return f"a network trained on {config.dataset.name or 'its own images'}"
 
 
 def threshold_chosen_on(config: BundleConfig) -> str:

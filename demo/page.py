@@ -17,6 +17,7 @@ from demo.model_facts import (
     capitalised,
     class_words,
     dataset_in_words,
+    network_in_words,
     runs_in_words,
     held_out_scores,
     runtime_in_words,
@@ -106,8 +107,8 @@ def build_layout(bundle: Bundle, runtime: str, default_threshold: float, opening
     singular, plural = class_words(bundle.config)
     gr.Markdown(
         f"# {page_title(bundle)} in a street photo\n"
-        "Drop, paste or take a photo: a network trained on street videos from Cambridge (UK) marks every "
-        f"{singular} pixel in magenta. Drag the line across the picture to compare with the photo. "
+        f"Drop, paste or take a photo: {network_in_words(bundle.config)} marks every {singular} pixel in magenta. "
+        "Drag the line across the picture to compare with the photo. "
         "How the model was made and how well it does: *About the model*, at the bottom."
     )
     if bundle.notice:

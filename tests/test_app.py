@@ -12,11 +12,11 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from demo.bundle import TargetClass
+from demo.bundle import DatasetInfo, TargetClass
 from demo.engine import SegmentationEngine
 from demo.examples import EXAMPLES, EXAMPLES_DIR, example_label
 from demo.handlers import CAR_COLOUR, Segmentation, describe_result, draw_cars, parse_colour
-from demo.model_facts import class_words, describe_architecture
+from demo.model_facts import class_words, describe_architecture, network_in_words
 from demo.page import describe_model
 from demo.ui import build_demo
 from helpers import running_app_py, segment, serving_config
@@ -293,6 +293,16 @@ def test_a_pedestrian_bundle_page_says_pedestrians_and_never_cars(pedestrian_dem
     about = describe_model(pedestrian_bundle)
     assert "a probability of being pedestrian" in about and "marked as pedestrian, the share both did" in about
     assert words_naming_cars(page + about) == []
+
+
+def test_a_bundle_of_own_data_says_what_it_learnt_from_not_cambridge(pedestrian_bundle):
+    own = dataclasses.replace(pedestrian_bundle.config, target_class=TargetClass(255, "weed"),
+                              dataset=DatasetInfo(name="field-photos (images/ and masks/)"))
+    assert network_in_words(own) == "a network trained on field-photos (images/ and masks/)"
+    about = describe_model(dataclasses.replace(pedestrian_bundle, config=own))
+    assert "**What it learnt from.** field-photos (images/ and masks/): images with weed masks" in about
+    assert "Cambridge" not in about and "CamVid" not in about
+    assert "Cambridge (UK)" in network_in_words(pedestrian_bundle.config)  # the tiny bundle learnt from CamVid
 
 
 def test_a_pedestrian_bundle_api_names_pedestrians_and_counts_regions_under_a_key_naming_no_class(

@@ -125,3 +125,36 @@ def test_a_pedestrian_bundle_card_names_pedestrians_in_its_text_and_metadata_and
     # Only the car CamVid was filmed from is left.
     assert re.findall(r"\bcars?\b", text) == ["car", "car"]
     assert "filmed from a car driving" in text and "from a car's dashboard" in text
+
+
+def test_a_bundle_of_own_data_never_claims_camvid_or_cambridge():
+    config = BundleConfig.from_dict({**CONFIG, "target_class": {"id": 255, "name": "weed"},
+                                     "dataset": {"name": "field-photos (images/ and masks/)"}})
+    card = build_model_card(config)
+    text = str(card)
+    assert "CamVid" not in text and "Cambridge" not in text and "camvid" not in text.lower()
+    assert "trained on field-photos (images/ and masks/): images with weed masks" in text
+    assert "## Results on its validation frames (101 frames" in text
+    assert "It knows only what field-photos (images/ and masks/) shows" in text
+    assert "class 255" not in text
+    data = card.data
+    assert data.model_name == "unet weed segmentation (field-photos (images/ and masks/))"
+    assert data.license == "other" and not data.datasets and "camvid" not in data.tags
+    assert {result.dataset_type for result in data.eval_results} == {"field-photos-images-and-masks"}
+
+
+def test_frames_converted_from_camvid_keep_its_description_and_say_binary_masks():
+    config = BundleConfig.from_dict({**CONFIG, "target_class": {"id": 255, "name": "pedestrian"},
+                                     "dataset": {"name": "CamVid pedestrians, drive 0006R0 held out"}})
+    text = str(build_model_card(config))
+    assert "filmed from a car driving through Cambridge (UK)" in text and "## Results on CamVid val" in text
+    assert "its pedestrian pixels, as binary masks" in text and "class 255" not in text
+
+
+def test_a_bundle_of_a_hub_dataset_links_the_dataset_repo():
+    config = BundleConfig.from_dict({**CONFIG, "target_class": {"id": 255, "name": "weed"},
+                                     "dataset": {"name": "someone/weeds", "hub_dataset": "someone/weeds",
+                                                 "commit": "a" * 40}})
+    data = build_model_card(config).data
+    assert data.datasets == ["someone/weeds"]
+    assert {result.dataset_type for result in data.eval_results} == {"someone/weeds"}

@@ -195,6 +195,14 @@ def test_own_images_and_masks_train_a_bundle_of_their_class(camvid_dir, tmp_path
     assert config.training["keep"] == "last" and config.training["group_pattern"] == "^([^_]+)_"
     assert config.metrics["val"]["images"] == 2  # --limit 2 of the group's four frames
 
+    # A finished run resumed rewrites its bundle without training more: here to name what it learnt from.
+    rows = log_rows(tmp_path / "out")
+    assert run_training(folder, tmp_path / "out", "--epochs", "1", "--class-name", "pedestrian", "--resume",
+                        "--dataset-name", "CamVid pedestrians") == 0
+    assert log_rows(tmp_path / "out") == rows
+    renamed = verify_bundle(tmp_path / "out" / "bundle")
+    assert renamed.dataset.name == "CamVid pedestrians" and "dataset_name" not in renamed.training
+
 
 def test_own_folder_needs_a_class_name_and_bad_masks_stop_before_any_model(camvid_dir, tmp_path, capsys):
     folder = plain_folder(camvid_dir, tmp_path / "data", mask=lambda labels: np.zeros_like(labels))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Where the run reads and writes, and how chatty it is: machine-local, so not published with the model.
-NOT_RECORDED = frozenset({"verbose", "resume", "data_dir", "output_dir"})
+NOT_RECORDED = frozenset({"verbose", "resume", "data_dir", "output_dir", "dataset_name"})  # dataset.name records the last
 # Flags that mean something only for an architecture with a pretrained encoder.
 ENCODER_ONLY = frozenset({"encoder_weights", "freeze_encoder", "frozen_epochs", "fine_tune_learning_rate",
                           "encoder_learning_rate"})
@@ -31,6 +31,7 @@ class TrainingConfig:
     base_filters: int  # width of the compact U-Nets
     target_class: int | None  # class id segmented (8 = car); 255: binary masks; None until the data folder settles it
     class_name: str | None  # what the masks mark (the bundle's target_class.name); None: the CamVid class's
+    dataset_name: str | None  # what the bundle says it learnt from; None: CamVid's layout, the folder or Hub repo's name
     group_pattern: str  # an images/ and masks/ folder without val/: what names a file's group
     test_time_flip: bool  # served averaging each photo with its mirror image
     # Pretrained encoders

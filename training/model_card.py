@@ -17,6 +17,7 @@ from demo.model_facts import (
     dataset_in_words,
     feeding_in_words,
     held_out_scores,
+    learnt_from_camvid,
     runs_in_words,
     threshold_in_words,
     training_in_words,
@@ -47,7 +48,7 @@ photo of a new street.
 {% if held_out_runs %}
 They are {{ held_out_runs }} (other seeds) for each drive: one run's figure moves by a few
 hundredths from seed to seed.
-{% endif %}{% endif %}## Results on CamVid val ({{ val_images }} frames, pixel counts summed over the split)
+{% endif %}{% endif %}## Results on {{ val_title }} ({{ val_images }} frames, pixel counts summed over the split)
 
 | metric | value |
 |---|---|
@@ -93,15 +94,21 @@ Regenerate them after any change to `model.keras`: `python -m training.export_gr
 {% endif %}
 ## Limitations
 
+{% if camvid -%}
 CamVid's videos were filmed in daylight, in 2007 and 2008, from a car's dashboard: 367
 training frames from three drives. Expect worse results at night, in rain or snow, on other
 continents' {{ plural }} and streets, from other viewpoints (aerial, pedestrian, close-ups) and on {{ plural }}
 much smaller or larger in the frame than in CamVid. {% if class_caveat %}{{ class_caveat }}
+{% endif %}
+{%- else -%}
+It knows only what {{ dataset_name }} shows: expect worse results on images unlike its training images
+(other places, light, cameras, viewpoints) and on {{ plural }} much smaller or larger in the frame than there.
 {% endif %}{{ validation_frames }}. Not for any safety-related use.
-
+{% if camvid %}
 ## Dataset and citation
 
-CamVid as prepared for SegNet (480x360, 11 classes + unlabelled; class {{ class_id }} = {{ singular }}), for personal and
+CamVid as prepared for SegNet (480x360, 11 classes + unlabelled; {% if class_id != 255 %}class {{ class_id }} = {{ singular
+}}{% else %}its {{ singular }} pixels, as binary masks{% endif %}), for personal and
 research use (CC BY-NC 4.0 as stated by its distributors).
 
 ```bibtex
@@ -115,7 +122,7 @@ research use (CC BY-NC 4.0 as stated by its distributors).
   author  = {Badrinarayanan, Vijay and Kendall, Alex and Cipolla, Roberto},
   journal = {IEEE TPAMI}, volume = {39}, number = {12}, pages = {2481--2495}, year = {2017}
 }
-```
+```{% endif %}
 """
 
 
@@ -140,18 +147,23 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
     """
     singular, plural = class_words(config)
     val = config.metrics.get("val", {})
+    camvid = learnt_from_camvid(config)
+    # The Hub links model-index's dataset type to a dataset repo: CamVid's, a Hub dataset's own id, else none.
+    hub_dataset = config.dataset.extra.get("hub_dataset")
+    dataset_type = "camvid" if camvid else hub_dataset or class_slug(config.dataset.name or "own data", "-")
     eval_results = [
-        EvalResult(task_type="image-segmentation", task_name=f"{singular} segmentation", dataset_type="camvid",
-                   dataset_name="CamVid (SegNet layout)", dataset_split=split, metric_type=metric,
+        EvalResult(task_type="image-segmentation", task_name=f"{singular} segmentation", dataset_type=dataset_type,
+                   dataset_name=config.dataset.name or "own data", dataset_split=split, metric_type=metric,
                    metric_name=f"{singular} {metric}", metric_value=float(metrics[metric]))
         for split, metrics in measured_splits(config)
         for metric in ("iou", "dice", "precision", "recall") if metric in metrics
     ]
     card_data = ModelCardData(
-        library_name="keras", pipeline_tag="image-segmentation", license="cc-by-nc-4.0", datasets=["camvid"],
-        tags=["image-segmentation", "unet", "camvid", class_slug(singular, "-"), "keras"],
+        library_name="keras", pipeline_tag="image-segmentation", license="cc-by-nc-4.0" if camvid else "other",  # own data: its owner's terms
+        datasets=[dataset_type] if camvid or hub_dataset else None,
+        tags=["image-segmentation", "unet", *(["camvid"] if camvid else []), class_slug(singular, "-"), "keras"],
         metrics=["iou", "dice", "precision", "recall"],
-        model_name=f"{config.architecture} {singular} segmentation (CamVid)",
+        model_name=f"{config.architecture} {singular} segmentation ({'CamVid' if camvid else config.dataset.name or 'own data'})",
         eval_results=eval_results or None,
     )
     input_h, input_w = config.input_size
@@ -163,7 +175,8 @@ def build_model_card(config: BundleConfig, repo_id: str | None = None) -> ModelC
         app_name=f"{class_slug(singular, '-')}-segmentation",
         what_it_is=what_it_is(config), architecture=config.architecture, size_text=size_text,
         dataset=dataset_in_words(config), threshold_text=threshold_in_words(config),
-        val_images=val.get("images", "?"), metrics=metric_rows, training_text=training_in_words(config),
+        val_images=val.get("images", "?"), val_title="CamVid val" if camvid else "its validation frames", camvid=camvid,
+        dataset_name=config.dataset.name or "its training data", metrics=metric_rows, training_text=training_in_words(config),
         feeding_text=feeding_in_words(config), threshold=config.threshold, repo_id=repo_id,
         graphs=graph_rows(config), held_out=held_out_scores(config), held_out_recipe=HELD_OUT_RECIPE,
         held_out_runs=runs_in_words(max((m.get("runs", 1) for m in config.held_out_drives.values()), default=1)),

@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "of its class-id maps is given")
     parser.add_argument("--class-name", help="what the masks mark, recorded in the bundle (default: the CamVid "
                                              "class's name; needed for an images/ and masks/ folder)")
+    parser.add_argument("--dataset-name",
+                        help="what the bundle, its model card and the app say the model learnt from (default: "
+                             "'CamVid (SegNet layout)', the folder's name or the Hub dataset's); a name starting "
+                             "with 'CamVid' is described as CamVid's Cambridge street videos")
     parser.add_argument("--group-pattern", type=group_pattern_arg, default=DEFAULT_GROUP_PATTERN,
                         help="an images/ and masks/ folder without val/: the regular expression whose first "
                              "group (or whole match) names a file's group (scene, day, camera); val is the last "
@@ -403,7 +407,7 @@ def finish_bundle(config: TrainingConfig, model, tracker, crop_size, hub_dataset
         test_time_flip=config.test_time_flip,
         # Which drives each split holds: val on a drive training never saw is a held-out figure.
         # A Hub dataset is named by its repo, and pinned by the commit its revision resolved to.
-        dataset=DatasetInfo(name=hub_dataset.name if hub_dataset else dataset_name(config.data_dir),
+        dataset=DatasetInfo(name=config.dataset_name or (hub_dataset.name if hub_dataset else dataset_name(config.data_dir)),
                             train_split="train", selection_split="val",
                             train_drives=split_drives(config.data_dir, "train", config.group_pattern),
                             val_drives=split_drives(config.data_dir, "val", config.group_pattern),
