@@ -197,6 +197,14 @@ def test_training_on_a_hub_dataset_records_the_commit_it_read(data_hub, tmp_path
     assert str(tmp_path) not in json.dumps(config)  # no local path (the cache folder) is published
     assert f"{DATASET} at commit {second}" in (tmp_path / "out" / "bundle" / "README.md").read_text()  # the card
 
+    # Resumed on another commit (as when the branch has moved), the run refuses to finish on other files.
+    first, _ = data_hub.commits
+    resumed = subprocess.run([*command[:4], f"{DATASET}@{first}", *command[5:], "--resume"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert f"this run began on {ORG}/{NAME} at commit {second}, but this resume reads commit {first}" in resumed.stderr
+    assert f"resume with --data-dir {DATASET}@{second} to finish on the same files" in resumed.stderr
+
 
 def test_training_on_a_missing_hub_dataset_is_one_line_not_a_traceback(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGING_FACE_"))}

@@ -39,6 +39,8 @@ NOT_A_RECIPE = frozenset({"recipe", "init_from", "limit", "steps_per_epoch", "st
 # that meant "off": a bundle records them there, or not at all, when it trained as this command still does
 # (the zoom range's "off" depends on --photometric: see removed_options_used).
 REMOVED_OPTIONS = {"ema": None, "recompute_batchnorm": False, "copy_paste": 0.0, "class_auxiliary": 0.0}
+# In OUTPUT_DIR/run/: the Hub dataset commit a run trains on (keep_to_one_commit).
+RUN_DATA_FILE = "data.json"
 
 
 def shipped_recipe(bundle_dir: Path | None = None) -> dict:
@@ -261,6 +263,8 @@ def run(config: TrainingConfig) -> int:
     state = load_state(run_dir) if config.resume else None
     if config.resume and state is None:
         print(f"No checkpoint in {run_dir} yet: starting from the beginning.")
+    if hub_dataset:
+        keep_to_one_commit(run_dir, hub_dataset, resuming=state is not None)
 
     started = time.perf_counter()
     train_data, crop_size, train_frames = training_pipeline(config)
@@ -313,6 +317,30 @@ def run(config: TrainingConfig) -> int:
     bundle_dir = finish_bundle(config, best, tracker, crop_size, hub_dataset)
     print(f"bundle written to {bundle_dir}")
     return 0
+
+
+def keep_to_one_commit(run_dir: Path, hub_dataset, resuming: bool) -> None:
+    """A run trains on one commit of a Hub dataset: the commit is recorded when the run starts, and a resume
+    on another (a branch that moved since) is refused, since it would finish on other files than it began on."""
+    import json
+
+    from demo.bundle_files import atomic_write_text
+    from training.data import DataError
+
+    path = run_dir / RUN_DATA_FILE
+    if resuming and path.is_file():
+        began = json.loads(path.read_text())
+        if began.get("commit") != hub_dataset.commit:
+            revision = hub_dataset.revision or "main"
+            asked = (f"this resume reads commit {revision}" if revision == hub_dataset.commit
+                     else f"'{revision}' is now commit {hub_dataset.commit}")
+            raise DataError(
+                f"this run began on {began.get('hub_dataset')} at commit {began.get('commit')}, but {asked}: "
+                f"resume with --data-dir "
+                f"hf://datasets/{began.get('hub_dataset')}@{began.get('commit')} to finish on the same files, "
+                f"or start again in a new --output-dir.")
+        return
+    atomic_write_text(path, json.dumps(hub_dataset.record()))
 
 
 def fetch_hub_data(config: TrainingConfig):
