@@ -33,7 +33,7 @@ from demo.bundle import Bundle
 from demo.handlers import CAR_COLOUR, DEFAULT_OPACITY, hex_colour, parse_colour
 from demo.model_facts import capitalised, class_slug, class_words, threshold_chosen_on
 from demo.safeguards import unit_interval, uploaded_file
-from demo.video import ClipError, ClipResult, ClipState, render_clip, segment_clip
+from demo.video import MAX_SECONDS, ClipError, ClipResult, ClipState, render_clip, segment_clip
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class ClipComponents:
 
 
 def build_clip_tab(bundle: Bundle, default_threshold: float, forget_clip: Callable[[object], None],
-                   max_seconds: float | None = None) -> ClipComponents:
+                   max_seconds: float | None = MAX_SECONDS) -> ClipComponents:
     """The video tab's components, within the open gr.Tab. `forget_clip` runs when a session's clip expires."""
     singular, plural_words = class_words(bundle.config)
     limit = f" The first {max_seconds:.0f} s of a longer clip are processed." if max_seconds else ""

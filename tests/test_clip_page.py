@@ -9,30 +9,12 @@ import uuid
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pytest
 from gradio.utils import get_upload_folder
-from PIL import Image
 
-from helpers import CAMVID_FIXTURE
+from helpers import make_clip
 
 FRAMES = 12
-FPS = 10
-
-
-def make_clip(path: Path, frames: int = FRAMES, fps: int = FPS) -> Path:
-    """An H.264 mp4 of the CamVid fixture frames in turn (480x360), `frames` long, written with PyAV."""
-    import av
-
-    pictures = [np.asarray(Image.open(image).convert("RGB")) for image in sorted((CAMVID_FIXTURE / "train").glob("*.png"))]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 480, 360, "yuv420p"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(pictures[index % len(pictures)], format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
 
 
 def as_upload(path: Path) -> dict:
