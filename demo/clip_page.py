@@ -49,22 +49,19 @@ UNREADABLE_CLIP = "The clip is not among this app's uploads (or has expired); pl
 CLIP_GONE = "The server no longer keeps this clip (it is kept 30 minutes); please upload it again."
 
 
-class PlayableVideo(gr.Video):
-    """A gr.Video that hands the browser the clip file as it is.
+def playable_video(**options) -> gr.Video:
+    """A gr.Video output that hands the browser the clip file as it is.
 
     `demo.video` already writes H.264 in an mp4 that Chromium plays, but gr.Video's postprocess probes
     every clip it sends with ffprobe, and re-encodes it with ffmpeg if unsure, whenever ffmpeg is
     installed (as on Spaces): seconds of work for nothing, and an app that would behave differently
-    where ffmpeg is missing. The front end is gr.Video's own.
+    where ffmpeg is missing. Its postprocess is replaced on this one component (a subclass would do,
+    but Gradio writes a .pyi stub beside the module of every Component subclass it meets).
     """
-
-    def get_block_name(self) -> str:
-        return "video"
-
-    def postprocess(self, value: str | Path | None) -> FileData | None:
-        if value is None:
-            return None
-        return FileData(path=str(value), orig_name=Path(value).name)
+    video = gr.Video(**options)
+    video.postprocess = lambda value: None if value is None else FileData(path=str(value),
+                                                                          orig_name=Path(value).name)
+    return video
 
 
 class PhotosFirst:
@@ -270,7 +267,7 @@ class ClipComponents:
     """The video tab's components that events read or write."""
 
     clip: gr.Video  # the upload / webcam box
-    result: PlayableVideo  # the drawn clip
+    result: gr.Video  # the drawn clip (`playable_video`)
     result_text: gr.Markdown
     notice: gr.Markdown
     plot: gr.LinePlot
@@ -308,9 +305,9 @@ def build_clip_tab(bundle: Bundle, default_threshold: float, forget_clip: Callab
         with gr.Column(scale=3, min_width=320):
             with gr.Group(elem_id="clip-result-panel"):
                 notice = gr.Markdown(visible=False, elem_id="clip-notice", padding=True)
-                result = PlayableVideo(label=f"Your clip with its {plural_words}", interactive=False,
-                                       height=RESULT_HEIGHT, buttons=["download"], loop=False,
-                                       elem_id="clip-result")
+                result = playable_video(label=f"Your clip with its {plural_words}", interactive=False,
+                                        height=RESULT_HEIGHT, buttons=["download"], loop=False,
+                                        elem_id="clip-result")
                 result_text = gr.Markdown(f"Upload a clip to see its {plural_words}.", elem_id="clip-coverage",
                                           padding=True)
             plot = gr.LinePlot(x="seconds", y="percent", title=f"{capitalised(plural_words)} over time",
