@@ -44,7 +44,13 @@ MAX_KEPT_CLIPS = 6
 CLIP_TIME_TO_LIVE_S = 30 * 60
 # The progress bar is updated at most this often: each update is a message to the browser.
 PROGRESS_INTERVAL_S = 0.25
-RESULT_HEIGHT = 420
+# Once a clip is processed, bring its result into view if it is not: on a phone it ends below the fold.
+# Measured half a second later: the panel grows only once the new video has loaded.
+SHOW_CLIP_RESULT_JS = """() => setTimeout(() => {
+  const panel = document.getElementById("clip-result-panel");
+  const box = panel && panel.getBoundingClientRect();
+  if (box && (box.top < 0 || box.bottom > window.innerHeight)) panel.scrollIntoView({behavior: "smooth", block: "start"});
+}, 500)"""
 UNREADABLE_CLIP = "The clip is not among this app's uploads (or has expired); please upload it again."
 CLIP_GONE = "The server no longer keeps this clip (it is kept 30 minutes); please upload it again."
 
@@ -295,8 +301,8 @@ def build_clip_tab(bundle: Bundle, default_threshold: float, forget_clip: Callab
         f"# Find the {plural_words} in a dashcam clip\n"
         f"Upload a dashcam or phone clip (mp4, webm, mov), or record one: every {singular} pixel of every frame is "
         f"marked in magenta, and the clip comes back to play or download, with a plot of the {plural_words} over "
-        f"time. The network runs once per clip (a few seconds per second of video); moving a slider then "
-        f"redraws the clip without it.{limit}"
+        f"time. The network runs once per clip, which takes a while (the bar shows how long); moving a slider "
+        f"then redraws the clip without it, which is quicker.{limit}"
     )
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
@@ -306,7 +312,7 @@ def build_clip_tab(bundle: Bundle, default_threshold: float, forget_clip: Callab
             with gr.Group(elem_id="clip-result-panel"):
                 notice = gr.Markdown(visible=False, elem_id="clip-notice", padding=True)
                 result = playable_video(label=f"Your clip with its {plural_words}", interactive=False,
-                                        height=RESULT_HEIGHT, buttons=["download"], loop=False,
+                                        buttons=["download"], loop=False,
                                         elem_id="clip-result")
                 result_text = gr.Markdown(f"Upload a clip to see its {plural_words}.", elem_id="clip-coverage",
                                           padding=True)
@@ -338,11 +344,12 @@ def wire_clip_events(tab: ClipComponents, handlers: ClipHandlers) -> None:
     is never queued behind a clip; a redraw re-encodes the whole clip, so it waits for a slider's
     release rather than following every step of a drag.
     """
-    tab.clip.change(
+    processed = tab.clip.change(
         handlers.process, inputs=[tab.clip, tab.state, *tab.sliders], outputs=[tab.state, *tab.result_outputs],
         preprocess=False, concurrency_id="clip", concurrency_limit=1, trigger_mode="always_last",
         show_progress_on=[tab.result], api_name="process_clip", api_visibility="private",
     )
+    processed.success(None, js=SHOW_CLIP_RESULT_JS)  # in the browser only
     gr.on(
         [tab.threshold.release, tab.opacity.release, tab.colour.release], handlers.rerender,
         inputs=[tab.state, tab.result, *tab.sliders], outputs=tab.result_outputs, preprocess=False,
