@@ -263,6 +263,9 @@ class ClipHandlers:
                                  progress=report)
         except ClipError as error:
             raise gr.Error(str(error), print_exception=False) from error
+        except OSError as error:  # its files went mid-redraw (the session expired, or was evicted)
+            logger.info("A redraw lost its clip: %s", error)
+            raise gr.Error(CLIP_GONE, print_exception=False) from error
         for old in previous - {Path(result.video)}:  # the browser has its own copy (Gradio's cache)
             old.unlink(missing_ok=True)
         return self._outputs(session, result, threshold, None)
@@ -342,7 +345,7 @@ def wire_clip_events(tab: ClipComponents, handlers: ClipHandlers) -> None:
 
     Processing and redrawing share one concurrency id apart from the photo's "network", so a photo
     is never queued behind a clip; a redraw re-encodes the whole clip, so it waits for a slider's
-    release rather than following every step of a drag.
+    release (or the colour picker's, or Enter in its text box) rather than following every step of a drag.
     """
     processed = tab.clip.change(
         handlers.process, inputs=[tab.clip, tab.state, *tab.sliders], outputs=[tab.state, *tab.result_outputs],
@@ -351,7 +354,7 @@ def wire_clip_events(tab: ClipComponents, handlers: ClipHandlers) -> None:
     )
     processed.success(None, js=SHOW_CLIP_RESULT_JS)  # in the browser only
     gr.on(
-        [tab.threshold.release, tab.opacity.release, tab.colour.release], handlers.rerender,
+        [tab.threshold.release, tab.opacity.release, tab.colour.release, tab.colour.submit], handlers.rerender,
         inputs=[tab.state, tab.result, *tab.sliders], outputs=tab.result_outputs, preprocess=False,
         concurrency_id="clip", trigger_mode="always_last", show_progress_on=[tab.result],
         api_name="redraw_clip", api_visibility="private",
