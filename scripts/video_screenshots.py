@@ -1,6 +1,6 @@
 """Screenshots of the video tab with a processed clip, at desktop (1366x900) and phone (390x844) sizes.
 
-    python -m bench.video_screenshots              # docs/images/video-desktop.png, video-phone.png
+    .venv/bin/python scripts/video_screenshots.py     # docs/images/video-desktop.png, video-phone.png
 
 The app serves the shipped model (demo/default_model); the clip is a CamVid drive
 (`bench.clip_contention.write_clip`); the browser is Debian's chromium through Playwright.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
 
 from bench.clip_contention import CAMVID_DIR, DEFAULT_MODEL, FIXTURE_CAMVID_DIR, camvid_frames, write_clip  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
