@@ -114,7 +114,8 @@ def photo_latencies(client, photo: Path, count: int | None, gap_s: float, until:
 
 
 def measure(bundle, clip: Path, photo: Path, photos_first: bool, idle_photos: int, gap_s: float) -> dict:
-    """One app, built with `photos_first` or not: photos idle, the clip alone, photos during the clip."""
+    """One app, built with `photos_first` or not: photos idle, the clip alone, photos during the clip, photos
+    idle again (the idle times before and after together)."""
     from gradio_client import Client
 
     from demo.ui import MAX_UPLOAD_SIZE, build_demo
@@ -154,6 +155,8 @@ def measure(bundle, clip: Path, photo: Path, photos_first: bool, idle_photos: in
         time.sleep(1.0)  # the clip is under way: opened, first frames decoded
         during = photo_latencies(client, photo, None, gap_s, until=done)
         thread.join()
+        # Idle again: the machine's other load drifts, so the idle time brackets the clip's.
+        idle += photo_latencies(client, photo, idle_photos, gap_s)
         client.close()
     finally:
         demo.close()
@@ -195,14 +198,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="the fixtures' frames, a 2 s clip, few photos")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder (default: the shipped one)")
     parser.add_argument("--camvid", type=Path, default=CAMVID_DIR, help="CamVid folder (SegNet layout)")
-    parser.add_argument("--seconds", type=float, default=None, help="clip length (default 10, quick 2)")
-    parser.add_argument("--photos", type=int, default=None, help="photos on the idle app (default 15, quick 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="clip length (default 8, quick 2)")
+    parser.add_argument("--photos", type=int, default=None, help="photos on the idle app, before and after (default 10, quick 3)")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between a photo's answer and the next")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of both settings (default 2, quick 1)")
     parser.add_argument("--json", type=Path, help="also write the raw timings here")
     args = parser.parse_args(argv)
-    seconds = args.seconds or (2.0 if args.quick else 10.0)
-    idle_photos = args.photos or (3 if args.quick else 15)
+    seconds = args.seconds or (2.0 if args.quick else 8.0)
+    idle_photos = args.photos or (3 if args.quick else 10)
     camvid = FIXTURE_CAMVID_DIR if args.quick or not args.camvid.is_dir() else args.camvid
 
     sys.path.insert(0, str(REPO_ROOT))
