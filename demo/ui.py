@@ -25,6 +25,7 @@ import logging
 import gradio as gr
 
 from demo.bundle import Bundle, onnx_graph_weights
+from demo.clip_handlers import ClipHandlers, wire_clip_api
 from demo.engine import SegmentationEngine
 from demo.handlers import PageHandlers
 from demo.page import PageComponents, build_layout, page_title
@@ -117,6 +118,7 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
     with gr.Blocks(title=page_title(bundle)) as demo:
         page = build_layout(bundle, engine.runtime, engine.default_threshold, opening, forget_state=kept.discard)
         wire_events(page, handlers)
+        wire_clip_api(ClipHandlers(engine, handlers.words), engine.default_threshold)  # /segment_video
 
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=QUEUE_SIZE)
     limit_waiting_events_per_session(demo, MAX_WAITING_PER_SESSION)

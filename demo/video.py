@@ -63,8 +63,16 @@ class ClipError(ValueError):
 
 NOT_A_VIDEO = "This file is not a video the app can read; please upload an MP4, MOV or WebM clip."
 NO_VIDEO_TRACK = "This file has no video track (is it a sound recording?); please upload a video clip."
-NO_FRAMES = "This video has no frames to show."
+NO_FRAMES = "This video is empty: it has no frames to show."
 DAMAGED = "This video is damaged or cut short: not one of its frames could be decoded."
+DAMAGED_INDEX = ("This MP4/MOV file is damaged or cut short (its index is missing, as when an upload or a recording "
+                 "stops early); please upload the whole clip.")
+STILL_PICTURE = "This is a still picture, not a video; photos go in the photo tab (or the API's /segment)."
+# FFmpeg's readers of single pictures (a JPEG opens as a one-frame "video").
+STILL_FORMATS = ("image2", "_pipe")
+# The containers a clip may come in (FFmpeg's names). FFmpeg reads much else as "video", a text file
+# included (as ANSI art), none of which a visitor means as a clip.
+CLIP_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "gif"}
 
 
 @dataclass(frozen=True)
@@ -125,14 +133,27 @@ def _rotation(frame: av.VideoFrame) -> int:
 
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        return av.open(str(path), "r")
+        container = av.open(str(path), "r")
+    except av.error.EOFError as error:  # an empty file, or a WebM header with no frame after it
+        raise ClipError(NO_FRAMES) from error
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise ClipError(NOT_A_VIDEO) from error
+        try:
+            with open(path, "rb") as file:
+                head = file.read(12)
+        except OSError:
+            head = b""
+        # An ISO media file (MP4, MOV) starts with its "ftyp" box; without its index FFmpeg cannot open it.
+        raise ClipError(DAMAGED_INDEX if head[4:8] == b"ftyp" else NOT_A_VIDEO) from error
+    if container.format.name not in CLIP_FORMATS:
+        still = any(part in container.format.name for part in STILL_FORMATS)
+        container.close()
+        raise ClipError(STILL_PICTURE if still else NOT_A_VIDEO)
+    return container
 
 
 def _video_stream(container) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        raise ClipError(NO_VIDEO_TRACK)
+        raise ClipError(NO_VIDEO_TRACK if container.streams else NO_FRAMES)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame and slice threads: decoding keeps up with the network
     return stream
@@ -150,6 +171,8 @@ def probe_clip(path: Path) -> ClipInfo:
                             "does not process. Please upload a smaller version.")
         try:
             first = next(container.decode(stream), None)
+        except av.error.EOFError:  # Matroska and WebM say so when there is no frame
+            first = None
         except av.error.FFmpegError as error:
             raise ClipError(DAMAGED) from error
         if first is None:
@@ -212,6 +235,8 @@ def _decoded_frames(path: Path, info: ClipInfo, limit: int, outcome: _Decoding) 
         while True:
             try:
                 frame = next(frames, None)
+            except av.error.EOFError:
+                return
             except av.error.FFmpegError:
                 outcome.damaged = True
                 return
@@ -234,7 +259,9 @@ def _decoded_frames(path: Path, info: ClipInfo, limit: int, outcome: _Decoding) 
 
 
 def _limit_notice(info: ClipInfo, frames: int, last_time: float, outcome: _Decoding) -> str | None:
-    if outcome.damaged:
+    # Frames missing at the end without an error: the file was cut short after its index (faststart).
+    cut_short = not outcome.more and info.frames is not None and frames < info.frames
+    if outcome.damaged or cut_short:
         return (f"This video is damaged or cut short after {last_time:.1f} s: only the frames before "
                 "that were processed.")
     if outcome.more:
