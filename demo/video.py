@@ -63,6 +63,7 @@ class ClipError(ValueError):
 
 NOT_A_VIDEO = "This file is not a video the app can read; please upload an MP4, MOV or WebM clip."
 NO_VIDEO_TRACK = "This file has no video track (is it a sound recording?); please upload a video clip."
+EMPTY_FILE = "This file is empty (0 bytes); please upload a video clip."
 NO_FRAMES = "This video is empty: it has no frames to show."
 DAMAGED = "This video is damaged or cut short: not one of its frames could be decoded."
 DAMAGED_INDEX = ("This MP4/MOV file is damaged or cut short (its index is missing, as when an upload or a recording "
@@ -132,6 +133,8 @@ def _rotation(frame: av.VideoFrame) -> int:
 
 
 def _open(path: Path) -> av.container.InputContainer:
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ClipError(EMPTY_FILE)
     try:
         container = av.open(str(path), "r")
     except av.error.EOFError as error:  # an empty file, or a WebM header with no frame after it
