@@ -34,6 +34,7 @@ import av
 import cv2
 import numpy as np
 
+from demo.handlers import draw_cars  # the page's own drawing, so a clip's frames look like its photos
 from demo.temporal import DEFAULT_WINDOW, ProbabilitySmoother
 
 # Seconds and frames of a clip processed: a minute of a 30 fps dashcam, about a minute of work on a CPU.
@@ -45,9 +46,10 @@ MAX_OUTPUT_SIDE = 1280
 # Clips with more pixels per frame than 8K UHD are refused before decoding (one frame would weigh 100+ MB).
 MAX_SOURCE_PIXELS = 7680 * 4320
 MIN_SIDE = 16
-# libx264's speed against size: chosen by `bench.clips` (BENCHMARKS.md, section 8). CRF 23 is x264's
-# default quality; faster presets only make the file bigger at the same quality.
-PRESET = "veryfast"
+# libx264's speed against size, chosen by `bench.clips` (BENCHMARKS.md, section 8): superfast encodes a
+# frame in a fraction of veryfast's time for a file about a third larger; ultrafast drops CABAC and the
+# deblocking filter (larger again, blockier). CRF 23 is x264's default quality.
+PRESET = "superfast"
 CRF = 23
 # Output timestamps count in 1/90000 s (MPEG's clock): fine enough for any source frame time.
 OUTPUT_TIME_BASE = Fraction(1, 90000)
@@ -332,12 +334,12 @@ class _Reader:
 class _Writer:
     """Encodes in a thread behind the caller: H.264 yuv420p mp4 with faststart, each frame at its time."""
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float):
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, preset: str = PRESET):
         width, height = size
         self._container = av.open(str(path), "w", format="mp4", container_options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
         self._stream = self._container.add_stream("libx264", rate=rate,
-                                                  options={"preset": PRESET, "crf": str(CRF)})
+                                                  options={"preset": preset, "crf": str(CRF)})
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         self._stream.time_base = OUTPUT_TIME_BASE
         self._stream.codec_context.time_base = OUTPUT_TIME_BASE
@@ -395,8 +397,6 @@ def _draw(rgb: np.ndarray, probabilities: np.ndarray, threshold: float, opacity:
           colour: tuple[int, int, int]) -> tuple[np.ndarray, float]:
     """The frame with the class drawn as the page draws it (`demo.handlers.draw_cars`), and its coverage in
     percent. `probabilities`: uint8 (255 = 1.0) at the network's resolution."""
-    from demo.handlers import draw_cars  # the page's drawing (imports Gradio: only when a clip is drawn)
-
     height, width = rgb.shape[:2]
     scaled = probabilities
     if probabilities.shape != (height, width):
