@@ -264,8 +264,9 @@ def _decoded_frames(path: Path, info: ClipInfo, limit: int, outcome: _Decoding) 
 
 
 def _limit_notice(info: ClipInfo, frames: int, last_time: float, outcome: _Decoding) -> str | None:
-    # Frames missing at the end without an error: the file was cut short after its index (faststart).
-    cut_short = not outcome.more and info.frames is not None and frames < info.frames
+    # Frames missing at the end without an error: the file was cut short after its index (faststart). A
+    # few may be missing from a whole file too (an edit list that skips some): only more is a cut.
+    cut_short = not outcome.more and info.frames is not None and info.frames - frames > max(2, info.frames // 20)
     if outcome.damaged or cut_short:
         return (f"This video is damaged or cut short after {last_time:.1f} s: only the frames before "
                 "that were processed.")

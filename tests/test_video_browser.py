@@ -19,10 +19,16 @@ PLAY_AND_SEEK_JS = """async () => {
   const video = document.getElementById("clip");
   const happened = (name) => new Promise((resolve) => video.addEventListener(name, resolve, {once: true}));
   const failed = new Promise((resolve) => video.addEventListener("error", () => resolve("error"), {once: true}));
-  if (video.readyState < 3) { if (await Promise.race([happened("canplay"), failed]) === "error") return {error: video.error.code}; }
+  const stalled = new Promise((resolve) => setTimeout(() => resolve("stalled"), 30000));
+  if (video.error) return {error: video.error.code};  // failed before this script ran
+  if (video.readyState < 3) {
+    const outcome = await Promise.race([happened("canplay"), failed, stalled]);
+    if (outcome === "error") return {error: video.error.code};
+    if (outcome === "stalled") return {error: "no canplay within 30 s", readyState: video.readyState};
+  }
   const facts = {duration: video.duration, width: video.videoWidth, height: video.videoHeight};
   video.currentTime = video.duration / 2;
-  await Promise.race([happened("seeked"), failed]);
+  await Promise.race([happened("seeked"), failed, stalled]);
   await video.play().catch(() => {});
   await new Promise((resolve) => setTimeout(resolve, 300));
   return {...facts, error: video.error && video.error.code, time: video.currentTime};
