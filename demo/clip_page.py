@@ -1,9 +1,9 @@
 """The page's video mode: a dashcam clip in, the same clip out with the class drawn on every frame.
 
 How a clip flows: the clip box's `change` (an upload, or the end of a webcam recording: Gradio's
-Video fires `upload` only for files, `change` for both) runs `ClipHandlers.process`, which makes the one
+Video fires `upload` only for files, `change` for both) runs `ClipPageHandlers.process`, which makes the one
 network pass over the clip (`demo.video.segment_clip`) and keeps its probabilities on disk for the
-session. Releasing a slider or picking a colour runs `ClipHandlers.rerender`: the clip is decoded
+session. Releasing a slider or picking a colour runs `ClipPageHandlers.rerender`: the clip is decoded
 again and redrawn from the kept probabilities (`demo.video.render_clip`), with no network.
 
 Both run under their own concurrency id ("clip", one at a time), so a photo sent meanwhile is not
@@ -30,6 +30,7 @@ import pandas as pd
 from gradio.data_classes import FileData
 
 from demo.bundle import Bundle
+from demo.clip_handlers import COULD_NOT_PROCESS, clip_workdir
 from demo.handlers import CAR_COLOUR, DEFAULT_OPACITY, hex_colour, parse_colour
 from demo.model_facts import capitalised, class_slug, class_words, threshold_chosen_on
 from demo.safeguards import unit_interval, uploaded_file
@@ -185,9 +186,10 @@ def progress_reporter(progress: gr.Progress, what: str, turns: PhotosFirst | Non
     return report
 
 
-class ClipHandlers:
-    """The video tab's events, for one engine. Raw values arrive unchecked (preprocess=False), so each
-    method checks its own. `turns`: the engine's `PhotosFirst`, if photos go first."""
+class ClipPageHandlers:
+    """The video tab's events, for one engine (the API's /segment_video is `demo.clip_handlers`'s). Raw values
+    arrive unchecked (preprocess=False), so each method checks its own. `turns`: the engine's `PhotosFirst`,
+    if photos go first; `workdir_root`: where each clip's folder goes (default: Gradio's upload folder)."""
 
     def __init__(self, engine, bundle: Bundle, turns: PhotosFirst | None = None,
                  workdir_root: Path | None = None, max_kept: int = MAX_KEPT_CLIPS):
@@ -229,7 +231,9 @@ class ClipHandlers:
             source = uploaded_file(upload)
         except gr.Error:
             raise gr.Error(UNREADABLE_CLIP, print_exception=False) from None
-        workdir = Path(tempfile.mkdtemp(prefix="clip-", dir=self.workdir_root))
+        # Inside Gradio's upload folder by default: served from there, and swept like uploads should one stay.
+        workdir = clip_workdir() if self.workdir_root is None else Path(tempfile.mkdtemp(prefix="clip-",
+                                                                                         dir=self.workdir_root))
         started = time.monotonic()
         try:
             report = progress_reporter(progress, f"Finding the {self.words[1]}", self.turns)
@@ -242,8 +246,7 @@ class ClipHandlers:
         except Exception as error:  # a broken file can fail deep in the decoder: a message, never a traceback
             shutil.rmtree(workdir, ignore_errors=True)
             logger.exception("A clip failed")
-            raise gr.Error("This clip could not be processed; please try another one (an mp4 or webm from a "
-                           "phone or dashcam).", print_exception=False) from error
+            raise gr.Error(COULD_NOT_PROCESS, print_exception=False) from error
         self.forget(session)  # only now: a failed clip leaves the previous one as it was
         new_session = ClipSession(workdir, result.state)
         self._keep(new_session)
@@ -340,7 +343,7 @@ def build_clip_tab(bundle: Bundle, default_threshold: float, forget_clip: Callab
     return ClipComponents(clip, result, result_text, notice, plot, downloads, threshold, opacity, colour, state)
 
 
-def wire_clip_events(tab: ClipComponents, handlers: ClipHandlers) -> None:
+def wire_clip_events(tab: ClipComponents, handlers: ClipPageHandlers) -> None:
     """Connect the video tab's events to their handlers, within the open gr.Blocks.
 
     Processing and redrawing share one concurrency id apart from the photo's "network", so a photo

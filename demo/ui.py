@@ -25,7 +25,8 @@ import logging
 import gradio as gr
 
 from demo.bundle import Bundle, onnx_graph_weights
-from demo.clip_page import ClipHandlers, PhotosFirst, build_clip_tab, wire_clip_events
+from demo.clip_handlers import ClipHandlers, wire_clip_api
+from demo.clip_page import ClipPageHandlers, PhotosFirst, build_clip_tab, wire_clip_events
 from demo.engine import SegmentationEngine
 from demo.handlers import PageHandlers
 from demo.page import PageComponents, build_layout, page_title
@@ -114,7 +115,8 @@ def build_demo(bundle: Bundle, photos_first: bool = True) -> gr.Blocks:
     kept = KeptStore(MAX_KEPT_BYTES)
     turns = PhotosFirst(engine) if photos_first else None
     handlers = PageHandlers(turns.photo_engine if turns else engine, bundle, kept)
-    clip_handlers = ClipHandlers(turns.clip_engine if turns else engine, bundle, turns)
+    clip_engine = turns.clip_engine if turns else engine
+    clip_page_handlers = ClipPageHandlers(clip_engine, bundle, turns)
     opening = handlers.opening(engine.default_threshold)  # the first example, drawn before anyone asks
 
     # No delete_cache: start_sweeping below cleans the upload folder instead.
@@ -124,10 +126,11 @@ def build_demo(bundle: Bundle, photos_first: bool = True) -> gr.Blocks:
                 page = build_layout(bundle, engine.runtime, engine.default_threshold, opening,
                                     forget_state=kept.discard)
             with gr.Tab("Video", id="video-tab", elem_id="video-tab"):
-                clip_tab = build_clip_tab(bundle, engine.default_threshold, forget_clip=clip_handlers.forget)
+                clip_tab = build_clip_tab(bundle, engine.default_threshold, forget_clip=clip_page_handlers.forget)
             # The "Live camera" tab (demo.live) goes here.
         wire_events(page, handlers)
-        wire_clip_events(clip_tab, clip_handlers)
+        wire_clip_events(clip_tab, clip_page_handlers)
+        wire_clip_api(ClipHandlers(clip_engine, handlers.words), engine.default_threshold)  # /segment_video
 
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=QUEUE_SIZE)
     limit_waiting_events_per_session(demo, MAX_WAITING_PER_SESSION)

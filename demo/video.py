@@ -34,6 +34,7 @@ import av
 import cv2
 import numpy as np
 
+from demo.handlers import draw_cars  # the page's own drawing, so a clip's frames look like its photos
 from demo.temporal import DEFAULT_WINDOW, ProbabilitySmoother
 
 # Seconds and frames of a clip processed: a minute of a 30 fps dashcam, about a minute of work on a CPU.
@@ -45,9 +46,10 @@ MAX_OUTPUT_SIDE = 1280
 # Clips with more pixels per frame than 8K UHD are refused before decoding (one frame would weigh 100+ MB).
 MAX_SOURCE_PIXELS = 7680 * 4320
 MIN_SIDE = 16
-# libx264's speed against size: chosen by `bench.clips` (BENCHMARKS.md, section 8). CRF 23 is x264's
-# default quality; faster presets only make the file bigger at the same quality.
-PRESET = "veryfast"
+# libx264's speed against size, chosen by `bench.clips` (BENCHMARKS.md, section 8): superfast encodes a
+# frame in a fraction of veryfast's time for a file about a third larger; ultrafast drops CABAC and the
+# deblocking filter (larger again, blockier). CRF 23 is x264's default quality.
+PRESET = "superfast"
 CRF = 23
 # Output timestamps count in 1/90000 s (MPEG's clock): fine enough for any source frame time.
 OUTPUT_TIME_BASE = Fraction(1, 90000)
@@ -63,8 +65,17 @@ class ClipError(ValueError):
 
 NOT_A_VIDEO = "This file is not a video the app can read; please upload an MP4, MOV or WebM clip."
 NO_VIDEO_TRACK = "This file has no video track (is it a sound recording?); please upload a video clip."
-NO_FRAMES = "This video has no frames to show."
+EMPTY_FILE = "This file is empty (0 bytes); please upload a video clip."
+NO_FRAMES = "This video is empty: it has no frames to show."
 DAMAGED = "This video is damaged or cut short: not one of its frames could be decoded."
+DAMAGED_INDEX = ("This MP4/MOV file is damaged or cut short (its index is missing, as when an upload or a recording "
+                 "stops early); please upload the whole clip.")
+STILL_PICTURE = "This is a still picture, not a video; photos go in the photo tab (or the API's /segment)."
+# FFmpeg's readers of single pictures (a JPEG opens as a one-frame "video").
+STILL_FORMATS = ("image2", "_pipe")
+# The containers a clip may come in (FFmpeg's names). FFmpeg reads much else as "video", a text file
+# included (as ANSI art), none of which a visitor means as a clip.
+CLIP_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv", "ogg", "asf", "gif"}
 
 
 @dataclass(frozen=True)
@@ -124,15 +135,30 @@ def _rotation(frame: av.VideoFrame) -> int:
 
 
 def _open(path: Path) -> av.container.InputContainer:
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ClipError(EMPTY_FILE)
     try:
-        return av.open(str(path), "r")
+        container = av.open(str(path), "r")
+    except av.error.EOFError as error:  # an empty file, or a WebM header with no frame after it
+        raise ClipError(NO_FRAMES) from error
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise ClipError(NOT_A_VIDEO) from error
+        try:
+            with open(path, "rb") as file:
+                head = file.read(12)
+        except OSError:
+            head = b""
+        # An ISO media file (MP4, MOV) starts with its "ftyp" box; without its index FFmpeg cannot open it.
+        raise ClipError(DAMAGED_INDEX if head[4:8] == b"ftyp" else NOT_A_VIDEO) from error
+    if container.format.name not in CLIP_FORMATS:
+        still = any(part in container.format.name for part in STILL_FORMATS)
+        container.close()
+        raise ClipError(STILL_PICTURE if still else NOT_A_VIDEO)
+    return container
 
 
 def _video_stream(container) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        raise ClipError(NO_VIDEO_TRACK)
+        raise ClipError(NO_VIDEO_TRACK if container.streams else NO_FRAMES)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # frame and slice threads: decoding keeps up with the network
     return stream
@@ -150,6 +176,8 @@ def probe_clip(path: Path) -> ClipInfo:
                             "does not process. Please upload a smaller version.")
         try:
             first = next(container.decode(stream), None)
+        except av.error.EOFError:  # Matroska and WebM say so when there is no frame
+            first = None
         except av.error.FFmpegError as error:
             raise ClipError(DAMAGED) from error
         if first is None:
@@ -212,6 +240,8 @@ def _decoded_frames(path: Path, info: ClipInfo, limit: int, outcome: _Decoding) 
         while True:
             try:
                 frame = next(frames, None)
+            except av.error.EOFError:
+                return
             except av.error.FFmpegError:
                 outcome.damaged = True
                 return
@@ -234,7 +264,10 @@ def _decoded_frames(path: Path, info: ClipInfo, limit: int, outcome: _Decoding) 
 
 
 def _limit_notice(info: ClipInfo, frames: int, last_time: float, outcome: _Decoding) -> str | None:
-    if outcome.damaged:
+    # Frames missing at the end without an error: the file was cut short after its index (faststart). A
+    # few may be missing from a whole file too (an edit list that skips some): only more is a cut.
+    cut_short = not outcome.more and info.frames is not None and info.frames - frames > max(2, info.frames // 20)
+    if outcome.damaged or cut_short:
         return (f"This video is damaged or cut short after {last_time:.1f} s: only the frames before "
                 "that were processed.")
     if outcome.more:
@@ -302,12 +335,12 @@ class _Reader:
 class _Writer:
     """Encodes in a thread behind the caller: H.264 yuv420p mp4 with faststart, each frame at its time."""
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float):
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, preset: str = PRESET):
         width, height = size
         self._container = av.open(str(path), "w", format="mp4", container_options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
         self._stream = self._container.add_stream("libx264", rate=rate,
-                                                  options={"preset": PRESET, "crf": str(CRF)})
+                                                  options={"preset": preset, "crf": str(CRF)})
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         self._stream.time_base = OUTPUT_TIME_BASE
         self._stream.codec_context.time_base = OUTPUT_TIME_BASE
@@ -365,8 +398,6 @@ def _draw(rgb: np.ndarray, probabilities: np.ndarray, threshold: float, opacity:
           colour: tuple[int, int, int]) -> tuple[np.ndarray, float]:
     """The frame with the class drawn as the page draws it (`demo.handlers.draw_cars`), and its coverage in
     percent. `probabilities`: uint8 (255 = 1.0) at the network's resolution."""
-    from demo.handlers import draw_cars  # the page's drawing (imports Gradio: only when a clip is drawn)
-
     height, width = rgb.shape[:2]
     scaled = probabilities
     if probabilities.shape != (height, width):

@@ -201,24 +201,6 @@ def camvid_png_bytes(camvid_dir) -> bytes:
     return sorted((camvid_dir / "val").glob("*.png"))[0].read_bytes()
 
 
-# --- clips ---------------------------------------------------------------------------------
-
-def make_clip(path: Path, frames: int = 12, fps: int = 10) -> Path:
-    """An H.264 mp4 of the CamVid fixture frames in turn (480x360), `frames` long, written with PyAV."""
-    import av
-
-    pictures = [np.asarray(Image.open(image).convert("RGB"))
-                for image in sorted((CAMVID_FIXTURE / "train").glob("*.png"))]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 480, 360, "yuv420p"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(pictures[index % len(pictures)], format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
 # --- the Hub ---------------------------------------------------------------------------------
 
 SECRET = "hf_testSECRETtoken0123456789abcdef"

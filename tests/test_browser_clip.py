@@ -14,7 +14,7 @@ import pytest
 from demo.engine import SegmentationEngine
 from demo.loading import load_bundle
 from demo.ui import build_demo
-from helpers import make_clip
+from clip_helpers import camvid_clip
 
 pytestmark = pytest.mark.browser
 
@@ -76,7 +76,7 @@ def test_a_clip_comes_back_playing_and_a_slider_redraws_it_without_the_network(b
     page.get_by_role("tab", name="Video").click()
 
     passes_before = len(network_passes)
-    page.locator("#clip input[type=file]").set_input_files(make_clip(tmp_path / "drive.mp4", frames=FRAMES))
+    page.locator("#clip input[type=file]").set_input_files(camvid_clip(tmp_path / "drive.mp4", FRAMES))
     coverage = page.locator("#clip-coverage")
     expect(coverage).to_contain_text("At threshold 0.50", timeout=PROCESS_TIMEOUT_MS)
     expect(coverage).to_contain_text(f"{FRAMES} frames")

@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 from gradio.utils import get_upload_folder
 
-from helpers import make_clip
+from clip_helpers import camvid_clip
 
 FRAMES = 12
 
@@ -53,14 +53,14 @@ def engine(tiny_bundle):
 
 @pytest.fixture
 def handlers(engine, tiny_bundle, tmp_path):
-    from demo.clip_page import ClipHandlers
+    from demo.clip_page import ClipPageHandlers
 
-    return ClipHandlers(CountingEngine(engine), tiny_bundle, workdir_root=tmp_path)
+    return ClipPageHandlers(CountingEngine(engine), tiny_bundle, workdir_root=tmp_path)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("clips") / "drive.mp4")
+    return camvid_clip(tmp_path_factory.mktemp("clips") / "drive.mp4", FRAMES)
 
 
 def test_a_clip_runs_the_network_once_per_frame_and_a_redraw_never(handlers, clip):
@@ -100,10 +100,10 @@ def test_a_new_clip_replaces_the_old_one_and_forgetting_deletes_its_files(handle
 
 
 def test_only_the_most_recent_clips_are_kept(engine, tiny_bundle, tmp_path):
-    from demo.clip_page import ClipHandlers
+    from demo.clip_page import ClipPageHandlers
 
-    handlers = ClipHandlers(engine, tiny_bundle, workdir_root=tmp_path, max_kept=2)
-    short = make_clip(tmp_path / "short.mp4", frames=3)
+    handlers = ClipPageHandlers(engine, tiny_bundle, workdir_root=tmp_path, max_kept=2)
+    short = camvid_clip(tmp_path / "short.mp4", 3)
     sessions = [handlers.process(as_upload(short), None, 0.5, 0.4, "#ff00ff", progress=no_progress)[0]
                 for _ in range(3)]
     assert [session.kept for session in sessions] == [False, True, True]
