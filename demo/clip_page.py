@@ -6,8 +6,9 @@ network pass over the clip (`demo.video.segment_clip`) and keeps its probabiliti
 session. Releasing a slider or picking a colour runs `ClipPageHandlers.rerender`: the clip is decoded
 again and redrawn from the kept probabilities (`demo.video.render_clip`), with no network.
 
-Both run under their own concurrency id ("clip", one at a time), so a photo sent meanwhile is not
-queued behind a clip; `PhotosFirst` also pauses a clip between frames while a photo's pass runs.
+Both run under their own concurrency id ("clip", one at a time, shared with the API's /segment_video), so
+a photo sent meanwhile is not queued behind a clip. `PhotosFirst` can also pause a clip between frames while
+a photo's pass runs (`demo.ui.build_demo(photos_first=True)`; off by default, see there).
 
 The layout is built by `build_clip_tab` (within a gr.Tab that `demo.ui.build_demo` opens), the
 events are connected by `wire_clip_events`.

@@ -104,9 +104,10 @@ def wire_events(page: PageComponents, handlers: PageHandlers) -> None:
     )
 
 
-def build_demo(bundle: Bundle, photos_first: bool = True) -> gr.Blocks:
+def build_demo(bundle: Bundle, photos_first: bool = False) -> gr.Blocks:
     """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE.
-    `photos_first`: a clip pauses between frames while a photo's network pass runs (`PhotosFirst`)."""
+    `photos_first`: a clip pauses between frames while a photo's network pass runs (`PhotosFirst`). Off:
+    on 2 busy cores it did not make a photo sent during a clip any quicker (`python -m bench.clip_contention`)."""
     engine = SegmentationEngine(bundle.model, bundle.config)
     engine.warm_up()  # at start, not on the first user's request
     logger.info("Serving %s with %s.", bundle.source,
