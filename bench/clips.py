@@ -7,7 +7,7 @@ Two clips are made from CamVid's val frames (played forward then back, so the mo
 - the first pass (`demo.video.segment_clip`: decode, network, smoothing, overlay, encode, with decoding and
   encoding in threads beside the network), end to end, as frames per second;
 - a threshold move (`render_clip`: decode again, the kept probabilities, overlay, encode) as a share of it;
-- each stage alone, one after the other, in ms per frame: where the time goes;
+- each stage alone, one after the other, on the first STAGE_FRAMES frames, in ms per frame: where the time goes;
 - libx264's presets (encode ms per frame and the output's size), to choose `demo.video.PRESET`.
 Rounds are interleaved (first pass, redraw, first pass, ...) and medians quoted. Quick mode: the six
 fixture frames, 12 frames a clip, a tiny untrained model: it checks the script, its figures mean nothing.
@@ -39,11 +39,13 @@ FPS = 30
 CLIP_SECONDS = 10
 QUICK_FRAMES = 12
 PRESETS = ("ultrafast", "superfast", "veryfast")
+STAGE_FRAMES = 60  # the stages alone are timed on the clip's first 2 s: per-frame costs do not drift
 MAGENTA = (255, 0, 255)
 # The targets of issue #40.
 TARGET_FPS = {(480, 360): 25.0, (1280, 720): 10.0}
 FLOOR_FPS = {(480, 360): 15.0}
 TARGET_RERENDER_SHARE = 0.25
+RERENDER_TARGET_SIZE = (480, 360)  # the issue's clip; a 1280x720 redraw's share is reported, not targeted
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def measure_stages(engine, source: Path, workdir: Path, threshold: float) -> tup
 
     info = video.probe_clip(source)
     started = time.perf_counter()
-    frames = list(video._decoded_frames(source, info, video.MAX_FRAMES, video._Decoding()))
+    frames = list(video._decoded_frames(source, info, STAGE_FRAMES, video._Decoding()))
     stages = {"decode": 1000 * (time.perf_counter() - started) / len(frames)}
     probabilities = []
     stages["network"] = per_frame_ms(lambda frame: probabilities.append(
@@ -181,8 +183,9 @@ def targets(timing: ClipTiming) -> list[tuple[str, str, bool]]:
         rows.append((f"{width}x{height} clip >= {TARGET_FPS[timing.size]:g} fps end to end"
                      + (f" (floor {floor:g})" if floor else ""), f"{timing.fps:.1f} fps",
                      timing.fps >= TARGET_FPS[timing.size]))
-    rows.append((f"{width}x{height} threshold move <= {TARGET_RERENDER_SHARE:.0%} of the first pass",
-                 f"{timing.rerender_share:.1%}", timing.rerender_share <= TARGET_RERENDER_SHARE))
+    if timing.size == RERENDER_TARGET_SIZE:
+        rows.append((f"{width}x{height} threshold move <= {TARGET_RERENDER_SHARE:.0%} of the first pass",
+                     f"{timing.rerender_share:.1%}", timing.rerender_share <= TARGET_RERENDER_SHARE))
     return rows
 
 

@@ -46,9 +46,10 @@ MAX_OUTPUT_SIDE = 1280
 # Clips with more pixels per frame than 8K UHD are refused before decoding (one frame would weigh 100+ MB).
 MAX_SOURCE_PIXELS = 7680 * 4320
 MIN_SIDE = 16
-# libx264's speed against size, chosen by `bench.clips` (BENCHMARKS.md, section 8): superfast encodes a
-# frame in a fraction of veryfast's time for a file about a third larger; ultrafast drops CABAC and the
-# deblocking filter (larger again, blockier). CRF 23 is x264's default quality.
+# libx264's speed against size, measured by `python -m bench.clips` (BENCHMARKS.md, section 8): at 480x360
+# superfast took 8.6 ms a frame for 1.9 Mbit/s, veryfast 10.6 ms for 1.5, ultrafast 3.4 ms for 3.4 (it
+# drops CABAC and the deblocking filter: nearly twice the file, blockier). The encoder shares the CPU with
+# the network, so the cheapest preset whose file stays small. CRF 23 is x264's default quality.
 PRESET = "superfast"
 CRF = 23
 # Output timestamps count in 1/90000 s (MPEG's clock): fine enough for any source frame time.

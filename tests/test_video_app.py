@@ -68,3 +68,13 @@ def test_clips_queue_apart_from_photos_one_at_a_time(app):
     clip, photo = (next(fn for fn in demo.fns.values() if fn.api_name == name) for name in ("segment_video", "segment"))
     assert (clip.concurrency_id, clip.concurrency_limit) == ("clip", 1)
     assert photo.concurrency_id != clip.concurrency_id
+
+
+def test_a_clip_past_the_limit_comes_back_cut_with_its_notice(app, tmp_path, monkeypatch):
+    from demo import video
+
+    _, client = app
+    monkeypatch.setattr(video, "MAX_FRAMES", 3)  # the app runs in this process
+    drawn, coverage = segment_video(client, camvid_clip(tmp_path / "long.mp4", 6), 0.5)
+    assert len(decoded(drawn)[0]) == len(coverage["frames"]) == 3
+    assert coverage["notice"].startswith("Only the first 0.3 s (3 frames) of this 0.6 s clip were processed")
