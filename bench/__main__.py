@@ -11,6 +11,7 @@
 6. app cold start (python app.py to the first /segment answer), the first photo of each shape class, peak
    and steady resident memory: serving the bundle's graphs against converting model.keras at start
 7. /segment throughput and latency under 1, 4 and 16 parallel gradio_client callers
+8. clips: end-to-end fps of a 10 s 480x360 clip and a 1280x720 one, and a threshold move's redraw (bench/clips.py)
 
 Quick mode uses tiny models, few repeats and the CamVid pairs in tests/fixtures: its numbers
 check the scripts, they describe nothing.
@@ -158,6 +159,13 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
         results.start_ups, results.load = serving.measure_serving(
             default.bundle.path, PHOTO, settings.app_launches, settings.repeats, settings.load_levels,
             settings.load_seconds, scratch, python=app_python)
+
+        progress("8. clips: first pass and threshold move, 480x360 and 1280x720")
+        from bench.clips import measure_clips
+
+        clip_engine = SegmentationEngine(default.bundle.model, default.bundle.config)
+        clip_engine.warm_up()
+        results.clips = measure_clips(clip_engine, settings.data_dir, settings.quick, 1 if settings.quick else 3)
     progress("done")
     results.load_after = other_busy_processes()
     results.elapsed_s = progress.elapsed_s

@@ -5,6 +5,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench.bundles import repo_path, size_text
+from bench.clips import ClipTiming
 from bench.efficiency import TARGET_FRACTION_OF_MATMUL, ForwardEfficiency, is_convolution
 from bench.latency import EndToEnd
 from bench.runtimes import CONVERTED_AT_START, IOU_TOLERANCE, REFERENCE, SERVED, SERVED_LITERT, RuntimeResult, recommend
@@ -42,6 +43,7 @@ class Results:
     start_ups: list[StartUp] = field(default_factory=list)
     app_python: str = "this .venv"  # which packages the app ran with in sections 6-7
     load: list[LoadLevel] = field(default_factory=list)
+    clips: list[ClipTiming] = field(default_factory=list)  # section 8
     elapsed_s: float = 0.0
     steps: list[tuple[str, float, float]] = field(default_factory=list)  # name, wall s, others' CPU share
     targets: list[tuple[int, str, str, bool]] = field(default_factory=list)  # section, target, measured, met
@@ -491,6 +493,26 @@ def serving_section(results: Results) -> str:
     ])
 
 
+def clips_section(results: Results) -> str:
+    from bench import clips
+
+    for timing in results.clips:
+        results.targets += [(8, *target) for target in clips.targets(timing)]
+    missed = [timing for timing in results.clips if not all(met for _, _, met in clips.targets(timing))]
+    parts = [
+        "## 8. Clips",
+        f"`bench/clips.py` (`python -m bench.clips`): a {clips.CLIP_SECONDS} s clip at {clips.FPS} fps made from "
+        "CamVid's val frames (forward then back), at 480x360 and cropped to 16:9 and scaled up to 1280x720, "
+        "through `demo.video.segment_clip` with the default model (decode, network, smoothing, overlay, "
+        "H.264 encode; decoding and encoding in threads beside the network), then a threshold move "
+        "(`render_clip`: no network). Medians of interleaved rounds.",
+        clips.markdown(results.clips, with_targets=False),
+    ]
+    if missed:
+        parts.append("Why missed: " + "; ".join(clips.bottleneck(timing) for timing in missed) + ".")
+    return "\n\n".join(parts)
+
+
 def targets_section(results: Results) -> str:
     rows = [[name, measured, verdict(met)] for _, name, measured, met in results.targets]
     missed = [(section, name) for section, name, _, met in results.targets if not met]
@@ -511,6 +533,7 @@ def render(results: Results) -> str:
         runtimes_section(results),
         training_section(results),
         serving_section(results),
+        *([clips_section(results)] if results.clips else []),
         targets_section(results),
     ]
     return "\n\n".join(sections) + "\n"

@@ -25,6 +25,8 @@ import logging
 import gradio as gr
 
 from demo.bundle import Bundle, onnx_graph_weights
+from demo.clip_handlers import ClipHandlers, wire_clip_api
+from demo.clip_page import ClipPageHandlers, PhotosFirst, build_clip_tab, wire_clip_events
 from demo.engine import SegmentationEngine
 from demo.handlers import PageHandlers
 from demo.page import PageComponents, build_layout, page_title
@@ -102,21 +104,34 @@ def wire_events(page: PageComponents, handlers: PageHandlers) -> None:
     )
 
 
-def build_demo(bundle: Bundle) -> gr.Blocks:
-    """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE."""
+def build_demo(bundle: Bundle, photos_first: bool = False) -> gr.Blocks:
+    """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE.
+    `photos_first`: a clip pauses between frames while a photo's network pass runs (`PhotosFirst`). Off:
+    on 2 busy cores it did not make a photo sent during a clip any quicker (`python -m bench.clip_contention`)."""
     engine = SegmentationEngine(bundle.model, bundle.config)
     engine.warm_up()  # at start, not on the first user's request
     logger.info("Serving %s with %s.", bundle.source,
                 describe_runtime(engine.runtime, onnx_graph_weights(bundle.config)))
 
     kept = KeptStore(MAX_KEPT_BYTES)
-    handlers = PageHandlers(engine, bundle, kept)
+    turns = PhotosFirst(engine) if photos_first else None
+    handlers = PageHandlers(turns.photo_engine if turns else engine, bundle, kept)
+    clip_engine = turns.clip_engine if turns else engine
+    clip_page_handlers = ClipPageHandlers(clip_engine, bundle, turns)
     opening = handlers.opening(engine.default_threshold)  # the first example, drawn before anyone asks
 
     # No delete_cache: start_sweeping below cleans the upload folder instead.
     with gr.Blocks(title=page_title(bundle)) as demo:
-        page = build_layout(bundle, engine.runtime, engine.default_threshold, opening, forget_state=kept.discard)
+        with gr.Tabs(elem_id="modes"):
+            with gr.Tab("Photo", id="photo-tab", elem_id="photo-tab"):
+                page = build_layout(bundle, engine.runtime, engine.default_threshold, opening,
+                                    forget_state=kept.discard)
+            with gr.Tab("Video", id="video-tab", elem_id="video-tab"):
+                clip_tab = build_clip_tab(bundle, engine.default_threshold, forget_clip=clip_page_handlers.forget)
+            # The "Live camera" tab (demo.live) goes here.
         wire_events(page, handlers)
+        wire_clip_events(clip_tab, clip_page_handlers)
+        wire_clip_api(ClipHandlers(clip_engine, handlers.words), engine.default_threshold)  # /segment_video
 
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=QUEUE_SIZE)
     limit_waiting_events_per_session(demo, MAX_WAITING_PER_SESSION)

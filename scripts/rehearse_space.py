@@ -8,7 +8,8 @@
    only requirements-dev.txt brings fails here as it would on the Space;
 3. starts `python app.py` there with GRADIO_SERVER_NAME=0.0.0.0 on a free port, with none of this
    repo on its path and no MODEL_* variables (it serves the default model it ships);
-4. calls /segment with gradio_client (this .venv's) on an example photo and prints the answer.
+4. calls /segment with gradio_client (this .venv's) on an example photo and prints the answer;
+5. calls /segment_video on a 2 s clip made from the example photos and prints what came back.
 
 Prints the install time, the start-up time (process start to Gradio answering) and the first
 /segment answer; exits 1 if any step fails, with the app's log. pip's own cache makes reruns faster.
@@ -85,6 +86,33 @@ def first_segment(url: str, photo: Path) -> tuple[dict, str, str, float]:
     return coverage, overlay_shape, mask_shape, seconds
 
 
+def first_clip(url: str, space: Path, scratch: Path) -> tuple[str, dict, float]:
+    """/segment_video on a 2 s 480x360 clip (10 fps) of the example photos: (output facts, answer, seconds)."""
+    import av
+    import numpy as np
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    photos = [np.asarray(Image.open(path).convert("RGB").resize((480, 360)))
+              for path in sorted((space / "demo" / "examples").glob("*.png"))]
+    clip = scratch / "clip.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 480, 360, "yuv420p"
+        for index in range(20):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(photos[index // 5 % len(photos)], format="rgb24")))
+        container.mux(stream.encode(None))
+    client = Client(url, verbose=False)
+    start = time.monotonic()
+    drawn, coverage = client.predict(handle_file(str(clip)), api_name="/segment_video")
+    seconds = time.monotonic() - start
+    with av.open(drawn) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video))
+        facts = f"{video.codec_context.name} {video.codec_context.pix_fmt} {video.width}x{video.height}, {frames} frames"
+    return facts, coverage, seconds
+
+
 def rehearse(interpreter: str | None, keep: bool) -> int:
     began = time.monotonic()
     interpreter, version = space_python(interpreter)
@@ -110,6 +138,10 @@ def rehearse(interpreter: str | None, keep: bool) -> int:
         coverage, overlay, mask, seconds = first_segment(url, space / EXAMPLE_PHOTO)
         print(f"rehearsal: first /segment on {EXAMPLE_PHOTO}: {coverage} (overlay {overlay}, mask {mask}) "
               f"in {seconds:.2f} s")
+        facts, answer, seconds = first_clip(url, space, scratch)
+        shares = [frame["coverage_percent"] for frame in answer["frames"]]
+        print(f"rehearsal: /segment_video on a 2 s clip of the examples: {facts} in {seconds:.2f} s; coverage per "
+              f"frame {min(shares):.2f}-{max(shares):.2f}%, notice {answer['notice']!r}")
         served = [line for line in log.read_text().splitlines() if " demo." in line][:3]  # the app's own log lines
         for line in served:
             print(f"rehearsal: app log: {line}")

@@ -62,9 +62,9 @@ def test_the_threshold_parameter_is_applied(client):
     assert strict["coverage_percent"] < everything["coverage_percent"]
 
 
-def test_only_segment_is_public_and_takes_image_and_threshold(client):
+def test_only_segment_and_segment_video_are_public_and_segment_takes_image_and_threshold(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert list(api["named_endpoints"]) == ["/segment"]
+    assert list(api["named_endpoints"]) == ["/segment", "/segment_video"]  # /segment_video: test_video_app.py
     assert not api["unnamed_endpoints"]
     endpoint = api["named_endpoints"]["/segment"]
     assert [parameter["parameter_name"] for parameter in endpoint["parameters"]] == ["image", "threshold"]
