@@ -27,6 +27,7 @@ import gradio as gr
 from demo.bundle import Bundle, onnx_graph_weights
 from demo.engine import SegmentationEngine
 from demo.handlers import PageHandlers
+from demo.live import build_live_mode
 from demo.page import PageComponents, build_layout, page_title
 from demo.runtimes import describe_runtime
 from demo.safeguards import KeptStore, limit_waiting_events_per_session, start_sweeping
@@ -115,8 +116,11 @@ def build_demo(bundle: Bundle) -> gr.Blocks:
 
     # No delete_cache: start_sweeping below cleans the upload folder instead.
     with gr.Blocks(title=page_title(bundle)) as demo:
-        page = build_layout(bundle, engine.runtime, engine.default_threshold, opening, forget_state=kept.discard)
-        wire_events(page, handlers)
+        with gr.Tab("Photo", id="photo-tab"):  # live camera (demo/live.py): the tabs are new
+            page = build_layout(bundle, engine.runtime, engine.default_threshold, opening, forget_state=kept.discard)
+            wire_events(page, handlers)
+        with gr.Tab("Live camera", id="live-tab"):  # live camera (demo/live.py)
+            build_live_mode(engine, bundle, engine.default_threshold)
 
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=QUEUE_SIZE)
     limit_waiting_events_per_session(demo, MAX_WAITING_PER_SESSION)
