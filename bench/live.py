@@ -147,7 +147,8 @@ RECORD_JS = """(readIndex) => {
     const width = video.videoWidth;
     const camera = readIndex(pixels(video, width, video.videoHeight), width, width);
     const shown = readIndex(pixels(image, image.naturalWidth, image.naturalHeight), image.naturalWidth, width);
-    window.liveRecord.shown.push({at, shown, camera, bytes: src.length});
+    window.liveRecord.shown.push({at, shown, camera, bytes: src.length,
+                                  cameraSize: `${width}x${video.videoHeight}`});
   };
   // The live tab is drawn only when opened, and its picture replaced: watch the whole page.
   new MutationObserver((changes) => {
@@ -190,11 +191,14 @@ def summarise(record: dict, seconds: float, camera: str, viewers: int, status: s
     kept = [entry for entry in shown if entry["at"] >= start] or shown
     span_s = (kept[-1]["at"] - kept[0]["at"]) / 1000
     rate = (len(kept) - 1) / span_s if span_s > 0 else float("nan")
+    # The page asks the camera for 640x480 at most (demo.live.CAMERA_CONSTRAINTS): Chromium's fake camera
+    # then scales or crops a larger clip, and the code's squares move: no delay can be read from it.
+    camera_gave = kept[-1]["cameraSize"]
     delays = [1000 / CLIP_FPS * ((entry["camera"] - entry["shown"]) % clip_frames) for entry in kept
-              if entry["camera"] is not None]
-    delays = delays or [float("nan")]
+              if camera_gave == camera] or [float("nan")]
     uploads = record["uploads"] or [float("nan")]
-    return LiveMeasure(camera, viewers, seconds, len(kept), rate, statistics.median(delays),
+    return LiveMeasure(f"{camera}" + ("" if camera_gave == camera else f" (the camera gave {camera_gave})"),
+                       viewers, seconds, len(kept), rate, statistics.median(delays),
                        float(np.percentile(delays, 90)), statistics.median(uploads), status)
 
 
@@ -237,6 +241,55 @@ def markdown_table(results: list[LiveMeasure]) -> str:
     return "\n".join(lines)
 
 
+def page_frame(rgb: np.ndarray) -> dict:
+    """`rgb` as the page streams it: canvas.toDataURL("image/jpeg"), Chromium's default quality 0.92."""
+    import base64
+
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return {"url": "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode()}
+
+
+def server_steps_ms(model_dir: Path, size: tuple[int, int], repeats: int = 30) -> dict:
+    """Median milliseconds of each step of the server's work on one frame (demo.live.LiveMode.frame), timed
+    in interleaved rounds in this process, and what Gradio's own output (a WebP file in its cache, which
+    the page would then fetch) would cost instead of the JPEG data URL."""
+    import gradio.processing_utils
+
+    from bench.timing import interleaved_durations_ms
+    from demo.engine import SegmentationEngine
+    from demo.handlers import CAR_COLOUR, DEFAULT_OPACITY, hex_colour
+    from demo.live import LiveMode, LiveSession, decode_frame, jpeg_data_url
+    from demo.loading import load_bundle
+
+    bundle = load_bundle(model_dir)
+    engine = SegmentationEngine(bundle.model, bundle.config)
+    live, session = LiveMode(engine), LiveSession()
+    value = page_frame(next(iter(clip_frames(1, size))))
+    rgb, _ = decode_frame(value)
+    probabilities = engine.network_probabilities(rgb)
+    colour = hex_colour(CAR_COLOUR)
+    drawn = live.overlay(session, rgb, probabilities, engine.default_threshold, DEFAULT_OPACITY, colour)
+    with tempfile.TemporaryDirectory(prefix="bench-live-cache-") as cache:
+        durations = interleaved_durations_ms({
+            "decode the page's JPEG": lambda: decode_frame(value),
+            "network": lambda: engine.network_probabilities(rgb),
+            "smooth, threshold, draw": lambda: live.overlay(session, rgb, probabilities, engine.default_threshold,
+                                                            DEFAULT_OPACITY, colour),
+            "encode the JPEG data URL": lambda: jpeg_data_url(drawn),
+            "the whole frame (LiveMode.frame)": lambda: live.frame(value, session, engine.default_threshold,
+                                                                   DEFAULT_OPACITY, colour),
+            "instead: Gradio's WebP file": lambda: gradio.processing_utils.save_img_array_to_cache(
+                drawn, cache, format="webp"),
+        }, repeats)
+    return {name: statistics.median(values) for name, values in durations.items()}
+
+
+def steps_table(steps: dict) -> str:
+    lines = ["| server step, one frame | median ms |", "|---|---:|"]
+    lines += [f"| {name} | {ms:.1f} |" for name, ms in steps.items()]
+    return "\n".join(lines)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     width, height = (int(part) for part in text.lower().split("x"))
     return height, width
@@ -272,6 +325,8 @@ def main(argv=None) -> None:
     print(f"Live camera, {arguments.model_dir.name}, {arguments.seconds:.0f} s measured after 2 s, {os.cpu_count()} CPUs; "
           f"at the start the load average was {busy['load_average'][0]:.1f}, other processes: {others or 'none'}\n")
     print(markdown_table(results))
+    print(f"\nWhere the server's time goes (this process, {width}x{height} frames, interleaved rounds):\n")
+    print(steps_table(server_steps_ms(arguments.model_dir, arguments.size)))
 
 
 if __name__ == "__main__":

@@ -60,31 +60,33 @@ class FrameError(ValueError):
     """A frame that cannot be used; the message is for the user."""
 
 
-def decode_frame(value) -> np.ndarray:
+def decode_frame(value) -> tuple[np.ndarray, tuple[int, int]]:
     """The page's frame (raw: {"url": "data:image/jpeg;base64,..."}) as RGB, its longest side at most
-    LIVE_MAX_SIDE. JPEG frames are decoded straight at a fraction of their size when that is enough."""
+    LIVE_MAX_SIDE, and the (height, width) the camera sent. JPEG frames are decoded straight at a
+    fraction of their size when that is enough."""
     url = value.get("url") if isinstance(value, dict) else None
     if not isinstance(url, str) or not url.startswith("data:image/") or "," not in url:
         raise FrameError("The camera's frame did not arrive as a picture.")
     if len(url) > MAX_FRAME_CHARACTERS:
-        raise FrameError("The camera's frame is too large.")
+        raise FrameError("The camera's frame is too large to use.")
     try:
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1], validate=True)))
         width, height = image.size  # read from the header: nothing is decoded yet
         if width * height > MAX_FRAME_PIXELS or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-            raise FrameError(f"The camera's frame is {width}x{height} pixels; it cannot be used.")
+            raise FrameError(f"The camera's frame is too large to use ({width}x{height} pixels).")
         scale = LIVE_MAX_SIDE / max(width, height)
         if scale < 1:
             image.draft("RGB", (round(width * scale), round(height * scale)))  # JPEG: decode at 1/2, 1/4...
         rgb = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as error:  # Pillow's own refusal, past twice its pixel limit
+        raise FrameError("The camera's frame is too large to use.") from error
     except (binascii.Error, UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, FrameError):
             raise
         raise FrameError("The camera's frame could not be decoded.") from error
-    if max(rgb.shape[:2]) > LIVE_MAX_SIDE:
-        scale = LIVE_MAX_SIDE / max(rgb.shape[:2])
-        rgb = resize_image(rgb, (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale))))
-    return rgb
+    if max(rgb.shape[:2]) > LIVE_MAX_SIDE:  # the rest of the way (draft decodes at 1/2, 1/4, 1/8 only)
+        rgb = resize_image(rgb, (max(1, round(height * scale)), max(1, round(width * scale))))
+    return rgb, (height, width)
 
 
 def jpeg_data_url(rgb: np.ndarray) -> dict:
@@ -113,13 +115,15 @@ class LiveSession:
         return (len(self.answered_at) - 1) / (self.answered_at[-1] - self.answered_at[0])
 
 
-def describe_live(session: LiveSession, frame_shape: tuple[int, int], fed_shape: tuple[int, int]) -> str:
+def describe_live(session: LiveSession, camera_shape: tuple[int, int], drawn_shape: tuple[int, int],
+                  fed_shape: tuple[int, int]) -> str:
     """The line under the live picture: frames per second answered, the network's time, the sizes."""
     rate = session.frames_per_second()
     rate_text = f"**{rate:.1f}** frames a second" if rate is not None else "first frame"
     network = statistics.median(session.network_ms)
+    drawn = "" if drawn_shape == camera_shape else f", drawn at {drawn_shape[1]}x{drawn_shape[0]}"
     return (f"{rate_text} · the network takes **{network:.0f} ms** a frame · camera frame "
-            f"{frame_shape[1]}x{frame_shape[0]}, fed to the network at {fed_shape[1]}x{fed_shape[0]}")
+            f"{camera_shape[1]}x{camera_shape[0]}{drawn}, fed to the network at {fed_shape[1]}x{fed_shape[0]}")
 
 
 class LiveMode:
@@ -134,17 +138,24 @@ class LiveMode:
         if not isinstance(session, LiveSession):  # the stream's first frame (or a value from elsewhere)
             session = LiveSession()
         try:
-            rgb = decode_frame(value)
+            rgb, camera_shape = decode_frame(value)
         except FrameError as error:
             raise gr.Error(str(error), print_exception=False) from error
         probabilities, seconds = timed(lambda: self.engine.network_probabilities(rgb))
         session.network_ms.append(1000 * seconds)
+        drawn = jpeg_data_url(self.overlay(session, rgb, probabilities, threshold, opacity, colour))
+        session.answered_at.append(time.monotonic())
+        return drawn, session, describe_live(session, camera_shape, rgb.shape[:2], probabilities.shape)
+
+    @staticmethod
+    def overlay(session: LiveSession, rgb: np.ndarray, probabilities: np.ndarray, threshold: float,
+                opacity: float, colour) -> np.ndarray:
+        """`rgb` with the class drawn where its probabilities, averaged with the session's previous frame's,
+        reach `threshold`."""
         # The smoother averages uint8 probabilities; with lookahead=0 each push returns this frame's.
         smoothed = session.smoother.push(np.round(probabilities * 255).astype(np.uint8))[-1]
         mask = threshold_probabilities(scale_probabilities(smoothed, rgb.shape[:2]), threshold * 255)
-        drawn = jpeg_data_url(draw_cars(rgb, mask, parse_colour(colour), opacity))
-        session.answered_at.append(time.monotonic())
-        return drawn, session, describe_live(session, rgb.shape[:2], probabilities.shape)
+        return draw_cars(rgb, mask, parse_colour(colour), opacity)
 
 
 @dataclass(frozen=True)
