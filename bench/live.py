@@ -3,6 +3,7 @@ camera frame to its overlay on the page.
 
     python -m bench.live                       # the default model, 480x360 camera, 20 s: a markdown table
     python -m bench.live --seconds 10 --size 1280x720 --viewers 2
+    python -m bench.live --screenshots docs/images     # live-desktop.png and live-phone.png
 
 The fake camera plays a YUV4MPEG2 clip written here from CamVid frames, each stamped with its index as a
 row of black and white squares (`stamp_index`). In the page, each time the overlay picture changes it is
@@ -80,9 +81,9 @@ READ_INDEX_JS = f"""(pixels, width, cameraWidth) => {{
 }}"""
 
 
-def clip_frames(frames: int, size: tuple[int, int] = (360, 480)):
+def clip_frames(frames: int, size: tuple[int, int] = (360, 480), stamp: bool = True):
     """`frames` RGB frames of (height, width) `size`: the CamVid fixture frames, each held a second and
-    panned a pixel a frame (so consecutive frames differ), stamped with their index."""
+    panned a pixel a frame (so consecutive frames differ), stamped with their index (unless not `stamp`)."""
     height, width = size
     pictures = [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in CAMVID_FRAMES]
     for index in range(frames):
@@ -94,7 +95,7 @@ def clip_frames(frames: int, size: tuple[int, int] = (360, 480)):
                              interpolation=cv2.INTER_AREA)
         top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
         frame = resized[top:top + height, left:left + width]
-        yield stamp_index(frame, index)
+        yield stamp_index(frame, index) if stamp else frame
 
 
 def write_y4m(path: Path, frames, size: tuple[int, int], fps: int = CLIP_FPS) -> Path:
@@ -231,6 +232,31 @@ def measure(url: str, clip: Path, camera: str, clip_length: int, seconds: float,
     return results
 
 
+SCREENSHOTS = {"live-desktop.png": {"width": 1366, "height": 900}, "live-phone.png": {"width": 390, "height": 844}}
+
+
+def take_screenshots(url: str, clip: Path, folder: Path) -> list[Path]:
+    """The live tab streaming the fake camera, at desktop and phone sizes, once a few overlays were shown."""
+    from playwright.sync_api import sync_playwright
+
+    saved = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(clip))
+        for name, viewport in SCREENSHOTS.items():
+            context = browser.new_context(viewport=viewport, permissions=["camera"])
+            page = context.new_page()
+            page.goto(url)
+            page.evaluate(RECORD_JS, READ_INDEX_JS)
+            start_live(page)
+            page.wait_for_function("() => window.liveRecord.shown.length >= 10", timeout=180_000)
+            page.wait_for_function("() => /frames a second/.test(document.querySelector('#live-status').innerText)")
+            saved.append(folder / name)
+            page.screenshot(path=saved[-1])
+            context.close()
+        browser.close()
+    return saved
+
+
 def markdown_table(results: list[LiveMeasure]) -> str:
     lines = ["| camera | viewers | frames shown | frames per second shown | delay median (p90) | upload (POST /stream) | status line at the end |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -302,6 +328,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--viewers", type=int, default=1, help="pages streaming at once")
     parser.add_argument("--clip-frames", type=int, default=10 * CLIP_FPS, help="the fake camera's loop")
+    parser.add_argument("--screenshots", type=Path, metavar="FOLDER",
+                        help="only save live-desktop.png and live-phone.png there (docs/images)")
     arguments = parser.parse_args(argv)
     if not CHROMIUM.exists():
         raise SystemExit(f"{CHROMIUM} is not installed (apt-get install chromium)")
@@ -319,6 +347,12 @@ def main(argv=None) -> None:
         port = free_port()
         busy = other_busy_processes()
         with running_app_py(arguments.model_dir, port, scratch / "app.log"):
+            if arguments.screenshots:  # without the index code, which only the measurement needs
+                plain = write_y4m(scratch / "plain.y4m", clip_frames(arguments.clip_frames, arguments.size, False),
+                                  arguments.size)
+                for path in take_screenshots(f"http://127.0.0.1:{port}/", plain, arguments.screenshots):
+                    print(f"saved {path}")
+                return
             results = measure(f"http://127.0.0.1:{port}/", clip, f"{width}x{height}", arguments.clip_frames,
                               arguments.seconds, arguments.viewers)
     others = ", ".join(f"{entry['command'][:40]} ({entry['cpu_percent']:.0f}% CPU)" for entry in busy["busy_processes"])

@@ -52,6 +52,9 @@ MAX_FRAME_CHARACTERS = 8 * 2**20
 MAX_FRAME_PIXELS = 4096 * 4096
 # The drawing's JPEG quality: 80 is hard to tell from the camera's own at a third of 95's bytes.
 OVERLAY_JPEG_QUALITY = 80
+# A frame is averaged with the previous one only if that came this recently: frames further apart may show
+# another scene (a slow server, a camera swung round), and the average would draw the old scene's cars.
+SMOOTHING_MAX_GAP_S = 0.3
 # The frame rate shown is over this many of the latest frames.
 RATE_FRAMES = 20
 
@@ -150,8 +153,10 @@ class LiveMode:
     @staticmethod
     def overlay(session: LiveSession, rgb: np.ndarray, probabilities: np.ndarray, threshold: float,
                 opacity: float, colour) -> np.ndarray:
-        """`rgb` with the class drawn where its probabilities, averaged with the session's previous frame's,
-        reach `threshold`."""
+        """`rgb` with the class drawn where its probabilities, averaged with the session's previous frame's
+        (if recent), reach `threshold`."""
+        if session.answered_at and time.monotonic() - session.answered_at[-1] > SMOOTHING_MAX_GAP_S:
+            session.smoother.flush()  # start afresh: see SMOOTHING_MAX_GAP_S
         # The smoother averages uint8 probabilities; with lookahead=0 each push returns this frame's.
         smoothed = session.smoother.push(np.round(probabilities * 255).astype(np.uint8))[-1]
         mask = threshold_probabilities(scale_probabilities(smoothed, rgb.shape[:2]), threshold * 255)

@@ -62,9 +62,10 @@ def test_a_frame_of_any_size_comes_back_drawn_at_most_the_cap(live, height, widt
     assert "network takes" in status and f"{width}x{height}" in status
 
 
-def test_the_frame_rate_and_the_smoothing_are_per_session(live):
+def test_the_frame_rate_and_the_smoothing_are_per_session(live, monkeypatch):
     """Each frame is averaged with its session's previous one (causal): the red half jumping to the right
     leaves both halves at probability 1/2 in that session only; the frame rate appears from the second frame."""
+    monkeypatch.setattr("demo.live.SMOOTHING_MAX_GAP_S", 3600)  # however slow the machine is today
     left = red_left_half(180, 240)
     right = left[:, ::-1].copy()
     _, session, status = live.frame(data_url(left, "PNG"), None, 0.5, 1.0, MAGENTA)
@@ -77,6 +78,16 @@ def test_the_frame_rate_and_the_smoothing_are_per_session(live):
     fresh = picture(live.frame(data_url(right, "PNG"), None, 0.6, 1.0, MAGENTA)[0])
     assert fresh[90, 180, 2] > 200, "a new session: the right half alone is the class"
     assert fresh[90, 60, 0] < 60, "and not the left"
+
+
+def test_a_frame_long_after_the_previous_one_is_not_averaged_with_it(live, monkeypatch):
+    """The previous frame may show another scene by then: its cars must not be drawn on this one."""
+    monkeypatch.setattr("demo.live.SMOOTHING_MAX_GAP_S", 0.0)
+    left = red_left_half(180, 240)
+    _, session, _ = live.frame(data_url(left, "PNG"), None, 0.6, 1.0, MAGENTA)
+    time.sleep(0.01)
+    drawn = picture(live.frame(data_url(left[:, ::-1].copy(), "PNG"), session, 0.6, 1.0, MAGENTA)[0])
+    assert drawn[90, 180, 2] > 200 and drawn[90, 60, 0] < 60, "the new frame alone"
 
 
 @pytest.mark.parametrize("value, message", [
