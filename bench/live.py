@@ -163,7 +163,7 @@ RECORD_JS = """(readIndex) => {
     const url = String(args[0] && args[0].url || args[0]);
     const started = performance.now();
     const answer = await send(...args);
-    if (/\\/stream\\/[0-9a-f]+$/.test(url)) window.liveRecord.uploads.push(performance.now() - started);
+    if (/\\/stream\\/[0-9a-f]+$/.test(url)) window.liveRecord.uploads.push({at: started, ms: performance.now() - started});
     return answer;
   };
 }"""
@@ -179,6 +179,7 @@ class LiveMeasure:
     delay_ms: float  # median
     delay_p90_ms: float
     upload_ms: float  # median POST /stream
+    sent_per_shown: float  # frames the page sent for each overlay it showed (1: it waits for each answer)
     status: str  # the page's status line at the end
 
 
@@ -197,10 +198,12 @@ def summarise(record: dict, seconds: float, camera: str, viewers: int, status: s
     camera_gave = kept[-1]["cameraSize"]
     delays = [1000 / CLIP_FPS * ((entry["camera"] - entry["shown"]) % clip_frames) for entry in kept
               if camera_gave == camera] or [float("nan")]
-    uploads = record["uploads"] or [float("nan")]
+    uploads = [entry for entry in record["uploads"] if kept[0]["at"] <= entry["at"] <= kept[-1]["at"]]
+    sent_per_shown = len(uploads) / max(1, len(kept) - 1)
+    uploads = [entry["ms"] for entry in uploads] or [float("nan")]
     return LiveMeasure(f"{camera}" + ("" if camera_gave == camera else f" (the camera gave {camera_gave})"),
                        viewers, seconds, len(kept), rate, statistics.median(delays),
-                       float(np.percentile(delays, 90)), statistics.median(uploads), status)
+                       float(np.percentile(delays, 90)), statistics.median(uploads), sent_per_shown, status)
 
 
 def measure(url: str, clip: Path, camera: str, clip_length: int, seconds: float, viewers: int = 1,
@@ -258,11 +261,13 @@ def take_screenshots(url: str, clip: Path, folder: Path) -> list[Path]:
 
 
 def markdown_table(results: list[LiveMeasure]) -> str:
-    lines = ["| camera | viewers | frames shown | frames per second shown | delay median (p90) | upload (POST /stream) | status line at the end |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| camera | viewers | frames shown | frames per second shown | delay median (p90) | upload (POST /stream) "
+             "| frames sent per overlay | status line at the end |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for result in results:
         lines.append(f"| {result.camera} | {result.viewers} | {result.frames_shown} | {result.frames_per_second:.1f} "
                      f"| {result.delay_ms:.0f} ms ({result.delay_p90_ms:.0f} ms) | {result.upload_ms:.0f} ms "
+                     f"| {result.sent_per_shown:.2f} "
                      f"| {result.status.strip()} |")
     return "\n".join(lines)
 

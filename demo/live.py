@@ -1,9 +1,9 @@
 """The live camera tab: a webcam's (or a phone camera's) frames come back with the found class drawn on them.
 
 How a frame travels (Gradio 6.31): the page draws the camera's current picture on a canvas every
-`STREAM_EVERY_S` while no answer is pending, and POSTs it as a JPEG data URL to /stream/<event>; the
-server keeps only the newest frame an event was sent, so a slow server skips frames instead of falling
-behind. `LiveMode.frame` decodes it (its longest side brought down to `LIVE_MAX_SIDE`), runs the network,
+`STREAM_EVERY_S` and POSTs it as a JPEG data URL to /stream/<event> (plain HTTP, one request a frame);
+the server keeps only the newest frame an event was sent, so a slow server skips frames instead of
+falling behind, and each answer comes back on the page's event stream (SSE). `LiveMode.frame` decodes it (its longest side brought down to `LIVE_MAX_SIDE`), runs the network,
 averages the probabilities with the previous frame's (`demo.temporal.ProbabilitySmoother`, causal: no
 delay), thresholds and draws them, and returns the drawing as a JPEG data URL inside the answer itself:
 no file is written per frame (at 10 frames a second that would be 36,000 an hour per viewer) and the
@@ -41,8 +41,11 @@ from demo.temporal import LIVE_WINDOW, ProbabilitySmoother
 LIVE_MAX_SIDE = 640
 # What the page asks the camera for (a phone: its back camera); the camera may give another size.
 CAMERA_CONSTRAINTS = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}, "facingMode": "environment"}}
-# The page sends the newest frame this often at most, and only once the previous answer is in.
-STREAM_EVERY_S = 0.04
+# The page sends the camera's frame this often, whether or not the previous answer is in (measured:
+# bench/live.py's "frames sent per overlay"), and the server runs the newest it has. 12.5 a second leaves
+# room above the 10 frames a second aimed at, without one viewer uploading 25 JPEGs a second or taking
+# the whole CPU when the network would allow more.
+STREAM_EVERY_S = 0.08
 # Live streams served at once: each takes a share of the 2-core CPU (two get about half the frame rate each).
 LIVE_SESSIONS = 2
 # Seconds of processing one stream may use before it stops and frees its place (the page's orange bar).
