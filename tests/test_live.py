@@ -93,6 +93,7 @@ def test_a_frame_long_after_the_previous_one_is_not_averaged_with_it(live, monke
 @pytest.mark.parametrize("value, message", [
     (None, "did not arrive as a picture"),
     ({"url": "https://example.com/a.jpg"}, "did not arrive as a picture"),
+    ({"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "did not arrive as a picture"),
     ({"url": "data:image/jpeg;base64,not base64!"}, "could not be decoded"),
     ({"url": "data:image/jpeg;base64," + base64.b64encode(b"just text").decode()}, "could not be decoded"),
     ({"url": "data:image/png;base64," + base64.b64encode(decompression_bomb_png()).decode()}, "too large"),
