@@ -3,15 +3,17 @@
 How a frame travels (Gradio 6.31): the page draws the camera's current picture on a canvas every
 `STREAM_EVERY_S` and POSTs it as a JPEG data URL to /stream/<event> (plain HTTP, one request a frame);
 the server keeps only the newest frame an event was sent, so a slow server skips frames instead of
-falling behind, and each answer comes back on the page's event stream (SSE). `LiveMode.frame` decodes it (its longest side brought down to `LIVE_MAX_SIDE`), runs the network,
-averages the probabilities with the previous frame's (`demo.temporal.ProbabilitySmoother`, causal: no
-delay), thresholds and draws them, and returns the drawing as a JPEG data URL inside the answer itself:
-no file is written per frame (at 10 frames a second that would be 36,000 an hour per viewer) and the
-page need not fetch it with a second request.
+falling behind, and each answer comes back on the page's event stream (SSE). `LiveMode.frame` decodes
+the frame (its longest side brought down to `LIVE_MAX_SIDE`), runs the network, averages the probabilities
+with the previous frame's (`demo.temporal.ProbabilitySmoother`, causal: no delay), thresholds and draws
+them, and returns the drawing as a JPEG data URL inside the answer itself: no file is written per frame
+(at 10 frames a second that would be 36,000 an hour per viewer) and the page need not fetch it with a
+second request (Gradio's own way, a WebP file, also costs more to encode: bench/live.py times both).
 
 A live stream holds one of `LIVE_SESSIONS` places for up to `LIVE_TIME_LIMIT_S` of processing; further
-viewers wait in the queue (Gradio shows their place) until a place frees. The places share the CPU with
-each other and with photos (their own concurrency_id, so a live stream never blocks a photo).
+viewers wait in the queue ("Waiting" on the camera's button) until a place frees, and a stream that reaches
+its limit joins the queue again, so viewers take turns (seen with a 6 s limit and three pages). The places
+share the CPU with each other and with photos (their own concurrency_id: a live stream never blocks a photo).
 """
 from __future__ import annotations
 
@@ -46,14 +48,14 @@ CAMERA_CONSTRAINTS = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480
 # room above the 10 frames a second aimed at, without one viewer uploading 25 JPEGs a second or taking
 # the whole CPU when the network would allow more.
 STREAM_EVERY_S = 0.08
-# Live streams served at once: each takes a share of the 2-core CPU (two get about half the frame rate each).
+# Live streams served at once: they share the CPU (a Space's 2 cores), so each more slows them all.
 LIVE_SESSIONS = 2
 # Seconds of processing one stream may use before it stops and frees its place (the page's orange bar).
 LIVE_TIME_LIMIT_S = 120
 # A frame larger than this (in the data URL's characters, and in decoded pixels) is refused unread.
 MAX_FRAME_CHARACTERS = 8 * 2**20
 MAX_FRAME_PIXELS = 4096 * 4096
-# The drawing's JPEG quality: 80 is hard to tell from the camera's own at a third of 95's bytes.
+# The drawing's JPEG quality (OpenCV's default is 95): fewer bytes to send for every frame.
 OVERLAY_JPEG_QUALITY = 80
 # A frame is averaged with the previous one only if that came this recently: frames further apart may show
 # another scene (a slow server, a camera swung round), and the average would draw the old scene's cars.
