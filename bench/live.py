@@ -32,7 +32,8 @@ CAMVID_FRAMES = sorted((REPO_ROOT / "tests" / "fixtures" / "camvid").glob("*/*.p
 CAMVID_FRAMES = [path for path in CAMVID_FRAMES if "annot" not in path.parent.name]
 CLIP_FPS = 25
 # The index code: BITS squares of SQUARE pixels in a row at the top left, white for 1, black for 0,
-# on a black band (172 pixels wide: a portrait 360-wide frame holds it); they survive the browser's and the server's JPEG and the overlay's tint.
+# on a black band (164 pixels wide: a portrait 360-wide frame holds it); they survive the browser's and
+# the server's JPEG and the overlay's tint.
 BITS = 10
 SQUARE = 12
 MARGIN = 4
@@ -163,7 +164,9 @@ RECORD_JS = """(readIndex) => {
     const url = String(args[0] && args[0].url || args[0]);
     const started = performance.now();
     const answer = await send(...args);
-    if (/\\/stream\\/[0-9a-f]+$/.test(url)) window.liveRecord.uploads.push({at: started, ms: performance.now() - started});
+    if (/\\/stream\\/[0-9a-f]+$/.test(url)) {
+      window.liveRecord.uploads.push({at: started, ms: performance.now() - started});
+    }
     return answer;
   };
 }"""
@@ -360,8 +363,10 @@ def main(argv=None) -> None:
                 return
             results = measure(f"http://127.0.0.1:{port}/", clip, f"{width}x{height}", arguments.clip_frames,
                               arguments.seconds, arguments.viewers)
-    others = ", ".join(f"{entry['command'][:40]} ({entry['cpu_percent']:.0f}% CPU)" for entry in busy["busy_processes"])
-    print(f"Live camera, {arguments.model_dir.name}, {arguments.seconds:.0f} s measured after 2 s, {os.cpu_count()} CPUs; "
+    others = ", ".join(f"{entry['command'][:40]} ({entry['cpu_percent']:.0f}% CPU)"
+                       for entry in busy["busy_processes"])
+    print(f"Live camera, {arguments.model_dir.name}, {arguments.seconds:.0f} s measured after 2 s, "
+          f"{os.cpu_count()} CPUs; "
           f"at the start the load average was {busy['load_average'][0]:.1f}, other processes: {others or 'none'}\n")
     print(markdown_table(results))
     print(f"\nWhere the server's time goes (this process, {width}x{height} frames, interleaved rounds):\n")
