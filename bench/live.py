@@ -3,6 +3,7 @@ camera frame to its overlay on the page.
 
     python -m bench.live                       # the default model, 480x360 camera, 20 s: a markdown table
     python -m bench.live --seconds 10 --size 1280x720 --viewers 2
+    python -m bench.live --tiny                        # a tiny untrained network: what all but the network costs
     python -m bench.live --screenshots docs/images     # live-desktop.png and live-phone.png
 
 The fake camera plays a YUV4MPEG2 clip written here from CamVid frames, each stamped with its index as a
@@ -336,6 +337,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--viewers", type=int, default=1, help="pages streaming at once")
     parser.add_argument("--clip-frames", type=int, default=10 * CLIP_FPS, help="the fake camera's loop")
+    parser.add_argument("--tiny", action="store_true",
+                        help="serve the tests' tiny untrained U-Net instead (a fast network: what the rest costs)")
     parser.add_argument("--screenshots", type=Path, metavar="FOLDER",
                         help="only save live-desktop.png and live-phone.png there (docs/images)")
     arguments = parser.parse_args(argv)
@@ -344,7 +347,7 @@ def main(argv=None) -> None:
 
     import sys
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from helpers import free_port, running_app_py
+    from helpers import free_port, make_tiny_bundle, running_app_py
 
     from bench.machine import other_busy_processes
 
@@ -352,6 +355,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as scratch:
         scratch = Path(scratch)
         clip = write_y4m(scratch / "camera.y4m", clip_frames(arguments.clip_frames, arguments.size), arguments.size)
+        if arguments.tiny:
+            arguments.model_dir = make_tiny_bundle(scratch / "tiny")
         port = free_port()
         busy = other_busy_processes()
         with running_app_py(arguments.model_dir, port, scratch / "app.log"):
@@ -363,14 +368,16 @@ def main(argv=None) -> None:
                 return
             results = measure(f"http://127.0.0.1:{port}/", clip, f"{width}x{height}", arguments.clip_frames,
                               arguments.seconds, arguments.viewers)
+        steps = server_steps_ms(arguments.model_dir, arguments.size)  # while a tiny bundle still exists
+    model = "the tiny untrained U-Net" if arguments.tiny else arguments.model_dir.name
     others = ", ".join(f"{entry['command'][:40]} ({entry['cpu_percent']:.0f}% CPU)"
                        for entry in busy["busy_processes"])
-    print(f"Live camera, {arguments.model_dir.name}, {arguments.seconds:.0f} s measured after 2 s, "
+    print(f"Live camera, {model}, {arguments.seconds:.0f} s measured after 2 s, "
           f"{os.cpu_count()} CPUs; "
           f"at the start the load average was {busy['load_average'][0]:.1f}, other processes: {others or 'none'}\n")
     print(markdown_table(results))
     print(f"\nWhere the server's time goes (this process, {width}x{height} frames, interleaved rounds):\n")
-    print(steps_table(server_steps_ms(arguments.model_dir, arguments.size)))
+    print(steps_table(steps))
 
 
 if __name__ == "__main__":
