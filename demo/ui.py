@@ -29,6 +29,7 @@ from demo.clip_handlers import ClipHandlers, wire_clip_api
 from demo.clip_page import ClipPageHandlers, PhotosFirst, build_clip_tab, wire_clip_events
 from demo.engine import SegmentationEngine
 from demo.handlers import PageHandlers
+from demo.live import build_live_mode
 from demo.page import PageComponents, build_layout, page_title
 from demo.runtimes import describe_runtime
 from demo.safeguards import KeptStore, limit_waiting_events_per_session, start_sweeping
@@ -128,7 +129,8 @@ def build_demo(bundle: Bundle, photos_first: bool = False) -> gr.Blocks:
                                     forget_state=kept.discard)
             with gr.Tab("Video", id="video-tab", elem_id="video-tab"):
                 clip_tab = build_clip_tab(bundle, engine.default_threshold, forget_clip=clip_page_handlers.forget)
-            # The "Live camera" tab (demo.live) goes here.
+            with gr.Tab("Live camera", id="live-tab", elem_id="live-tab"):
+                build_live_mode(engine, bundle, engine.default_threshold)  # builds and wires its own events
         wire_events(page, handlers)
         wire_clip_events(clip_tab, clip_page_handlers)
         wire_clip_api(ClipHandlers(clip_engine, handlers.words), engine.default_threshold)  # /segment_video
