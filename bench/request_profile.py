@@ -12,7 +12,8 @@ one request each per round, so a slow spell of a shared machine falls on all of 
   2026-12-04): every HTTP call of a request (upload, join the queue, the answer's event stream,
   two downloads) opens its own httpx client, and with `ssl_verify=True` each builds a new TLS
   context from certifi's CA bundle, even for a plain http:// address;
-- gradio_client given one TLS context for all its calls (`Client(url, ssl_verify=context)`);
+- gradio_client given one TLS context for all its calls (`Client(url, ssl_verify=context)`), as
+  bench/serving.py's callers now are (`bench.serving.client_for`);
 - plain HTTP through one kept-open httpx client: Gradio's REST route (POST /gradio_api/call/segment,
   then its event stream), which skips gradio_client's 50 ms polling of the answer's messages.
 
@@ -29,12 +30,12 @@ import collections
 import contextlib
 import os
 import secrets
-import ssl
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "demo" / "default_model"
@@ -50,14 +51,6 @@ ENGINE = "engine's whole photo (section 1), in this process"
 
 # Client-side phases, in the order a request goes through them.
 CLIENT_PHASES = ("upload", "submit", "wait for the answer", "download 2 files")
-
-
-def shared_tls_context() -> ssl.SSLContext:
-    """The TLS context httpx builds for `verify=True` (certifi's CA bundle), built once: handed to
-    gradio_client as `ssl_verify`, it verifies https:// Spaces just the same."""
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
 
 
 class ClientPhases:
@@ -180,12 +173,11 @@ def measure_requests(url: str, photo: Path, requests: int, downloads: Path, engi
     from gradio_client import Client
 
     from bench.latency import engine_end_to_end
-
-    def gradio_client_of(**options):
-        return Client(url, verbose=False, download_files=str(downloads), analytics_enabled=False, **options)
+    from bench.serving import client_for
 
     recorder = ClientPhases()
-    default, shared = gradio_client_of(), gradio_client_of(ssl_verify=shared_tls_context())
+    default = Client(url, verbose=False, download_files=str(downloads), analytics_enabled=False)
+    shared = client_for(url, downloads)  # given one TLS context (`bench.serving.shared_tls_context`)
     plain = PlainHttpClient(url, downloads)
     callers = {GRADIO_CLIENT: gradio_caller(default, recorder), SHARED_TLS: gradio_caller(shared, recorder),
                PLAIN_HTTP: lambda photo_path, phases: plain.segment(photo_path, THRESHOLD, phases),
@@ -329,10 +321,9 @@ def main(argv=None) -> int:
         downloads = scratch / "downloads"
         downloads.mkdir()
         # The app's uploads and pictures go to a folder of this run's own; Gradio traces every request.
-        os.environ.update(GRADIO_PROFILING="1", GRADIO_TEMP_DIR=str(scratch / "uploads"))
         # gradio_client leaves an empty folder in the temp dir per download: keep them in the scratch dir.
-        tempfile.tempdir = str(scratch)
-        try:
+        with mock.patch.dict(os.environ, GRADIO_PROFILING="1", GRADIO_TEMP_DIR=str(scratch / "uploads")), \
+                mock.patch.object(tempfile, "tempdir", str(scratch)):
             log_path = scratch / "app.log"
             bundle, engine = served_engine(args.bundle)
             with running_app(args.bundle, log_path) as (process, url, _):
@@ -340,8 +331,6 @@ def main(argv=None) -> int:
                 timings, sessions = measure_requests(url, args.photo, args.requests, downloads, engine)
                 server, upload_ms = server_traces(url, sessions)
             steps = handler_steps(bundle, engine, args.photo, args.requests)
-        finally:
-            tempfile.tempdir = None
     markdown = report(timings, server, upload_ms, steps, args.requests, args.photo,
                       load_note(load_before, os.getloadavg()))
     print(markdown)
