@@ -2,6 +2,7 @@
 
     python -m bench.request_profile                  # 25 requests per way of calling (after 3 warm-ups)
     python -m bench.request_profile --requests 40 --output runs/request_profile.md
+    python -m bench.request_profile --size 4000x3000   # the photo enlarged to a phone's 12 MP, sent as JPEG
 
 The app runs as a Space runs it (`python app.py`, in its own process, on a free loopback port) with
 Gradio's own request tracing on (GRADIO_PROFILING=1: the queue's wait, pre- and postprocessing and
@@ -42,6 +43,7 @@ DEFAULT_BUNDLE = REPO_ROOT / "demo" / "default_model"
 DEFAULT_PHOTO = REPO_ROOT / "demo" / "examples" / "0016E5_08017.png"  # bench/slider.py's PHOTO, a 480x360 frame
 WARMUP_REQUESTS = 3
 THRESHOLD = 0.5
+PHONE_JPEG_QUALITY = 90
 TARGET_RATIO = 2.0  # a request within this many times the engine's whole photo
 
 GRADIO_CLIENT = "gradio_client, Client(url)"
@@ -269,7 +271,7 @@ def median(values: list[float]) -> str:
     return f"{statistics.median(values):,.1f}" if values else "-"
 
 
-def report(timings: dict, server: dict, upload_ms: float, steps: dict, requests: int, photo: Path,
+def report(timings: dict, server: dict, upload_ms: float, steps: dict, command: str, photo: str,
            load: str) -> str:
     ways = [way for way in timings if way != ENGINE]
     engine_ms = statistics.median(timings[ENGINE]["total"])
@@ -290,8 +292,8 @@ def report(timings: dict, server: dict, upload_ms: float, steps: dict, requests:
         *(f"| {step} | {median(values)} |" for step, values in steps.items()),
     ]
     return "\n".join([
-        f"`python -m bench.request_profile --requests {requests}`: /segment on {photo.name} "
-        f"({requests} requests per way after {WARMUP_REQUESTS} warm-ups, the ways taking turns; app.py with "
+        f"`{command}`: /segment on {photo} "
+        f"({len(timings[ENGINE]['total'])} requests per way after {WARMUP_REQUESTS} warm-ups, the ways taking turns; app.py with "
         "GRADIO_PROFILING=1, on loopback). " + load,
         "",
         *lines,
@@ -303,11 +305,35 @@ def load_note(before: tuple[float, float, float], after: tuple[float, float, flo
             "(the app, this process and anything else running share them: compare the ways within one run).")
 
 
+def photo_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, such as 4000x3000; got {text!r}") from None
+    if not (16 <= width <= 8000 and 16 <= height <= 8000):
+        raise argparse.ArgumentTypeError(f"each side from 16 to 8000 pixels; got {text!r}")
+    return width, height
+
+
+def enlarged_jpeg(photo: Path, size: tuple[int, int], folder: Path) -> Path:
+    """`photo` enlarged to `size` (width, height) and written as a JPEG, as a phone would send it."""
+    import cv2
+
+    from demo.imaging import load_rgb
+
+    path = folder / f"{photo.stem}_{size[0]}x{size[1]}.jpg"
+    enlarged = cv2.resize(load_rgb(photo), size, interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(path), cv2.cvtColor(enlarged, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, PHONE_JPEG_QUALITY])
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=25, help="timed requests per way of calling (default 25)")
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO, help=f"the photo (default {DEFAULT_PHOTO.name})")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="the bundle the app serves")
+    parser.add_argument("--size", type=photo_size, help="send the photo enlarged to WIDTHxHEIGHT (bicubic), as a "
+                        f"JPEG of quality {PHONE_JPEG_QUALITY}, as a phone sends one")
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     args = parser.parse_args(argv)
     if args.requests < 1 or not args.photo.is_file() or not args.bundle.is_dir():
@@ -320,6 +346,7 @@ def main(argv=None) -> int:
         scratch = Path(scratch)
         downloads = scratch / "downloads"
         downloads.mkdir()
+        photo = enlarged_jpeg(args.photo, args.size, scratch) if args.size else args.photo
         # The app's uploads and pictures go to a folder of this run's own; Gradio traces every request.
         # gradio_client leaves an empty folder in the temp dir per download: keep them in the scratch dir.
         with mock.patch.dict(os.environ, GRADIO_PROFILING="1", GRADIO_TEMP_DIR=str(scratch / "uploads")), \
@@ -327,12 +354,13 @@ def main(argv=None) -> int:
             log_path = scratch / "app.log"
             bundle, engine = served_engine(args.bundle)
             with running_app(args.bundle, log_path) as (process, url, _):
-                first_answer(process, url, args.photo, downloads, log_path)
-                timings, sessions = measure_requests(url, args.photo, args.requests, downloads, engine)
+                first_answer(process, url, photo, downloads, log_path)
+                timings, sessions = measure_requests(url, photo, args.requests, downloads, engine)
                 server, upload_ms = server_traces(url, sessions)
-            steps = handler_steps(bundle, engine, args.photo, args.requests)
-    markdown = report(timings, server, upload_ms, steps, args.requests, args.photo,
-                      load_note(load_before, os.getloadavg()))
+            steps = handler_steps(bundle, engine, photo, args.requests)
+    command = " ".join(["python -m bench.request_profile", *(argv if argv is not None else sys.argv[1:])])
+    what = f"{args.photo.name} enlarged to {args.size[0]}x{args.size[1]} as a JPEG" if args.size else args.photo.name
+    markdown = report(timings, server, upload_ms, steps, command, what, load_note(load_before, os.getloadavg()))
     print(markdown)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
