@@ -264,7 +264,21 @@ def handler_steps(bundle, engine, photo: Path, repeats: int) -> dict[str, list[f
         "of which: drawn JPEG (`save_picture`)": lambda: save_picture(drawn, "cars.jpeg"),
         "of which: mask PNG (`save_picture`)": lambda: save_picture(mask_to_png_array(mask), "car_mask.png"),
         "of which: stats (`mask_stats`)": lambda: mask_stats(mask),
+        "for comparison: the JPEG as Pillow encoded it (until 2026-12-04)": lambda: pillow_encoded(drawn, "JPEG"),
+        "for comparison: the PNG as Pillow encoded it (until 2026-12-04)": lambda: pillow_encoded(
+            mask_to_png_array(mask), "PNG"),
     }, repeats)
+
+
+def pillow_encoded(pixels, image_format: str) -> bytes:
+    """How `save_picture` encoded its pictures until 2026-12-04 (Pillow, its defaults)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, image_format)
+    return buffer.getvalue()
 
 
 def median(values: list[float]) -> str:
