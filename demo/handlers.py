@@ -123,14 +123,15 @@ def describe_result(segmentation: Segmentation, stats: dict, threshold: float, f
 
 # OpenCV encodes a 12 MP photo's pictures faster than Pillow did (1.7x the JPEG, 2.7x the PNG: `python -m
 # bench.request_profile --size 4000x3000`), at Pillow's default JPEG quality (75, colour at half resolution).
-PICTURE_ENCODINGS = {".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 75], ".png": []}
+PICTURE_ENCODINGS = {".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 75], ".jpg": [cv2.IMWRITE_JPEG_QUALITY, 75], ".png": []}
 
 
 def encode_picture(pixels: np.ndarray, suffix: str) -> bytes:
-    """RGB or grey `pixels` as the bytes of a file of this suffix (a key of PICTURE_ENCODINGS)."""
+    """RGB or grey `pixels` as the bytes of a file of this suffix (".jpeg", ".png", or another OpenCV
+    writes, with its defaults)."""
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)  # OpenCV's channel order
-    return cv2.imencode(suffix, pixels, PICTURE_ENCODINGS[suffix])[1].tobytes()
+    return cv2.imencode(suffix, pixels, PICTURE_ENCODINGS.get(suffix, []))[1].tobytes()
 
 
 def save_picture(pixels: np.ndarray, file_name: str) -> str:
