@@ -486,7 +486,10 @@ def serving_section(results: Results) -> str:
         "(requests started before the deadline are awaited), against the last app launched above with the "
         "carried graphs. The app runs "
         "one network pass at a time (`NETWORK_CONCURRENCY`), so more callers queue rather than speed up; the "
-        "callers share the machine's cores with the app.",
+        "callers share the machine's cores with the app. Each caller's client is given one TLS context for all "
+        "its calls (`bench.serving.client_for`): by default gradio_client builds a new one for each of a "
+        "request's five HTTP calls, tens of milliseconds each (until 2026-12-04, the figures here "
+        "included them). Where one request's time goes: `python -m bench.request_profile`.",
         table(["callers", "requests", "requests/s", "p50 latency (ms)", "p95 latency (ms)", "errors",
                "peak app RSS (MiB)"], load_rows),
         f"Errors: {errors}" + (f" (first: {'; '.join(first_errors)})" if first_errors else "") + ".",

@@ -14,10 +14,12 @@ imports matplotlib at every request when it is installed, slowing the first).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -193,10 +195,23 @@ def running_app(bundle_dir: Path, log_path: Path, python: str = sys.executable):
             process.wait()
 
 
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """The TLS context httpx builds for `verify=True` (certifi's CA bundle), built once. Given it as
+    `ssl_verify`, gradio_client verifies an https:// Space just the same, but no longer builds a new
+    one (reading the whole bundle: tens of milliseconds) for each of a request's five HTTP calls, even
+    to an http:// address: most of what a request cost beyond the app's own work (bench/request_profile.py)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def client_for(url: str, downloads: Path):
+    """A gradio_client Client as a careful caller makes one: one TLS context for all its calls."""
     from gradio_client import Client
 
-    return Client(url, verbose=False, download_files=str(downloads), analytics_enabled=False)
+    return Client(url, verbose=False, download_files=str(downloads), analytics_enabled=False,
+                  ssl_verify=shared_tls_context())
 
 
 def segment(client, photo_path: Path, threshold: float):

@@ -73,3 +73,43 @@ def test_compare_bundles_says_what_is_wrong_with_an_argument(tiny_bundle_dir, tm
 
     assert main([argument.format(bundle=tiny_bundle_dir).replace("nowhere", str(tmp_path / "nowhere"))]) == 1
     assert expected in capsys.readouterr().err
+
+
+def test_benchmark_callers_share_one_tls_context(monkeypatch, tmp_path):
+    """gradio_client builds a new TLS context (certifi's whole CA bundle) for every HTTP call unless given
+    one: the benchmark's callers get one, still verifying certificates."""
+    import ssl
+
+    import gradio_client
+
+    from bench.serving import client_for, shared_tls_context
+
+    made = []
+    monkeypatch.setattr(gradio_client, "Client", lambda *args, **options: made.append(options))
+    client_for("http://127.0.0.1:1/", tmp_path)
+    client_for("http://127.0.0.1:1/", tmp_path)
+    context = made[0]["ssl_verify"]
+    assert isinstance(context, ssl.SSLContext) and made[1]["ssl_verify"] is context is shared_tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_request_profile_splits_a_request_between_caller_and_app(tiny_bundle_dir, tmp_path, capsys):
+    from bench.request_profile import CLIENT_PHASES, GRADIO_CLIENT, PLAIN_HTTP, SERVER_PHASES, SHARED_TLS, main
+
+    output = tmp_path / "profile.md"
+    assert main(["--requests", "2", "--bundle", str(tiny_bundle_dir), "--output", str(output)]) == 0
+    report = output.read_text()
+    assert report in capsys.readouterr().out
+    assert f"| milliseconds, median | {GRADIO_CLIENT} | {SHARED_TLS} | {PLAIN_HTTP} |" in report
+    rows = {line.split(" | ")[0].strip("| *"): line.split(" | ")[1:] for line in report.splitlines()
+            if line.startswith("| ")}
+    expected = ["the request, as the caller waits (total)", *(f"caller: {phase}" for phase in CLIENT_PHASES),
+                *(f"app: {label}" for label in SERVER_PHASES.values())]
+    for row in expected:
+        cells = [cell.strip("| *\n") for cell in rows[row]]
+        assert len(cells) == 3 and all(float(cell.replace(",", "")) >= 0 for cell in cells), (row, cells)
+    # Every way's requests were found in the app's own traces: the handler took time in each.
+    assert all(float(cell.strip("| ").replace(",", "")) > 0 for cell in rows[f"app: {SERVER_PHASES['fn_call_ms']}"])
+    ratio_row = next(cells for name, cells in rows.items() if name.startswith("the request / the engine's"))
+    assert all(cell.strip("| ").endswith("x") for cell in ratio_row)
+    assert "| decode the upload (`load_rgb`) |" in report
