@@ -18,6 +18,11 @@ DEFAULT_WINDOW = 3
 LIVE_WINDOW = 2
 
 
+def to_uint8(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities (0-1 floats) as the smoothers keep them: 0-255, rounded; a quarter of float32's memory."""
+    return np.clip(probabilities * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 class ProbabilitySmoother:
     """Feed frames' probabilities in order with `push`; take each smoothed frame from what `push` and, at
     the end of the clip, `flush` return, in the same order. Frames of another shape start a new run."""
@@ -62,3 +67,26 @@ class ProbabilitySmoother:
         for frame in frames:
             total += frame
         return ((total + len(frames) // 2) // len(frames)).astype(np.uint8)
+
+
+class ExponentialSmoother:
+    """Causal like `ProbabilitySmoother(window, lookahead=0)`, same `push`/`flush`: each frame comes out at
+    once, averaged with everything before it at weights falling by (1 - weight) per frame. Holds one
+    float32 frame whatever the clip's length."""
+
+    def __init__(self, weight: float = 0.5):
+        if not 0 < weight <= 1:
+            raise ValueError("weight must be in (0, 1]")
+        self.weight = weight
+        self._average: np.ndarray | None = None
+
+    def push(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        if self._average is None or self._average.shape != probabilities.shape:
+            self._average = probabilities.astype(np.float32)
+        else:
+            self._average += self.weight * (probabilities - self._average)
+        return [(self._average + 0.5).astype(np.uint8)]
+
+    def flush(self) -> list[np.ndarray]:
+        self._average = None
+        return []
