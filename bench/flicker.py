@@ -58,6 +58,7 @@ class Setting:
     lag: float  # frames the answer trails the picture by on average (weights on earlier frames minus later)
     live: bool  # usable by the live camera: no frames from the future
     window: int | None = None  # ProbabilitySmoother's window, None for another smoother
+    centred: bool = False  # ProbabilitySmoother's own lookahead for the window: what DEFAULT_WINDOW gets
 
 
 def window_setting(window: int, causal: bool) -> Setting:
@@ -65,7 +66,7 @@ def window_setting(window: int, causal: bool) -> Setting:
     kind = "causal" if causal else "centred"
     name = BASELINE if window == 1 else f"{kind} window {window}"
     return Setting(name, lambda: ProbabilitySmoother(window, lookahead), delay=lookahead,
-                   lag=(window - 1) / 2 - lookahead, live=causal or window == 1, window=window)
+                   lag=(window - 1) / 2 - lookahead, live=causal or window == 1, window=window, centred=not causal)
 
 
 def ema_setting(weight: float) -> Setting:
@@ -122,11 +123,12 @@ class FlickerResults:
 
 
 def choose(runs: list[FlickerResults], live: bool) -> tuple[str, bool]:
-    """The setting to ship and whether it meets the target: among ProbabilitySmoother's windows (causal ones
-    for the live camera) that keep the mean IoU within IOU_TOLERANCE in every run, those that meet the
+    """The setting to ship and whether it meets the target: among ProbabilitySmoother's windows (centred ones
+    for clips, causal ones for the live camera) that keep the mean IoU within IOU_TOLERANCE in every run, those that meet the
     flicker target in every run if any, the one whose worst flicker ratio is lowest (the smaller window on
     a tie). Window 1 is among them, so something is always chosen."""
-    candidates = [score.setting for score in runs[0].scores if score.setting.window and (score.setting.live or not live)]
+    candidates = [score.setting for score in runs[0].scores
+                  if score.setting.window and (score.setting.live if live else score.setting.centred)]
     kept = [setting for setting in candidates if all(run.iou_change(setting.name) >= -IOU_TOLERANCE for run in runs)]
     met = [setting for setting in kept if all(run.meets_target(setting.name) for run in runs)]
     chosen = min(met or kept, key=lambda setting: (max(run.flicker_ratio(setting.name) for run in runs),
