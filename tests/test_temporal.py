@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from demo.temporal import ProbabilitySmoother
+from demo.temporal import ExponentialSmoother, ProbabilitySmoother, to_uint8
 
 
 def smooth_all(smoother, frames):
@@ -48,3 +48,19 @@ def test_a_new_frame_size_starts_a_new_run():
 def test_a_window_below_one_is_refused():
     with pytest.raises(ValueError):
         ProbabilitySmoother(window=0)
+
+
+def test_probabilities_are_kept_as_rounded_uint8():
+    values = to_uint8(np.array([0.0, 0.5, 0.999, 1.0, 1.5, -0.2], np.float32))
+    assert values.dtype == np.uint8 and values.tolist() == [0, 128, 255, 255, 255, 0]
+
+
+def test_an_exponential_average_comes_out_at_once_and_forgets_a_finished_clip():
+    smoother = ExponentialSmoother(weight=0.5)
+    out = [int(f[0, 0]) for frame in frames_of([0, 100, 100]) for f in smoother.push(frame)]
+    assert out == [0, 50, 75]
+    assert smoother.flush() == []
+    assert int(smoother.push(np.full((2, 3), 200, np.uint8))[0][0, 0]) == 200  # a new clip starts afresh
+    assert int(smoother.push(np.full((4, 4), 10, np.uint8))[0][0, 0]) == 10  # so does a new frame size
+    with pytest.raises(ValueError):
+        ExponentialSmoother(weight=0)
