@@ -11,6 +11,7 @@
 6. app cold start (python app.py to the first /segment answer), the first photo of each shape class, peak
    and steady resident memory: serving the bundle's graphs against converting model.keras at start
 7. /segment throughput and latency under 1, 4 and 16 parallel gradio_client callers
+9. flicker across a clip's frames, with and without smoothing across frames (bench/flicker.py)
 
 Quick mode uses tiny models, few repeats and the CamVid pairs in tests/fixtures: its numbers
 check the scripts, they describe nothing.
@@ -158,6 +159,12 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
         results.start_ups, results.load = serving.measure_serving(
             default.bundle.path, PHOTO, settings.app_launches, settings.repeats, settings.load_levels,
             settings.load_seconds, scratch, python=app_python)
+
+        from bench import flicker
+        progress(f"9. flicker: H.264 pans over {repo_path(settings.data_dir)} val")
+        results.flicker = flicker.measure_all(SegmentationEngine(default.bundle.model, default.bundle.config),
+                                              settings.data_dir, *flicker.pans_and_frames(settings.quick),
+                                              bundle_name="the default model (above)")
     progress("done")
     results.load_after = other_busy_processes()
     results.elapsed_s = progress.elapsed_s

@@ -78,6 +78,8 @@ def ema_setting(weight: float) -> Setting:
 SETTINGS = (window_setting(1, False), window_setting(3, False), window_setting(5, False), window_setting(7, False),
             window_setting(2, True), window_setting(3, True), ema_setting(0.5))
 EDGE_MARGIN = 2  # pixels: "away from edges" leaves out pixels this close to a car's edge in the truth
+FULL_PANS, FULL_FRAMES = 10, 50  # 2 s clips at 25 fps
+QUICK_PANS, QUICK_FRAMES = 2, 8  # quick mode: checks that the script runs
 SPEEDS = (1.0, 3.0)  # the full run's pans: as SPEED, and three times faster (a window must keep IoU at both)
 
 
@@ -417,6 +419,25 @@ def section_text(runs: list[FlickerResults], heading: str = "## 9. Flicker") -> 
     return "\n\n".join(parts)
 
 
+def pans_and_frames(quick: bool) -> tuple[int, int]:
+    return (QUICK_PANS, QUICK_FRAMES) if quick else (FULL_PANS, FULL_FRAMES)
+
+
+def targets(runs: list[FlickerResults]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) of the windows demo/temporal.py ships, for BENCHMARKS.md's list of targets."""
+    from demo.temporal import DEFAULT_WINDOW, LIVE_WINDOW
+
+    out = []
+    for name, what in ((f"centred window {DEFAULT_WINDOW}", "DEFAULT_WINDOW"), (f"causal window {LIVE_WINDOW}", "LIVE_WINDOW")):
+        if name not in [score.setting.name for score in runs[0].scores]:
+            name = BASELINE  # a window of 1
+        measured = "; ".join(f"x{run.speed:g}: flicker {run.flicker_ratio(name):.2f}x, IoU {run.iou_change(name):+.4f}"
+                             for run in runs)
+        out.append((f"{what} ({name}): flicker <= {FLICKER_TARGET:g}x frame-by-frame's, IoU within {IOU_TOLERANCE}",
+                    measured, all(run.meets_target(name) for run in runs)))
+    return out
+
+
 def measure_all(engine, data_dir: Path, pans: int, frames: int, speeds=SPEEDS, bundle_name: str = "",
                 progress=lambda message: None) -> list[FlickerResults]:
     return [measure(engine, data_dir, pans, frames, speed, bundle_name=bundle_name, progress=progress)
@@ -431,13 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path,
                         help="CamVid root with val/ and valannot/ (default $CAMVID_DIR or ../shared/data/camvid; "
                              "quick: tests/fixtures/camvid)")
-    parser.add_argument("--pans", type=int, help="pans, one val frame each (default 10; quick 2)")
-    parser.add_argument("--frames", type=int, help="frames a pan (default 50; quick 8)")
+    parser.add_argument("--pans", type=int, help=f"pans, one val frame each (default {FULL_PANS}; quick {QUICK_PANS})")
+    parser.add_argument("--frames", type=int, help=f"frames a pan (default {FULL_FRAMES}; quick {QUICK_FRAMES})")
     parser.add_argument("--speeds", type=float, nargs="+", default=list(SPEEDS),
                         help=f"pan speeds, multiples of {SPEED} pixels a frame (default {' '.join(map(str, SPEEDS))})")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or (FIXTURE_CAMVID_DIR if args.quick else CAMVID_DIR)
-    pans, frames = args.pans or (2 if args.quick else 10), args.frames or (8 if args.quick else 50)
+    default_pans, default_frames = pans_and_frames(args.quick)
+    pans, frames = args.pans or default_pans, args.frames or default_frames
     if pans < 1 or frames < 3 or min(args.speeds) <= 0:
         parser.error("--pans must be at least 1, --frames at least 3 and every speed above 0")
     if not (data_dir / "val").is_dir():

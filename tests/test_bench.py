@@ -21,6 +21,7 @@ SECTIONS = (
     "5. Training throughput",
     "6. App cold start and memory",
     "7. Throughput under concurrency",
+    "9. Flicker",
     "Targets",
 )
 TABLE_NUMBER = re.compile(r"\|\s*\d[\d,]*(\.\d+)?\s*(ms|x|%)?\s*\|")
