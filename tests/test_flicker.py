@@ -106,7 +106,7 @@ def red_car_dataset(folder: Path) -> Path:
     """One val pair whose car is where the red channel is 255: a model reading red sees the truth."""
     rng = np.random.default_rng(0)
     labels = np.zeros((360, 480), np.uint8)
-    labels[100:260, 120:400] = 8
+    labels[150:190, 200:260] = 8  # small: a label a few pixels off the picture costs IoU
     image = np.dstack([np.where(labels == 8, 255, 0), rng.integers(0, 255, (360, 480)), np.full((360, 480), 90)])
     image = cv2.GaussianBlur(image.astype(np.uint8), (0, 0), 1.0)  # texture the encoder can follow
     for split, array in (("val", image), ("valannot", labels)):
@@ -121,8 +121,8 @@ def test_the_pans_truth_moves_with_the_picture(mask_model, tmp_path):
     engine = SegmentationEngine(mask_model, serving_config())
     runs = measure_all(engine, red_car_dataset(tmp_path), pans=3, frames=6, speeds=(1.0, 3.0))
     for run in runs:
-        # Were the labels warped otherwise than the picture, a model that sees the car would miss it.
-        assert run.score(BASELINE).mean_iou > 0.97, (run.speed, run.score(BASELINE).mean_iou)
+        # A model that sees the car scores ~0.97 (blurred chroma edges); labels 2 px off the picture: ~0.93.
+        assert run.score(BASELINE).mean_iou > 0.95, (run.speed, run.score(BASELINE).mean_iou)
 
 
 def test_quick_measurement_on_the_fixture_frames_scores_every_setting(tiny_bundle, camvid_dir):
