@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from demo.temporal import ExponentialSmoother, ProbabilitySmoother, to_uint8  # noqa: E402
+from demo.temporal import ExponentialSmoother, HysteresisSmoother, ProbabilitySmoother, to_uint8  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMVID_DIR = Path(os.environ.get("CAMVID_DIR", REPO_ROOT.parent / "shared" / "data" / "camvid"))
@@ -75,8 +75,15 @@ def ema_setting(weight: float) -> Setting:
                    lag=(1 - weight) / weight, live=True)
 
 
+def hysteresis_setting(margin: float, threshold: float = 0.5) -> Setting:
+    # Nothing averaged: a moving edge is where this frame puts it once its probability leaves the band.
+    return Setting(f"causal hysteresis ±{margin:g}", lambda: HysteresisSmoother(threshold, margin), delay=0, lag=0,
+                   live=True)
+
+
 SETTINGS = (window_setting(1, False), window_setting(3, False), window_setting(5, False), window_setting(7, False),
-            window_setting(2, True), window_setting(3, True), ema_setting(0.5))
+            window_setting(2, True), window_setting(3, True), ema_setting(0.5), hysteresis_setting(0.1),
+            hysteresis_setting(0.2))
 EDGE_MARGIN = 2  # pixels: "away from edges" leaves out pixels this close to a car's edge in the truth
 FULL_PANS, FULL_FRAMES = 10, 50  # 2 s clips at 25 fps
 QUICK_PANS, QUICK_FRAMES = 2, 8  # quick mode: checks that the script runs

@@ -90,3 +90,33 @@ class ExponentialSmoother:
     def flush(self) -> list[np.ndarray]:
         self._average = None
         return []
+
+
+class HysteresisSmoother:
+    """Causal, no delay, no averaging (so no blur of moving cars): a pixel's answer changes only when its
+    probability crosses the threshold by more than `margin`; inside that band it keeps its last answer.
+    Same `push`/`flush`; what comes out is the uint8 probabilities with those in the band moved just to
+    the side of `threshold` of the kept answer, so thresholding them at `threshold` gives it. For that
+    one threshold: a slider move means running it again over the kept probabilities."""
+
+    def __init__(self, threshold: float = 0.5, margin: float = 0.1):
+        if margin < 0:
+            raise ValueError("margin must not be negative")
+        self.lowest_yes = int(np.ceil(threshold * 255))  # the least uint8 probability answered "yes"
+        self.low, self.high = (threshold - margin) * 255, (threshold + margin) * 255
+        self._answer: np.ndarray | None = None
+
+    def push(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        answer = probabilities >= self.lowest_yes
+        if self._answer is not None and self._answer.shape == probabilities.shape:
+            in_band = (probabilities >= self.low) & (probabilities < self.high)
+            answer = np.where(in_band, self._answer, answer)
+        self._answer = answer
+        out = probabilities.copy()
+        out[answer & (probabilities < self.lowest_yes)] = self.lowest_yes
+        out[~answer & (probabilities >= self.lowest_yes)] = self.lowest_yes - 1
+        return [out]
+
+    def flush(self) -> list[np.ndarray]:
+        self._answer = None
+        return []
