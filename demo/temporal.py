@@ -12,10 +12,13 @@ from collections import deque
 
 import numpy as np
 
-# Frames averaged for a clip (1 = each frame alone), chosen by `bench.flicker` (BENCHMARKS.md).
-DEFAULT_WINDOW = 3
-# Frames averaged by the live camera, which cannot wait for later frames (lookahead=0).
-LIVE_WINDOW = 2
+# Frames averaged for a clip (1 = each frame alone) and by the live camera (causal: lookahead=0), chosen by
+# `python -m bench.flicker` (BENCHMARKS.md, section 9): no window halves issue #40's flicker, and every window
+# larger than 1 loses more than 0.005 of mean IoU on pans at 6.3 pixels a frame (averaging blurs small moving
+# cars; a causal average also trails them), so neither smooths. HysteresisSmoother(threshold, 0.2) kept the
+# IoU at both speeds measured and cut one-frame blinks by half or more: the candidate for a next step.
+DEFAULT_WINDOW = 1
+LIVE_WINDOW = 1
 
 
 def to_uint8(probabilities: np.ndarray) -> np.ndarray:
