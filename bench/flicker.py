@@ -426,6 +426,23 @@ def section_text(runs: list[FlickerResults], heading: str = "## 9. Flicker") -> 
     return "\n\n".join(parts)
 
 
+def perfect_answer_ious(data_dir: Path, pans: int, frames: int, speed: float, target: int = 8) -> dict[str, float]:
+    """Each setting's mean IoU when the answers are the truth itself (probability 255 on the car, 0 elsewhere):
+    what the smoothing alone costs a perfect model, with no network and no encoding."""
+    from training.data import read_pair
+
+    truths_of_pans = [make_pan(index, *read_pair(pair), frames, target, speed)[1]
+                      for index, pair in enumerate(pan_sources(data_dir, pans, target))]
+    ious = {}
+    for setting in SETTINGS:
+        scores = []
+        for truths in truths_of_pans:
+            smoothed, _ = smooth(setting, [truth.astype(np.uint8) * 255 for truth in truths])
+            scores += frame_ious(answers(smoothed, 0.5, FRAME_SIZE), truths)
+        ious[setting.name] = mean(scores)
+    return ious
+
+
 def pans_and_frames(quick: bool) -> tuple[int, int]:
     return (QUICK_PANS, QUICK_FRAMES) if quick else (FULL_PANS, FULL_FRAMES)
 
@@ -463,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, help=f"frames a pan (default {FULL_FRAMES}; quick {QUICK_FRAMES})")
     parser.add_argument("--speeds", type=float, nargs="+", default=list(SPEEDS),
                         help=f"pan speeds, multiples of {SPEED} pixels a frame (default {' '.join(map(str, SPEEDS))})")
+    parser.add_argument("--perfect-answers", action="store_true",
+                        help="instead: each setting's mean IoU when the answers are the truth itself (no model)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or (FIXTURE_CAMVID_DIR if args.quick else CAMVID_DIR)
     default_pans, default_frames = pans_and_frames(args.quick)
@@ -473,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {data_dir} has no val/ folder (CamVid in the SegNet layout: val/ and valannot/)",
               file=sys.stderr)
         return 2
+    if args.perfect_answers:
+        rows = [[speed, *(f"{iou:.4f}" for iou in perfect_answer_ious(data_dir, pans, frames, speed).values())]
+                for speed in args.speeds]
+        print(markdown_table(["speed", *(setting.name for setting in SETTINGS)], rows))
+        return 0
 
     from bench.bundles import default_model
     from demo.bundle import BundleError

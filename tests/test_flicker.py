@@ -161,3 +161,9 @@ def test_the_choice_needs_the_iou_kept_at_every_speed():
 def test_a_folder_without_val_frames_gets_a_message_not_a_traceback(tmp_path, capsys):
     assert flicker.main(["--data-dir", str(tmp_path)]) == 2
     assert "has no val/ folder" in capsys.readouterr().err
+
+
+def test_perfect_answers_score_one_frame_by_frame_and_less_once_averaged_across_a_fast_pan(camvid_dir):
+    ious = flicker.perfect_answer_ious(camvid_dir, pans=2, frames=6, speed=3.0)
+    assert ious[BASELINE] == 1.0 and ious["causal hysteresis ±0.1"] == 1.0
+    assert ious["causal window 3"] < ious["causal window 2"] < 1.0  # a causal average trails the moving cars
