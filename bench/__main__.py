@@ -12,6 +12,7 @@
    and steady resident memory: serving the bundle's graphs against converting model.keras at start
 7. /segment throughput and latency under 1, 4 and 16 parallel gradio_client callers
 8. clips: end-to-end fps of a 10 s 480x360 clip and a 1280x720 one, and a threshold move's redraw (bench/clips.py)
+9. flicker across a clip's frames, with and without smoothing across frames (bench/flicker.py)
 
 Quick mode uses tiny models, few repeats and the CamVid pairs in tests/fixtures: its numbers
 check the scripts, they describe nothing.
@@ -166,6 +167,12 @@ def run(settings: Settings, bundle_dir: Path | None, command: str, progress: Pro
         clip_engine = SegmentationEngine(default.bundle.model, default.bundle.config)
         clip_engine.warm_up()
         results.clips = measure_clips(clip_engine, settings.data_dir, settings.quick, 1 if settings.quick else 3)
+
+        from bench import flicker
+        progress(f"9. flicker: H.264 pans over {repo_path(settings.data_dir)} val")
+        results.flicker = flicker.measure_all(SegmentationEngine(default.bundle.model, default.bundle.config),
+                                              settings.data_dir, *flicker.pans_and_frames(settings.quick),
+                                              bundle_name="the default model (above)")
     progress("done")
     results.load_after = other_busy_processes()
     results.elapsed_s = progress.elapsed_s

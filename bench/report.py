@@ -47,6 +47,7 @@ class Results:
     elapsed_s: float = 0.0
     steps: list[tuple[str, float, float]] = field(default_factory=list)  # name, wall s, others' CPU share
     targets: list[tuple[int, str, str, bool]] = field(default_factory=list)  # section, target, measured, met
+    flicker: list = field(default_factory=list)  # bench.flicker.FlickerResults, one per pan speed
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -516,6 +517,13 @@ def clips_section(results: Results) -> str:
     return "\n\n".join(parts)
 
 
+def flicker_section(results: Results) -> str:
+    from bench import flicker
+
+    results.targets += [(9, *target) for target in flicker.targets(results.flicker)]
+    return flicker.section_text(results.flicker, "## 9. Flicker")
+
+
 def targets_section(results: Results) -> str:
     rows = [[name, measured, verdict(met)] for _, name, measured, met in results.targets]
     missed = [(section, name) for section, name, _, met in results.targets if not met]
@@ -537,6 +545,7 @@ def render(results: Results) -> str:
         training_section(results),
         serving_section(results),
         *([clips_section(results)] if results.clips else []),
+        *([flicker_section(results)] if results.flicker else []),
         targets_section(results),
     ]
     return "\n\n".join(sections) + "\n"

@@ -12,10 +12,18 @@ from collections import deque
 
 import numpy as np
 
-# Frames averaged for a clip (1 = each frame alone), chosen by `bench.flicker` (BENCHMARKS.md).
-DEFAULT_WINDOW = 3
-# Frames averaged by the live camera, which cannot wait for later frames (lookahead=0).
-LIVE_WINDOW = 2
+# Frames averaged for a clip (1 = each frame alone) and by the live camera (causal: lookahead=0), chosen by
+# `python -m bench.flicker` (BENCHMARKS.md, section 9): no window halves issue #40's flicker, and every window
+# larger than 1 loses more than 0.005 of mean IoU on pans at 6.3 pixels a frame (averaging blurs small moving
+# cars; a causal average also trails them), so neither smooths. HysteresisSmoother(threshold, 0.2) kept the
+# IoU at both speeds measured and cut one-frame blinks by half or more: the candidate for a next step.
+DEFAULT_WINDOW = 1
+LIVE_WINDOW = 1
+
+
+def to_uint8(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities (0-1 floats) as the smoothers keep them: 0-255, rounded; a quarter of float32's memory."""
+    return np.clip(probabilities * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 class ProbabilitySmoother:
@@ -62,3 +70,56 @@ class ProbabilitySmoother:
         for frame in frames:
             total += frame
         return ((total + len(frames) // 2) // len(frames)).astype(np.uint8)
+
+
+class ExponentialSmoother:
+    """Causal like `ProbabilitySmoother(window, lookahead=0)`, same `push`/`flush`: each frame comes out at
+    once, averaged with everything before it at weights falling by (1 - weight) per frame. Holds one
+    float32 frame whatever the clip's length."""
+
+    def __init__(self, weight: float = 0.5):
+        if not 0 < weight <= 1:
+            raise ValueError("weight must be in (0, 1]")
+        self.weight = weight
+        self._average: np.ndarray | None = None
+
+    def push(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        if self._average is None or self._average.shape != probabilities.shape:
+            self._average = probabilities.astype(np.float32)
+        else:
+            self._average += self.weight * (probabilities - self._average)
+        return [(self._average + 0.5).astype(np.uint8)]
+
+    def flush(self) -> list[np.ndarray]:
+        self._average = None
+        return []
+
+
+class HysteresisSmoother:
+    """Causal, no delay, no averaging (so no blur of moving cars): a pixel's answer changes only when its
+    probability crosses the threshold by more than `margin`; inside that band it keeps its last answer.
+    Same `push`/`flush`; what comes out is the uint8 probabilities with those in the band moved just to
+    the side of `threshold` of the kept answer, so thresholding them at `threshold` gives it. For that
+    one threshold: a slider move means running it again over the kept probabilities."""
+
+    def __init__(self, threshold: float = 0.5, margin: float = 0.1):
+        if margin < 0:
+            raise ValueError("margin must not be negative")
+        self.lowest_yes = int(np.ceil(threshold * 255))  # the least uint8 probability answered "yes"
+        self.low, self.high = (threshold - margin) * 255, (threshold + margin) * 255
+        self._answer: np.ndarray | None = None
+
+    def push(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        answer = probabilities >= self.lowest_yes
+        if self._answer is not None and self._answer.shape == probabilities.shape:
+            in_band = (probabilities >= self.low) & (probabilities < self.high)
+            answer = np.where(in_band, self._answer, answer)
+        self._answer = answer
+        out = probabilities.copy()
+        out[answer & (probabilities < self.lowest_yes)] = self.lowest_yes
+        out[~answer & (probabilities >= self.lowest_yes)] = self.lowest_yes - 1
+        return [out]
+
+    def flush(self) -> list[np.ndarray]:
+        self._answer = None
+        return []

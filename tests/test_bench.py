@@ -22,6 +22,7 @@ SECTIONS = (
     "6. App cold start and memory",
     "7. Throughput under concurrency",
     "8. Clips",
+    "9. Flicker",
     "Targets",
 )
 TABLE_NUMBER = re.compile(r"\|\s*\d[\d,]*(\.\d+)?\s*(ms|x|%)?\s*\|")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from demo.temporal import ProbabilitySmoother
+from demo.temporal import ExponentialSmoother, HysteresisSmoother, ProbabilitySmoother, to_uint8
 
 
 def smooth_all(smoother, frames):
@@ -48,3 +48,30 @@ def test_a_new_frame_size_starts_a_new_run():
 def test_a_window_below_one_is_refused():
     with pytest.raises(ValueError):
         ProbabilitySmoother(window=0)
+
+
+def test_probabilities_are_kept_as_rounded_uint8():
+    values = to_uint8(np.array([0.0, 0.5, 0.999, 1.0, 1.5, -0.2], np.float32))
+    assert values.dtype == np.uint8 and values.tolist() == [0, 128, 255, 255, 255, 0]
+
+
+def test_an_exponential_average_comes_out_at_once_and_forgets_a_finished_clip():
+    smoother = ExponentialSmoother(weight=0.5)
+    out = [int(f[0, 0]) for frame in frames_of([0, 100, 100]) for f in smoother.push(frame)]
+    assert out == [0, 50, 75]
+    assert smoother.flush() == []
+    assert int(smoother.push(np.full((2, 3), 200, np.uint8))[0][0, 0]) == 200  # a new clip starts afresh
+    assert int(smoother.push(np.full((4, 4), 10, np.uint8))[0][0, 0]) == 10  # so does a new frame size
+    with pytest.raises(ValueError):
+        ExponentialSmoother(weight=0)
+
+
+def test_hysteresis_keeps_an_answer_until_the_probability_leaves_the_band():
+    smoother = HysteresisSmoother(threshold=0.5, margin=0.1)  # the band: 102 to 153 of 255
+    # 140 starts a clip (plain threshold); 110 and 150 stay in the band; 160 leaves it; 120 is kept "yes".
+    values = [140, 110, 150, 100, 140, 160, 120, 101]
+    out = [smoother.push(frame)[0] for frame in frames_of(values)]
+    assert [bool(f[0, 0] >= 127.5) for f in out] == [True, True, True, False, False, True, True, False]
+    assert [int(f[0, 0]) for f in out] == [140, 128, 150, 100, 127, 160, 128, 101]  # moved only across 127.5
+    assert smoother.flush() == []
+    assert int(smoother.push(np.full((2, 3), 110, np.uint8))[0][0, 0]) == 110  # a new clip starts afresh
