@@ -7,7 +7,8 @@ draws and encodes the overlaid clip. `render_clip` redraws it for another thresh
 from the kept probabilities and the source decoded again: no network, so a fraction of the first pass.
 
 Decoding and encoding run in threads beside the network (PyAV releases the GIL in FFmpeg's calls), so
-they overlap it. The output is H.264 (libx264), yuv420p, mp4 with its index first (faststart), which
+they overlap it where a core is free (on 2 cores the network's own threads already fill both, and
+`bench.clips` measured the first pass at about the sum of its stages' times). The output is H.264 (libx264), yuv420p, mp4 with its index first (faststart), which
 Chromium plays and Gradio serves as is (no system ffmpeg needed). Each output frame keeps its source
 frame's time, so a variable-frame-rate clip stays in step with the original.
 

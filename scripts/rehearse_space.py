@@ -13,7 +13,8 @@
 
 Prints the install time, the start-up time (process start to Gradio answering) and the first
 /segment answer; exits 1 if any step fails, with the app's log. pip's own cache makes reruns faster.
-Measured here (2 shared cores, warm pip cache): install 67-82 s, start-up 15-23 s, /segment 0.6-0.8 s.
+Measured here (2 shared cores, warm pip cache): install 67-82 s, start-up 15-23 s, /segment 0.6-0.8 s;
+/segment_video on its 20-frame clip 1.6 s (one run, nearly idle cores).
 """
 from __future__ import annotations
 
