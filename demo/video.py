@@ -1,14 +1,16 @@
 """A dashcam clip in, the same clip with the class drawn on every frame out (issue #40).
 
 `segment_clip` makes the one network pass: it decodes the clip frame by frame (never the whole clip in
-memory), runs the network on each frame, averages each frame's uint8 probabilities with its neighbours'
-(`demo.temporal.ProbabilitySmoother`), keeps them in a file on disk at the network's resolution, and
-draws and encodes the overlaid clip. `render_clip` redraws it for another threshold, opacity or colour
+memory), runs the network on each frame, passes each frame's uint8 probabilities through
+`demo.temporal.ProbabilitySmoother` (which averages them with their neighbours' when `DEFAULT_WINDOW` > 1;
+it is 1, each frame on its own, since `bench.flicker` found no window that paid), keeps them in a file on
+disk at the network's resolution, and draws and encodes the overlaid clip. `render_clip` redraws it for another threshold, opacity or colour
 from the kept probabilities and the source decoded again: no network, so a fraction of the first pass.
 
 Decoding and encoding run in threads beside the network (PyAV releases the GIL in FFmpeg's calls), so
 they overlap it where a core is free (on 2 cores the network's own threads already fill both, and
-`bench.clips` measured the first pass at about the sum of its stages' times). The output is H.264 (libx264), yuv420p, mp4 with its index first (faststart), which
+`bench.clips` measured the first pass at about the sum of its stages' times). The output is H.264
+(libx264), yuv420p, mp4 with its index first (faststart), which
 Chromium plays and Gradio serves as is (no system ffmpeg needed). Each output frame keeps its source
 frame's time, so a variable-frame-rate clip stays in step with the original.
 
