@@ -21,6 +21,7 @@ The page is laid out in `demo.page` (`build_layout`), its events are handled by
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import gradio as gr
 
@@ -105,6 +106,15 @@ def wire_events(page: PageComponents, handlers: PageHandlers) -> None:
     )
 
 
+def plain_function(method: Callable[[str], None]) -> Callable[[str], None]:
+    """`method` as a plain function. A gr.State's delete_callback sits in the page's config, which Gradio
+    deep-copies on every page load: a bound method is copied with its object (every kept photo, the engine:
+    a converted Keras model took the page 6-15 s), a function as itself."""
+    def call(key: str) -> None:
+        method(key)
+    return call
+
+
 def build_demo(bundle: Bundle, photos_first: bool = False) -> gr.Blocks:
     """The whole app for one loaded bundle, queued; launch it with max_file_size=MAX_UPLOAD_SIZE.
     `photos_first`: a clip pauses between frames while a photo's network pass runs (`PhotosFirst`). Off:
@@ -126,9 +136,10 @@ def build_demo(bundle: Bundle, photos_first: bool = False) -> gr.Blocks:
         with gr.Tabs(elem_id="modes"):
             with gr.Tab("Photo", id="photo-tab", elem_id="photo-tab"):
                 page = build_layout(bundle, engine.runtime, engine.default_threshold, opening,
-                                    forget_state=kept.discard)
+                                    forget_state=plain_function(kept.discard))
             with gr.Tab("Video", id="video-tab", elem_id="video-tab"):
-                clip_tab = build_clip_tab(bundle, engine.default_threshold, forget_clip=clip_page_handlers.forget)
+                clip_tab = build_clip_tab(bundle, engine.default_threshold,
+                                          forget_clip=plain_function(clip_page_handlers.forget))
             with gr.Tab("Live camera", id="live-tab", elem_id="live-tab"):
                 build_live_mode(engine, bundle, engine.default_threshold)  # builds and wires its own events
         wire_events(page, handlers)

@@ -295,6 +295,16 @@ def test_a_pedestrian_bundle_page_says_pedestrians_and_never_cars(pedestrian_dem
     assert words_naming_cars(page + about) == []
 
 
+def test_loading_the_page_copies_no_kept_photo_or_engine(tiny_bundle):
+    """Gradio deep-copies the page's config on every load; a State's delete_callback is in it, so it must be a
+    plain function (copied as itself), not a bound method (copied with the store or engine it is bound to)."""
+    config = build_demo(tiny_bundle).get_config_file()
+    callbacks = [component["props"]["delete_callback"] for component in config["components"]
+                 if component["type"] == "state" and component["props"].get("delete_callback")]
+    assert len(callbacks) >= 2  # the photo's and the clip's, and Gradio's own for the live camera's
+    assert all(copy.deepcopy(callback) is callback for callback in callbacks)
+
+
 def test_a_bundle_of_own_data_says_what_it_learnt_from_not_cambridge(pedestrian_bundle):
     own = dataclasses.replace(pedestrian_bundle.config, target_class=TargetClass(255, "weed"),
                               dataset=DatasetInfo(name="field-photos (images/ and masks/)"))
