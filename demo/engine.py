@@ -8,7 +8,9 @@ The feed geometry comes from the bundle's config.json: a model is fed images at
 the scale it was trained at. Fixed-size models (``"resize": "stretch"``) get
 exactly their input size; fully convolutional ones (``"resize": "keep_aspect"``)
 get the photo scaled to the same number of pixels as their training frames,
-aspect kept, padded to a multiple of the network's stride.
+aspect kept, padded to a multiple of the network's stride. A photo larger than that is
+fed with more pixels, up to PHOTO_FEED_PIXELS (see `feed_size`); clips and the live
+camera keep the training frames' area, for their frame rate.
 """
 from __future__ import annotations
 
@@ -53,12 +55,20 @@ def round_up_to_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:
     return tuple(side + -side % stride for side in size)
 
 
-def feed_size(height: int, width: int, config: BundleConfig) -> tuple[int, int]:
-    """The (height, width) a `height` x `width` photo is resized to before the network."""
+def feed_size(height: int, width: int, config: BundleConfig, most_pixels: int | None = None) -> tuple[int, int]:
+    """The (height, width) a `height` x `width` photo is resized to before the network.
+
+    A fully convolutional model gets the photo at the training frames' area; with `most_pixels`, a
+    photo larger than that keeps more of its own pixels, up to `most_pixels`: the network then sees
+    a wide or distant scene's small cars at about the size it learnt them, rather than shrunk.
+    """
     input_height, input_width = config.input_size
     if config.fixed_input:
         return input_height, input_width
-    scale = math.sqrt(input_height * input_width / (height * width))
+    feed_pixels = input_height * input_width
+    if most_pixels is not None:
+        feed_pixels = max(feed_pixels, min(height * width, most_pixels))
+    scale = math.sqrt(feed_pixels / (height * width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -133,20 +143,20 @@ class SegmentationEngine:
     def test_time_flip(self) -> bool:
         return self.config.test_time_flip
 
-    def predict_probabilities(self, rgb: np.ndarray) -> np.ndarray:
+    def predict_probabilities(self, rgb: np.ndarray, most_pixels: int | None = None) -> np.ndarray:
         """(H, W) float32 class probabilities aligned with the pixels of `rgb` (H, W, 3 uint8).
 
         With ``"test_time_flip": true`` in the config, the network also sees the mirrored photo
         and the two answers (the second mirrored back) are averaged: twice the compute, and a
         steadier answer at object edges (the gain is measured and recorded in the bundle).
         """
-        return scale_probabilities(self.network_probabilities(rgb), rgb.shape[:2])
+        return scale_probabilities(self.network_probabilities(rgb, most_pixels), rgb.shape[:2])
 
-    def network_probabilities(self, rgb: np.ndarray) -> np.ndarray:
-        """The class probabilities of `rgb` at the size it is fed at (`feed_size`), before
-        `scale_probabilities` brings them to the photo's size: a few hundred KB whatever the photo."""
+    def network_probabilities(self, rgb: np.ndarray, most_pixels: int | None = None) -> np.ndarray:
+        """The class probabilities of `rgb` at the size it is fed at (`feed_size`, up to `most_pixels`),
+        before `scale_probabilities` brings them to the photo's size: at most a few MB whatever the photo."""
         height, width = rgb.shape[:2]
-        resized = resize_image(rgb, feed_size(height, width, self.config))
+        resized = resize_image(rgb, feed_size(height, width, self.config, most_pixels))
         probabilities = self._network(resized)
         if self.test_time_flip:
             # Mirror before padding: the padding must stay at the bottom and right of the content.

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from demo.bundle import BundleConfig
-from demo.engine import SegmentationEngine, mask_stats, overlay_mask, threshold_probabilities
+from demo.engine import SegmentationEngine, feed_size, mask_stats, overlay_mask, threshold_probabilities
 from demo.imaging import MAX_ASPECT_RATIO, ImageError, load_rgb
 from demo.loading import load_bundle
 from helpers import (
@@ -115,6 +115,34 @@ def test_odd_sized_photo_is_fed_at_training_scale_and_answered_at_its_own_size(m
     assert disagreeing.sum() < 0.02 * mask.sum()
     edge = (np.abs(np.sqrt((rows - 150) ** 2 + (columns - 300) ** 2) - 90) < 3)
     assert not (disagreeing & ~edge).any(), "pixels away from the disc's edge must all be right"
+
+
+@pytest.mark.parametrize("photo, most_pixels, fed", [
+    ((360, 480), None, (180, 240)),          # the training frames' area, as ever
+    ((1440, 1920), None, (180, 240)),
+    ((1440, 1920), 360 * 480, (360, 480)),   # a larger photo keeps up to most_pixels, aspect kept
+    ((720, 960), 1440 * 1920, (720, 960)),   # never more than its own
+    ((90, 120), 360 * 480, (180, 240)),      # a small photo is brought up to the training area, as ever
+    ((1000, 3000), 360 * 480, (240, 720)),
+])
+def test_a_larger_photo_is_fed_with_more_pixels_up_to_the_most_given(photo, most_pixels, fed):
+    assert feed_size(*photo, TINY_FEED, most_pixels) == fed
+    # A fixed-size model takes its one size whatever it is given.
+    assert feed_size(*photo, serving_config((180, 240), "stretch", STRIDE), most_pixels) == (180, 240)
+
+
+def test_dots_too_small_at_the_training_area_are_found_with_more_pixels(mask_model):
+    # 2x2-pixel dots 8 pixels apart on a 720x960 photo: fed at 180x240 each is a quarter of a pixel, too
+    # faint to pass 0.5; fed at its own size, every one comes back exactly.
+    dots = np.zeros((720, 960), bool)
+    for row, column in ((2, 2), (2, 3), (3, 2), (3, 3)):
+        dots[row::8, column::8] = True
+    engine = SegmentationEngine(mask_model, TINY_FEED)
+    photo = image_encoding(dots)
+
+    assert not threshold_probabilities(engine.predict_probabilities(photo), 0.5).any()
+    found = threshold_probabilities(engine.predict_probabilities(photo, most_pixels=720 * 960), 0.5)
+    np.testing.assert_array_equal(found, dots)
 
 
 def test_mask_area_never_grows_as_the_threshold_rises(tiny_bundle_dir, camvid_dir):
