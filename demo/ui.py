@@ -36,8 +36,10 @@ from demo.runtimes import describe_runtime
 from demo.safeguards import KeptStore, limit_waiting_events_per_session, start_sweeping
 
 logger = logging.getLogger(__name__)
-# The most one upload may weigh (pass to launch(max_file_size=...)); a 50 MP photo fits.
-MAX_UPLOAD_SIZE = "30mb"
+# The most one upload may weigh (pass to launch(max_file_size=...)). Set by clips: a phone's minute of
+# 1080p H.264 (what the video tab processes) is about 130 MB at 17 Mbit/s. A photo's own limit is its
+# decoded pixels (demo/imaging.py), read from its header before anything is decoded.
+MAX_UPLOAD_SIZE = "200mb"
 # One network pass already spreads over every core: run passes one at a time.
 NETWORK_CONCURRENCY = 1
 # Slider moves cost milliseconds; let a few sessions redraw at once.
