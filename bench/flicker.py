@@ -30,7 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from demo.temporal import ExponentialSmoother, HysteresisSmoother, ProbabilitySmoother, to_uint8  # noqa: E402
+from demo.temporal import (ExponentialSmoother, FlowExponentialSmoother, FlowHysteresisSmoother,  # noqa: E402
+                           HysteresisSmoother, ProbabilitySmoother, to_uint8)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMVID_DIR = Path(os.environ.get("CAMVID_DIR", REPO_ROOT.parent / "shared" / "data" / "camvid"))
@@ -53,7 +54,8 @@ class Setting:
     """One way to smooth: what it is called, how to make a fresh smoother for a clip, and what it is for."""
 
     name: str
-    make: object  # () -> an object with push(uint8 probabilities) -> list and flush() -> list
+    make: object  # () -> an object with push(uint8 probabilities) -> list and flush() -> list; one whose
+    # needs_frame is true is pushed (probabilities, the frame in grey at the probabilities' resolution)
     delay: int  # frames a frame's answer waits for (the frames after it that it averages)
     lag: float  # frames the answer trails the picture by on average (weights on earlier frames minus later)
     live: bool  # usable by the live camera: no frames from the future
@@ -81,9 +83,20 @@ def hysteresis_setting(margin: float, threshold: float = 0.5) -> Setting:
                    live=True)
 
 
+def flow_ema_setting(weight: float) -> Setting:
+    # The average is warped along the optical flow before each frame joins it: it no longer trails the picture.
+    return Setting(f"flow-warped causal exponential, weight {weight:g}", lambda: FlowExponentialSmoother(weight),
+                   delay=0, lag=0, live=True)
+
+
+def flow_hysteresis_setting(margin: float, threshold: float = 0.5) -> Setting:
+    return Setting(f"flow-warped causal hysteresis ±{margin:g}", lambda: FlowHysteresisSmoother(threshold, margin),
+                   delay=0, lag=0, live=True)
+
+
 SETTINGS = (window_setting(1, False), window_setting(3, False), window_setting(5, False), window_setting(7, False),
             window_setting(2, True), window_setting(3, True), ema_setting(0.5), hysteresis_setting(0.1),
-            hysteresis_setting(0.2))
+            hysteresis_setting(0.2), flow_ema_setting(0.5), flow_ema_setting(0.3), flow_hysteresis_setting(0.2))
 EDGE_MARGIN = 2  # pixels: "away from edges" leaves out pixels this close to a car's edge in the truth
 FULL_PANS, FULL_FRAMES = 10, 50  # 2 s clips at 25 fps
 QUICK_PANS, QUICK_FRAMES = 2, 8  # quick mode: checks that the script runs
@@ -206,18 +219,35 @@ def h264_round_trip(frames: list[np.ndarray], crf: int = CRF) -> tuple[list[np.n
     return decoded, size
 
 
-def smooth(setting: Setting, probabilities: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
-    """Each frame's smoothed probabilities under `setting`, in order, and the seconds the smoothing took."""
+def smooth(setting: Setting, probabilities: list[np.ndarray],
+           frames: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], float]:
+    """Each frame's smoothed probabilities under `setting`, in order, and the seconds the smoothing took.
+    `frames`: the pictures (RGB or grey, any size), for a smoother that follows the picture's motion."""
     smoother = setting.make()
+    needs_frame = getattr(smoother, "needs_frame", False)
+    if needs_frame:
+        if frames is None:
+            raise ValueError(f"{setting.name} needs the frames")
+        frames = [grey_like(picture, probability) for picture, probability in zip(frames, probabilities)]
     out = []
     started = time.perf_counter()
-    for frame in probabilities:
-        out += smoother.push(frame)
+    for index, frame in enumerate(probabilities):
+        out += smoother.push(frame, frames[index]) if needs_frame else smoother.push(frame)
     out += smoother.flush()
     seconds = time.perf_counter() - started
     if len(out) != len(probabilities):
         raise RuntimeError(f"{setting.name} returned {len(out)} frames for {len(probabilities)}")
     return out, seconds
+
+
+def grey_like(picture: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """`picture` in grey at the resolution of `probabilities`, as a flow-following smoother takes it."""
+    if picture.ndim == 3:
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+    height, width = probabilities.shape
+    if picture.shape != (height, width):
+        picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+    return picture
 
 
 def answers(probabilities: list[np.ndarray], threshold: float, size: tuple[int, int]) -> list[np.ndarray]:
@@ -322,7 +352,7 @@ def measure(engine, data_dir: Path, pans: int, frames: int, speed: float = 1.0, 
         float_counts += flicker_counts(float_masks, truths)
         float_ious += frame_ious(float_masks, truths)
         for setting in settings:
-            smoothed, seconds = smooth(setting, probabilities)
+            smoothed, seconds = smooth(setting, probabilities, decoded)
             masks = answers(smoothed, threshold, FRAME_SIZE)
             counts[setting.name] += (*flicker_counts(masks, truths), *flicker_counts(masks, truths, EDGE_MARGIN),
                                      *blink_counts(masks, truths))
@@ -431,13 +461,13 @@ def perfect_answer_ious(data_dir: Path, pans: int, frames: int, speed: float, ta
     what the smoothing alone costs a perfect model, with no network and no encoding."""
     from training.data import read_pair
 
-    truths_of_pans = [make_pan(index, *read_pair(pair), frames, target, speed)[1]
-                      for index, pair in enumerate(pan_sources(data_dir, pans, target))]
+    pans_made = [make_pan(index, *read_pair(pair), frames, target, speed)
+                 for index, pair in enumerate(pan_sources(data_dir, pans, target))]
     ious = {}
     for setting in SETTINGS:
         scores = []
-        for truths in truths_of_pans:
-            smoothed, _ = smooth(setting, [truth.astype(np.uint8) * 255 for truth in truths])
+        for pictures, truths in pans_made:
+            smoothed, _ = smooth(setting, [truth.astype(np.uint8) * 255 for truth in truths], pictures)
             scores += frame_ious(answers(smoothed, 0.5, FRAME_SIZE), truths)
         ious[setting.name] = mean(scores)
     return ious
