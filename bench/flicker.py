@@ -12,9 +12,10 @@ over the same uint8 probabilities (0-255, at the network's resolution, as the cl
 Flicker: the share of pixels whose answer (at the bundle's threshold) changes from one frame to the next,
 among those whose truth does not. IoU: car IoU of each frame, averaged over frames. The target (issue #40):
 flicker at most half of frame-by-frame's, mean IoU within 0.005 of it. Prints a markdown table. Each
-speed's line also gives a floor for any smoothing (`aligned_average`): the pan's probabilities averaged over
-all its frames along its known motion. What it keeps is flicker no smoothing removes: the network's car
-edges, off the truth's, moving with the picture over pixels whose truth stays.
+speed's line also gives the best a motion-compensated average can do (`aligned_average`): the pan's
+probabilities averaged over all its frames along its known motion. What flicker it keeps, averaging along the
+motion does not remove: the network's car edges, off the truth's, moving with the picture over pixels whose
+truth stays (an average across the motion can flicker less only by smearing those edges).
 Quick mode: a tiny untrained model on tests/fixtures/camvid, short pans: it checks the script runs.
 """
 from __future__ import annotations
@@ -132,8 +133,8 @@ class FlickerResults:
     # Frame by frame on the float32 probabilities (no uint8), as the photo path thresholds them.
     float_flicker: float
     float_iou: float
-    # A floor for any smoothing: every frame's probabilities averaged over the whole pan, aligned with the
-    # pan's known geometry (not causal, no flow error), and brought back to each frame.
+    # The best a motion-compensated average can do: every frame's probabilities averaged over the whole pan,
+    # aligned with the pan's known geometry (not causal, no flow error), and brought back to each frame.
     aligned_flicker: float = float("nan")
     aligned_iou: float = float("nan")
 
@@ -461,8 +462,8 @@ def verdict_text(runs: list[FlickerResults]) -> str:
 def aligned_text(run: FlickerResults) -> str:
     if run.aligned_flicker != run.aligned_flicker:
         return ""
-    return (f"Floor for any smoothing (each pan's frames averaged along its known motion, `aligned_average`; not "
-            f"causal): flicker {percent(run.aligned_flicker)} ({run.aligned_flicker / run.score(BASELINE).flicker:.2f} "
+    return (f"Best motion-compensated average (each pan's frames averaged along its known motion, "
+            f"`aligned_average`; not causal): flicker {percent(run.aligned_flicker)} ({run.aligned_flicker / run.score(BASELINE).flicker:.2f} "
             f"of frame by frame's), mean IoU {run.aligned_iou:.4f} ({run.aligned_iou - run.score(BASELINE).mean_iou:+.4f}).")
 
 
