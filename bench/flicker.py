@@ -11,7 +11,11 @@ over the same uint8 probabilities (0-255, at the network's resolution, as the cl
 
 Flicker: the share of pixels whose answer (at the bundle's threshold) changes from one frame to the next,
 among those whose truth does not. IoU: car IoU of each frame, averaged over frames. The target (issue #40):
-flicker at most half of frame-by-frame's, mean IoU within 0.005 of it. Prints a markdown table.
+flicker at most half of frame-by-frame's, mean IoU within 0.005 of it. Prints a markdown table. Each
+speed's line also gives the best a motion-compensated average can do (`aligned_average`): the pan's
+probabilities averaged over all its frames along its known motion. What flicker it keeps, averaging along the
+motion does not remove: the network's car edges, off the truth's, moving with the picture over pixels whose
+truth stays (an average across the motion can flicker less only by smearing those edges).
 Quick mode: a tiny untrained model on tests/fixtures/camvid, short pans: it checks the script runs.
 """
 from __future__ import annotations
@@ -30,7 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from demo.temporal import ExponentialSmoother, HysteresisSmoother, ProbabilitySmoother, to_uint8  # noqa: E402
+from demo.temporal import (ExponentialSmoother, FlowExponentialSmoother, FlowHysteresisSmoother,  # noqa: E402
+                           HysteresisSmoother, ProbabilitySmoother, to_uint8)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMVID_DIR = Path(os.environ.get("CAMVID_DIR", REPO_ROOT.parent / "shared" / "data" / "camvid"))
@@ -53,7 +58,8 @@ class Setting:
     """One way to smooth: what it is called, how to make a fresh smoother for a clip, and what it is for."""
 
     name: str
-    make: object  # () -> an object with push(uint8 probabilities) -> list and flush() -> list
+    make: object  # () -> an object with push(uint8 probabilities) -> list and flush() -> list; one whose
+    # needs_frame is true is pushed (probabilities, the frame in grey at the probabilities' resolution)
     delay: int  # frames a frame's answer waits for (the frames after it that it averages)
     lag: float  # frames the answer trails the picture by on average (weights on earlier frames minus later)
     live: bool  # usable by the live camera: no frames from the future
@@ -81,9 +87,20 @@ def hysteresis_setting(margin: float, threshold: float = 0.5) -> Setting:
                    live=True)
 
 
+def flow_ema_setting(weight: float) -> Setting:
+    # The average is warped along the optical flow before each frame joins it: it no longer trails the picture.
+    return Setting(f"flow-warped causal exponential, weight {weight:g}", lambda: FlowExponentialSmoother(weight),
+                   delay=0, lag=0, live=True)
+
+
+def flow_hysteresis_setting(margin: float, threshold: float = 0.5) -> Setting:
+    return Setting(f"flow-warped causal hysteresis ±{margin:g}", lambda: FlowHysteresisSmoother(threshold, margin),
+                   delay=0, lag=0, live=True)
+
+
 SETTINGS = (window_setting(1, False), window_setting(3, False), window_setting(5, False), window_setting(7, False),
             window_setting(2, True), window_setting(3, True), ema_setting(0.5), hysteresis_setting(0.1),
-            hysteresis_setting(0.2))
+            hysteresis_setting(0.2), flow_ema_setting(0.5), flow_ema_setting(0.2), flow_hysteresis_setting(0.2))
 EDGE_MARGIN = 2  # pixels: "away from edges" leaves out pixels this close to a car's edge in the truth
 FULL_PANS, FULL_FRAMES = 10, 50  # 2 s clips at 25 fps
 QUICK_PANS, QUICK_FRAMES = 2, 8  # quick mode: checks that the script runs
@@ -116,6 +133,10 @@ class FlickerResults:
     # Frame by frame on the float32 probabilities (no uint8), as the photo path thresholds them.
     float_flicker: float
     float_iou: float
+    # The best a motion-compensated average can do: every frame's probabilities averaged over the whole pan,
+    # aligned with the pan's known geometry (not causal, no flow error), and brought back to each frame.
+    aligned_flicker: float = float("nan")
+    aligned_iou: float = float("nan")
 
     def score(self, name: str) -> Score:
         return next(score for score in self.scores if score.setting.name == name)
@@ -206,18 +227,59 @@ def h264_round_trip(frames: list[np.ndarray], crf: int = CRF) -> tuple[list[np.n
     return decoded, size
 
 
-def smooth(setting: Setting, probabilities: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
-    """Each frame's smoothed probabilities under `setting`, in order, and the seconds the smoothing took."""
+def smooth(setting: Setting, probabilities: list[np.ndarray],
+           frames: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], float]:
+    """Each frame's smoothed probabilities under `setting`, in order, and the seconds the smoothing took.
+    `frames`: the pictures (RGB or grey, any size), for a smoother that follows the picture's motion."""
     smoother = setting.make()
+    needs_frame = getattr(smoother, "needs_frame", False)
+    if needs_frame:
+        if frames is None:
+            raise ValueError(f"{setting.name} needs the frames")
+        frames = [grey_like(picture, probability) for picture, probability in zip(frames, probabilities)]
     out = []
     started = time.perf_counter()
-    for frame in probabilities:
-        out += smoother.push(frame)
+    for index, frame in enumerate(probabilities):
+        out += smoother.push(frame, frames[index]) if needs_frame else smoother.push(frame)
     out += smoother.flush()
     seconds = time.perf_counter() - started
     if len(out) != len(probabilities):
         raise RuntimeError(f"{setting.name} returned {len(out)} frames for {len(probabilities)}")
     return out, seconds
+
+
+def grey_like(picture: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """`picture` in grey at the resolution of `probabilities`, as a flow-following smoother takes it."""
+    if picture.ndim == 3:
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+    height, width = probabilities.shape
+    if picture.shape != (height, width):
+        picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+    return picture
+
+
+def aligned_average(index: int, probabilities: list[np.ndarray], speed: float) -> list[np.ndarray]:
+    """Pan `index`'s probabilities (at FRAME_SIZE) averaged over all its frames in the source picture's
+    coordinates (the pan's known geometry; each point over the frames that show it), then warped back into
+    each frame: an answer that moves exactly with the picture and keeps no frame's noise of its own, so its
+    flicker is what no smoothing across frames removes (edges off the truth's, moving with the picture)."""
+    height, width = FRAME_SIZE
+    frames = len(probabilities)
+    geometry = [pan_geometry(index, frame, frames, speed) for frame in range(frames)]
+    canvas_scale = max(scale for scale, _, _ in geometry)  # no frame is shrunk on the way
+    canvas = (int(np.ceil(width * canvas_scale)) + 1, int(np.ceil(height * canvas_scale)) + 1)
+    matrices = [np.float32([[canvas_scale / scale, 0, x * canvas_scale / scale],
+                            [0, canvas_scale / scale, y * canvas_scale / scale]]) for scale, x, y in geometry]
+    total, weight = np.zeros(canvas[::-1], np.float32), np.zeros(canvas[::-1], np.float32)
+    ones = np.ones((height, width), np.float32)
+    for frame, matrix in zip(probabilities, matrices):
+        if frame.shape != (height, width):
+            raise ValueError("aligned_average needs probabilities at the clip's frame size")
+        total += cv2.warpAffine(frame.astype(np.float32), matrix, canvas, flags=cv2.INTER_LINEAR)
+        weight += cv2.warpAffine(ones, matrix, canvas, flags=cv2.INTER_LINEAR)
+    average = total / np.maximum(weight, 1e-6)
+    return [cv2.warpAffine(average, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            for matrix in matrices]
 
 
 def answers(probabilities: list[np.ndarray], threshold: float, size: tuple[int, int]) -> list[np.ndarray]:
@@ -302,8 +364,8 @@ def measure(engine, data_dir: Path, pans: int, frames: int, speed: float = 1.0, 
     counts = {setting.name: np.zeros(6, np.int64) for setting in settings}  # flips, stable, edge-free x2, blinks x2
     ious = {setting.name: [] for setting in settings}
     smoothing_s = {setting.name: [] for setting in settings}
-    float_counts, encoded_bytes = np.zeros(2, np.int64), 0
-    float_ious, inference_s, names = [], [], []
+    float_counts, aligned_counts, encoded_bytes = np.zeros(2, np.int64), np.zeros(2, np.int64), 0
+    float_ious, aligned_ious, inference_s, names = [], [], [], []
     for index, pair in enumerate(pan_sources(data_dir, pans, target)):
         image, labels = read_pair(pair)
         pictures, truths = make_pan(index, image, labels, frames, target, speed)
@@ -321,8 +383,12 @@ def measure(engine, data_dir: Path, pans: int, frames: int, speed: float = 1.0, 
             float_masks.append(scale_probabilities(network, FRAME_SIZE) >= threshold)
         float_counts += flicker_counts(float_masks, truths)
         float_ious += frame_ious(float_masks, truths)
+        if probabilities[0].shape == FRAME_SIZE:  # the known geometry is the clip's
+            aligned = [frame >= threshold * 255 for frame in aligned_average(index, probabilities, speed)]
+            aligned_counts += flicker_counts(aligned, truths)
+            aligned_ious += frame_ious(aligned, truths)
         for setting in settings:
-            smoothed, seconds = smooth(setting, probabilities)
+            smoothed, seconds = smooth(setting, probabilities, decoded)
             masks = answers(smoothed, threshold, FRAME_SIZE)
             counts[setting.name] += (*flicker_counts(masks, truths), *flicker_counts(masks, truths, EDGE_MARGIN),
                                      *blink_counts(masks, truths))
@@ -335,7 +401,8 @@ def measure(engine, data_dir: Path, pans: int, frames: int, speed: float = 1.0, 
                             mean(ious[setting.name]), 1000 * statistics.median(smoothing_s[setting.name])))
     return FlickerResults(scores, speed, names, frames, 1000 * statistics.median(inference_s),
                           encoded_bytes / 1024 / (len(names) * frames), data_dir, bundle_name, threshold,
-                          share(*float_counts), mean(float_ious))
+                          share(*float_counts), mean(float_ious), share(*aligned_counts) if aligned_ious else float("nan"),
+                          mean(aligned_ious))
 
 
 def share(part: int, whole: int) -> float:
@@ -392,6 +459,14 @@ def verdict_text(runs: list[FlickerResults]) -> str:
     return " ".join(parts)
 
 
+def aligned_text(run: FlickerResults) -> str:
+    if run.aligned_flicker != run.aligned_flicker:
+        return ""
+    return (f"Best motion-compensated average (each pan's frames averaged along its known motion, "
+            f"`aligned_average`; not causal): flicker {percent(run.aligned_flicker)} ({run.aligned_flicker / run.score(BASELINE).flicker:.2f} "
+            f"of frame by frame's), mean IoU {run.aligned_iou:.4f} ({run.aligned_iou - run.score(BASELINE).mean_iou:+.4f}).")
+
+
 def section_text(runs: list[FlickerResults], heading: str = "## 9. Flicker") -> str:
     first = runs[0]
     frames = first.frames_per_pan
@@ -419,7 +494,8 @@ def section_text(runs: list[FlickerResults], heading: str = "## 9. Flicker") -> 
     for run in runs:
         parts += [f"Speed x{run.speed:g} ({SPEED[0] * run.speed:g}, {SPEED[1] * run.speed:g} pixels a frame; "
                   f"H.264 {run.encoded_kib_per_frame:.1f} KiB a frame). Frame by frame on float32 probabilities "
-                  f"(the photo path, no uint8): flicker {percent(run.float_flicker)}, mean IoU {run.float_iou:.4f}.",
+                  f"(the photo path, no uint8): flicker {percent(run.float_flicker)}, mean IoU {run.float_iou:.4f}. "
+                  f"{aligned_text(run)}",
                   table_text(run)]
     parts.append(f"Target (issue #40): flicker at most {FLICKER_TARGET:g} of frame-by-frame's, mean IoU no more "
                  f"than {IOU_TOLERANCE} below it, at every speed. " + verdict_text(runs))
@@ -431,13 +507,13 @@ def perfect_answer_ious(data_dir: Path, pans: int, frames: int, speed: float, ta
     what the smoothing alone costs a perfect model, with no network and no encoding."""
     from training.data import read_pair
 
-    truths_of_pans = [make_pan(index, *read_pair(pair), frames, target, speed)[1]
-                      for index, pair in enumerate(pan_sources(data_dir, pans, target))]
+    pans_made = [make_pan(index, *read_pair(pair), frames, target, speed)
+                 for index, pair in enumerate(pan_sources(data_dir, pans, target))]
     ious = {}
     for setting in SETTINGS:
         scores = []
-        for truths in truths_of_pans:
-            smoothed, _ = smooth(setting, [truth.astype(np.uint8) * 255 for truth in truths])
+        for pictures, truths in pans_made:
+            smoothed, _ = smooth(setting, [truth.astype(np.uint8) * 255 for truth in truths], pictures)
             scores += frame_ious(answers(smoothed, 0.5, FRAME_SIZE), truths)
         ious[setting.name] = mean(scores)
     return ious

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
+import cv2
 import numpy as np
 
 # Frames averaged for a clip (1 = each frame alone) and by the live camera (causal: lookahead=0), chosen by
@@ -123,3 +124,116 @@ class HysteresisSmoother:
     def flush(self) -> list[np.ndarray]:
         self._answer = None
         return []
+
+
+class FlowWarp:
+    """Dense optical flow (OpenCV's DIS) from each grey frame back to the one before it, to bring maps of the
+    previous frame (probabilities, answers) into the current frame's pixels before they are combined with
+    it. `scale` < 1 computes the flow on a smaller copy of the frames (cheaper; the flow is scaled back up)."""
+
+    def __init__(self, scale: float = 0.5, preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST):
+        if not 0 < scale <= 1:
+            raise ValueError("scale must be in (0, 1]")
+        self.scale = scale
+        self._dis = cv2.DISOpticalFlow_create(preset)
+        self._previous: np.ndarray | None = None  # the previous grey frame, at the flow's scale
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._inside: np.ndarray | None = None  # current pixels whose source lies inside the previous frame
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None  # each pixel's (x, y), kept for the frame size
+
+    def reset(self) -> None:
+        self._previous = self._maps = self._inside = None
+
+    def step(self, grey: np.ndarray) -> bool:
+        """Take the next frame (grey uint8, or RGB); True when there is a previous frame of the same size to
+        warp from (then `warp` brings its maps here)."""
+        if grey.ndim == 3:
+            grey = cv2.cvtColor(grey, cv2.COLOR_RGB2GRAY)
+        height, width = grey.shape
+        small = grey if self.scale == 1 else cv2.resize(
+            grey, (max(1, round(width * self.scale)), max(1, round(height * self.scale))), interpolation=cv2.INTER_AREA)
+        previous, self._previous = self._previous, np.ascontiguousarray(small)
+        if previous is None or previous.shape != small.shape:
+            self._maps = self._inside = None
+            return False
+        # Backward flow: current pixel (x, y) shows what the previous frame had at (x, y) + flow.
+        flow = self._dis.calc(self._previous, previous, None)
+        if self.scale != 1:
+            flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+            flow[..., 0] *= width / small.shape[1]
+            flow[..., 1] *= height / small.shape[0]
+        if self._grid is None or self._grid[0].shape != (height, width):
+            self._grid = tuple(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)))
+        map_x, map_y = self._grid[0] + flow[..., 0], self._grid[1] + flow[..., 1]
+        self._maps = (map_x, map_y)
+        self._inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+        return True
+
+    def warp(self, previous: np.ndarray, current: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """`previous` (a map of the previous frame) in the current frame's pixels; where what a pixel shows
+        was outside the previous frame, `current`'s value."""
+        warped = cv2.remap(previous, *self._maps, interpolation, borderMode=cv2.BORDER_REPLICATE)
+        return np.where(self._inside, warped, current)
+
+
+class FlowExponentialSmoother:
+    """`ExponentialSmoother` with the running average warped along the picture's optical flow before each
+    frame joins it: a plain causal average shows where a moving car (or the whole picture, when the camera
+    pans) was, and trails the motion (IoU lost on fast pans); warped first, the average stays on the car.
+    Causal, no delay. `push(probabilities, frame)` also takes the frame, grey (or RGB) at the probabilities'
+    resolution; `needs_frame` says so."""
+
+    needs_frame = True
+
+    def __init__(self, weight: float = 0.5, flow_scale: float = 0.5,
+                 preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST):
+        if not 0 < weight <= 1:
+            raise ValueError("weight must be in (0, 1]")
+        self.weight = weight
+        self.flow = FlowWarp(flow_scale, preset)
+        self._average: np.ndarray | None = None
+
+    def push(self, probabilities: np.ndarray, frame: np.ndarray) -> list[np.ndarray]:
+        if frame.shape[:2] != probabilities.shape:
+            raise ValueError("the frame must be at the probabilities' resolution")
+        moved = self.flow.step(frame)
+        current = probabilities.astype(np.float32)
+        if self._average is None or self._average.shape != probabilities.shape or not moved:
+            self._average = current
+        else:
+            warped = self.flow.warp(self._average, current)
+            self._average = warped + self.weight * (current - warped)
+        return [(self._average + 0.5).astype(np.uint8)]
+
+    def flush(self) -> list[np.ndarray]:
+        self._average = None
+        self.flow.reset()
+        return []
+
+
+class FlowHysteresisSmoother:
+    """`HysteresisSmoother` with the kept answer warped along the picture's optical flow first: a pixel in the
+    band keeps the answer of the point of the scene it shows, not of the pixel it is (which, as the picture
+    moves, showed something else). Same `push(probabilities, frame)` as `FlowExponentialSmoother`."""
+
+    needs_frame = True
+
+    def __init__(self, threshold: float = 0.5, margin: float = 0.1, flow_scale: float = 0.5,
+                 preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST):
+        self.hysteresis = HysteresisSmoother(threshold, margin)
+        self.flow = FlowWarp(flow_scale, preset)
+
+    def push(self, probabilities: np.ndarray, frame: np.ndarray) -> list[np.ndarray]:
+        if frame.shape[:2] != probabilities.shape:
+            raise ValueError("the frame must be at the probabilities' resolution")
+        kept = self.hysteresis._answer
+        if self.flow.step(frame) and kept is not None and kept.shape == probabilities.shape:
+            answer = probabilities >= self.hysteresis.lowest_yes
+            # Warped linearly and cut at a half: the kept answer's edge moves sub-pixel with the picture.
+            warped = self.flow.warp(kept.astype(np.float32), answer.astype(np.float32))
+            self.hysteresis._answer = warped >= 0.5
+        return self.hysteresis.push(probabilities)
+
+    def flush(self) -> list[np.ndarray]:
+        self.flow.reset()
+        return self.hysteresis.flush()

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from demo.temporal import ExponentialSmoother, HysteresisSmoother, ProbabilitySmoother, to_uint8
+from demo.temporal import (ExponentialSmoother, FlowExponentialSmoother, FlowHysteresisSmoother, HysteresisSmoother,
+                           ProbabilitySmoother, to_uint8)
 
 
 def smooth_all(smoother, frames):
@@ -75,3 +76,55 @@ def test_hysteresis_keeps_an_answer_until_the_probability_leaves_the_band():
     assert [int(f[0, 0]) for f in out] == [140, 128, 150, 100, 127, 160, 128, 101]  # moved only across 127.5
     assert smoother.flush() == []
     assert int(smoother.push(np.full((2, 3), 110, np.uint8))[0][0, 0]) == 110  # a new clip starts afresh
+
+
+def panning_clip(frames: int, step: int, probability: int, first: int | None = None):
+    """A textured picture panning `step` pixels a frame to the left with a car block on it: the grey frames
+    (so optical flow has something to follow), the uint8 probabilities (`probability` on the car, `first` on
+    it in the first frame) and each frame's car mask."""
+    import cv2
+
+    height, width = 96, 128
+    texture = cv2.GaussianBlur(np.random.default_rng(0).uniform(0, 255, (height, width + step * frames)), (0, 0), 2)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    car = np.zeros(texture.shape, bool)
+    car[30:70, 60:100] = True
+    greys, probabilities, cars = [], [], []
+    for index in range(frames):
+        window = np.s_[:, index * step:index * step + width]
+        greys.append(np.ascontiguousarray(texture[window]))
+        cars.append(car[window])
+        value = first if index == 0 and first is not None else probability
+        probabilities.append(np.where(car[window], value, 10).astype(np.uint8))
+    return greys, probabilities, cars
+
+
+def iou(mask, truth):
+    return np.count_nonzero(mask & truth) / np.count_nonzero(mask | truth)
+
+
+def test_a_flow_warped_average_follows_a_pan_where_a_plain_one_trails_it():
+    greys, probabilities, cars = panning_clip(frames=8, step=4, probability=230)
+    flow, plain = FlowExponentialSmoother(weight=0.3), ExponentialSmoother(weight=0.3)
+    assert FlowExponentialSmoother.needs_frame and not getattr(ExponentialSmoother, "needs_frame", False)
+    for grey, frame, car in zip(greys, probabilities, cars):
+        followed = flow.push(frame, grey)[0] >= 128
+        trailed = plain.push(frame)[0] >= 128
+    # The plain average still answers "car" where the car was two or three frames ago: 8-12 pixels behind.
+    assert iou(followed, car) > 0.95
+    assert iou(trailed, car) < 0.85
+    assert flow.flush() == []
+    with pytest.raises(ValueError):
+        flow.push(probabilities[0], greys[0][:10])  # the frame must be at the probabilities' resolution
+
+
+def test_flow_warped_hysteresis_keeps_the_answer_of_the_moving_car_not_of_the_pixel():
+    # The car is clearly a car in the first frame (200), then only in the band (110 < 127.5, within ±0.2).
+    greys, probabilities, cars = panning_clip(frames=6, step=4, probability=110, first=200)
+    flow, plain = FlowHysteresisSmoother(0.5, 0.2), HysteresisSmoother(0.5, 0.2)
+    for grey, frame, car in zip(greys, probabilities, cars):
+        followed = flow.push(frame, grey)[0] >= 128
+        kept = plain.push(frame)[0] >= 128
+    assert iou(followed, car) > 0.95
+    # Without the flow each pixel keeps its own answer: the car shrinks to where it was in the first frame.
+    assert iou(kept, car) < 0.7
