@@ -35,7 +35,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from demo.temporal import (ExponentialSmoother, FlowExponentialSmoother, FlowHysteresisSmoother,  # noqa: E402
-                           HysteresisSmoother, ProbabilitySmoother, to_uint8)
+                           HysteresisSmoother, ProbabilitySmoother, push_frame, to_uint8)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CAMVID_DIR = Path(os.environ.get("CAMVID_DIR", REPO_ROOT.parent / "shared" / "data" / "camvid"))
@@ -64,7 +64,6 @@ class Setting:
     lag: float  # frames the answer trails the picture by on average (weights on earlier frames minus later)
     live: bool  # usable by the live camera: no frames from the future
     window: int | None = None  # ProbabilitySmoother's window, None for another smoother
-    centred: bool = False  # ProbabilitySmoother's own lookahead for the window: what DEFAULT_WINDOW gets
 
 
 def window_setting(window: int, causal: bool) -> Setting:
@@ -72,7 +71,7 @@ def window_setting(window: int, causal: bool) -> Setting:
     kind = "causal" if causal else "centred"
     name = BASELINE if window == 1 else f"{kind} window {window}"
     return Setting(name, lambda: ProbabilitySmoother(window, lookahead), delay=lookahead,
-                   lag=(window - 1) / 2 - lookahead, live=causal or window == 1, window=window, centred=not causal)
+                   lag=(window - 1) / 2 - lookahead, live=causal or window == 1, window=window)
 
 
 def ema_setting(weight: float) -> Setting:
@@ -152,18 +151,23 @@ class FlickerResults:
         return self.flicker_ratio(name) <= FLICKER_TARGET and self.iou_change(name) >= -IOU_TOLERANCE
 
 
-def choose(runs: list[FlickerResults], live: bool) -> tuple[str, bool]:
-    """The setting to ship and whether it meets the target: among ProbabilitySmoother's windows (centred ones
-    for clips, causal ones for the live camera) that keep the mean IoU within IOU_TOLERANCE in every run, those that meet the
-    flicker target in every run if any, the one whose worst flicker ratio is lowest (the smaller window on
-    a tie). Window 1 is among them, so something is always chosen."""
-    candidates = [score.setting for score in runs[0].scores
-                  if score.setting.window and (score.setting.live if live else score.setting.centred)]
-    kept = [setting for setting in candidates if all(run.iou_change(setting.name) >= -IOU_TOLERANCE for run in runs)]
+def choose(runs: list[FlickerResults]) -> tuple[str, bool]:
+    """The best causal setting (a clip's and the live camera's smoothing is one) and whether it meets the
+    target: among those that keep the mean IoU within IOU_TOLERANCE in every run, those that meet the flicker
+    target in every run if any, the one whose worst flicker ratio is lowest. Frame by frame is among them,
+    so something is always chosen."""
+    kept = [score.setting for score in runs[0].scores if score.setting.live
+            and all(run.iou_change(score.setting.name) >= -IOU_TOLERANCE for run in runs)]
     met = [setting for setting in kept if all(run.meets_target(setting.name) for run in runs)]
-    chosen = min(met or kept, key=lambda setting: (max(run.flicker_ratio(setting.name) for run in runs),
-                                                  setting.window))
+    chosen = min(met or kept, key=lambda setting: max(run.flicker_ratio(setting.name) for run in runs))
     return chosen.name, bool(met)
+
+
+def shipped_setting() -> Setting:
+    """The setting clips and the live camera use (`demo.temporal.shipped_smoother`)."""
+    from demo.temporal import SMOOTHING_WEIGHT
+
+    return flow_ema_setting(SMOOTHING_WEIGHT)
 
 
 def pan_geometry(index: int, frame: int, frames: int, speed: float = 1.0) -> tuple[float, float, float]:
@@ -229,33 +233,21 @@ def h264_round_trip(frames: list[np.ndarray], crf: int = CRF) -> tuple[list[np.n
 
 def smooth(setting: Setting, probabilities: list[np.ndarray],
            frames: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], float]:
-    """Each frame's smoothed probabilities under `setting`, in order, and the seconds the smoothing took.
-    `frames`: the pictures (RGB or grey, any size), for a smoother that follows the picture's motion."""
+    """Each frame's smoothed probabilities under `setting`, in order, and the seconds the smoothing took
+    (for a smoother that follows the picture's motion, bringing each frame, RGB at any size, to grey at the
+    probabilities' resolution too, as clips and the live camera do)."""
     smoother = setting.make()
-    needs_frame = getattr(smoother, "needs_frame", False)
-    if needs_frame:
-        if frames is None:
-            raise ValueError(f"{setting.name} needs the frames")
-        frames = [grey_like(picture, probability) for picture, probability in zip(frames, probabilities)]
+    if getattr(smoother, "needs_frame", False) and frames is None:
+        raise ValueError(f"{setting.name} needs the frames")
     out = []
     started = time.perf_counter()
     for index, frame in enumerate(probabilities):
-        out += smoother.push(frame, frames[index]) if needs_frame else smoother.push(frame)
+        out += push_frame(smoother, frame, frames[index]) if frames is not None else smoother.push(frame)
     out += smoother.flush()
     seconds = time.perf_counter() - started
     if len(out) != len(probabilities):
         raise RuntimeError(f"{setting.name} returned {len(out)} frames for {len(probabilities)}")
     return out, seconds
-
-
-def grey_like(picture: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """`picture` in grey at the resolution of `probabilities`, as a flow-following smoother takes it."""
-    if picture.ndim == 3:
-        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
-    height, width = probabilities.shape
-    if picture.shape != (height, width):
-        picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
-    return picture
 
 
 def aligned_average(index: int, probabilities: list[np.ndarray], speed: float) -> list[np.ndarray]:
@@ -443,20 +435,19 @@ def table_text(results: FlickerResults) -> str:
 
 
 def verdict_text(runs: list[FlickerResults]) -> str:
-    from demo.temporal import DEFAULT_WINDOW, LIVE_WINDOW
+    shipped = shipped_setting().name
+    name, met = choose(runs)
 
-    parts = []
-    for live, shipped, constant in ((False, DEFAULT_WINDOW, "DEFAULT_WINDOW (clips)"),
-                                    (True, LIVE_WINDOW, "LIVE_WINDOW (live camera)")):
-        name, met = choose(runs, live)
-        window = runs[0].score(name).setting.window
-        measured = ", ".join(f"x{run.speed:g}: {run.flicker_ratio(name):.2f} of frame-by-frame's flicker, "
-                             f"IoU {run.iou_change(name):+.4f}" for run in runs)
-        parts.append(f"{constant}: **{name}** ({measured}) "
-                     + ("meets the target." if met else "is the best trade-off: nothing met the target.")
-                     + f" demo/temporal.py ships {shipped}"
-                     + ("." if window == shipped else f": **this run says {window}**."))
-    return " ".join(parts)
+    def measured(setting: str) -> str:
+        return ", ".join(f"x{run.speed:g}: {run.flicker_ratio(setting):.2f} of frame-by-frame's flicker, blinks "
+                         f"{share(run.score(setting).blinks, run.score(BASELINE).blinks):.2f}, IoU "
+                         f"{run.iou_change(setting):+.4f}" for run in runs)
+
+    text = (f"Clips and the live camera ship **{shipped}** (`demo.temporal.shipped_smoother`; {measured(shipped)}): "
+            + ("it meets the target." if all(run.meets_target(shipped) for run in runs) else "it misses the target.")
+            + f" Of the causal settings that keep the IoU at every speed, the lowest worst flicker is **{name}**"
+            + (" (it meets the target)." if met else ": nothing met the target."))
+    return text
 
 
 def aligned_text(run: FlickerResults) -> str:
@@ -524,18 +515,12 @@ def pans_and_frames(quick: bool) -> tuple[int, int]:
 
 
 def targets(runs: list[FlickerResults]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) of the windows demo/temporal.py ships, for BENCHMARKS.md's list of targets."""
-    from demo.temporal import DEFAULT_WINDOW, LIVE_WINDOW
-
-    out = []
-    for name, what in ((f"centred window {DEFAULT_WINDOW}", "DEFAULT_WINDOW"), (f"causal window {LIVE_WINDOW}", "LIVE_WINDOW")):
-        if name not in [score.setting.name for score in runs[0].scores]:
-            name = BASELINE  # a window of 1
-        measured = "; ".join(f"x{run.speed:g}: flicker {run.flicker_ratio(name):.2f}x, IoU {run.iou_change(name):+.4f}"
-                             for run in runs)
-        out.append((f"{what} ({name}): flicker <= {FLICKER_TARGET:g}x frame-by-frame's, IoU within {IOU_TOLERANCE}",
-                    measured, all(run.meets_target(name) for run in runs)))
-    return out
+    """(target, measured, met) of the smoothing clips and the live camera ship, for BENCHMARKS.md's targets."""
+    name = shipped_setting().name
+    measured = "; ".join(f"x{run.speed:g}: flicker {run.flicker_ratio(name):.2f}x, IoU {run.iou_change(name):+.4f}"
+                         for run in runs)
+    return [(f"{name}: flicker <= {FLICKER_TARGET:g}x frame-by-frame's, IoU within {IOU_TOLERANCE}",
+             measured, all(run.meets_target(name) for run in runs))]
 
 
 def measure_all(engine, data_dir: Path, pans: int, frames: int, speeds=SPEEDS, bundle_name: str = "",

@@ -5,8 +5,8 @@ How a frame travels (Gradio 6.31): the page draws the camera's current picture o
 the server keeps only the newest frame an event was sent, so a slow server skips frames instead of
 falling behind, and each answer comes back on the page's event stream (SSE). `LiveMode.frame` decodes
 the frame (its longest side brought down to `LIVE_MAX_SIDE`), runs the network, averages the probabilities
-with the previous frame's (`demo.temporal.ProbabilitySmoother`, causal: no delay), thresholds and draws
-them, and returns the drawing as a JPEG data URL inside the answer itself: no file is written per frame
+with the earlier frames' moved along the optical flow (`demo.temporal.shipped_smoother`, causal: no
+delay), thresholds and draws them, and returns the drawing as a JPEG data URL inside the answer itself: no file is written per frame
 (at 10 frames a second that would be 36,000 an hour per viewer) and the page need not fetch it with a
 second request (Gradio's own way, a WebP file, also costs more to encode: bench/live.py times both).
 
@@ -36,7 +36,7 @@ from demo.handlers import CAR_COLOUR, DEFAULT_OPACITY, draw_cars, hex_colour, pa
 from demo.imaging import MAX_ASPECT_RATIO
 from demo.model_facts import class_words
 from demo.safeguards import unit_interval
-from demo.temporal import LIVE_WINDOW, ProbabilitySmoother
+from demo.temporal import push_frame, shipped_smoother
 
 # A frame's longest side is brought down to this before the network: a 1280x720 camera costs what a
 # 640x360 one does (the network sees about 480x360 worth of pixels anyway: demo.engine.feed_size).
@@ -113,7 +113,7 @@ def jpeg_data_url(rgb: np.ndarray) -> dict:
 class LiveSession:
     """What one viewer's stream keeps between frames (a gr.State): the smoother and recent timings."""
 
-    smoother: ProbabilitySmoother = field(default_factory=lambda: ProbabilitySmoother(LIVE_WINDOW, lookahead=0))
+    smoother: object = field(default_factory=lambda: shipped_smoother())
     answered_at: deque = field(default_factory=lambda: deque(maxlen=RATE_FRAMES))
     network_ms: deque = field(default_factory=lambda: deque(maxlen=RATE_FRAMES))
 
@@ -158,12 +158,12 @@ class LiveMode:
     @staticmethod
     def overlay(session: LiveSession, rgb: np.ndarray, probabilities: np.ndarray, threshold: float,
                 opacity: float, colour) -> np.ndarray:
-        """`rgb` with the class drawn where its probabilities, averaged with the session's previous frame's
-        (if recent), reach `threshold`."""
+        """`rgb` with the class drawn where its probabilities, averaged with the session's earlier frames'
+        (if recent) moved along the optical flow, reach `threshold`."""
         if session.answered_at and time.monotonic() - session.answered_at[-1] > SMOOTHING_MAX_GAP_S:
             session.smoother.flush()  # start afresh: see SMOOTHING_MAX_GAP_S
-        # The smoother averages uint8 probabilities; with lookahead=0 each push returns this frame's.
-        smoothed = session.smoother.push(np.round(probabilities * 255).astype(np.uint8))[-1]
+        # The smoother averages uint8 probabilities; a causal one returns this frame's at once.
+        smoothed = push_frame(session.smoother, np.round(probabilities * 255).astype(np.uint8), rgb)[-1]
         mask = threshold_probabilities(scale_probabilities(smoothed, rgb.shape[:2]), threshold * 255)
         return draw_cars(rgb, mask, parse_colour(colour), opacity)
 

@@ -1,10 +1,12 @@
-"""Steadier answers across a clip's frames: each frame's probabilities averaged with its neighbours'.
+"""Steadier answers across a clip's frames: each frame's probabilities combined with earlier frames'.
 
 A network that sees each frame alone flips pixels near its threshold from one frame to the next, and the
-overlay flickers. `ProbabilitySmoother` averages a frame's probabilities (uint8, 0-255, at the network's
-resolution) with those of the frames around it. A centred window needs the frames after it, so a frame
-comes out `lookahead` frames after it went in: fine for a clip, which is read ahead; the live camera uses
-`lookahead=0` (the frames before only), which adds no delay.
+overlay flickers. The smoothers here take a frame's probabilities (uint8, 0-255, at the network's
+resolution) and give them back combined with those of the frames around it. Clips and the live camera use
+`shipped_smoother`: a running average that is first moved along the picture's optical flow
+(`FlowExponentialSmoother`), so that it stays on a moving car instead of trailing it. The others
+(`ProbabilitySmoother`'s windows, `ExponentialSmoother`, `HysteresisSmoother`) are what `bench.flicker`
+compared it with. A smoother whose `needs_frame` is true also takes the frame (`push_frame` passes it).
 """
 from __future__ import annotations
 
@@ -13,13 +15,36 @@ from collections import deque
 import cv2
 import numpy as np
 
-# Frames averaged for a clip (1 = each frame alone) and by the live camera (causal: lookahead=0), chosen by
-# `python -m bench.flicker` (BENCHMARKS.md, section 9): no window halves issue #40's flicker, and every window
-# larger than 1 loses more than 0.005 of mean IoU on pans at 6.3 pixels a frame (averaging blurs small moving
-# cars; a causal average also trails them), so neither smooths. HysteresisSmoother(threshold, 0.2) kept the
-# IoU at both speeds measured and cut one-frame blinks by half or more: the candidate for a next step.
-DEFAULT_WINDOW = 1
-LIVE_WINDOW = 1
+# The share of each new frame in the running average of clips and the live camera, chosen with `python -m
+# bench.flicker` (BENCHMARKS.md, section 9): warped along the flow, an average of weight 0.5 flickered 0.82x and
+# 0.91x as much as frame by frame on pans at 2.2 and 6.6 pixels a frame, blinked a third and two thirds as
+# often, and gained 0.003-0.006 of IoU, for about 3 ms a frame. Weight 0.2 read better still (0.74x, 0.88x),
+# but then most of an answer is the warped past, and a car the flow follows badly (one moving on its own,
+# which the bench's pans do not have) would carry its errors over more frames. No setting halved the flicker
+# (issue #40's target): most of what is left is the network's edges a pixel off the truth's, moving with the car.
+SMOOTHING_WEIGHT = 0.5
+
+
+def shipped_smoother() -> "FlowExponentialSmoother":
+    """A fresh smoother for one clip or one live stream: causal, no delay."""
+    return FlowExponentialSmoother(SMOOTHING_WEIGHT)
+
+
+def push_frame(smoother, probabilities: np.ndarray, rgb: np.ndarray) -> list[np.ndarray]:
+    """`smoother.push` of a frame's uint8 probabilities, with the frame (any size, RGB) if it follows motion."""
+    if getattr(smoother, "needs_frame", False):
+        return smoother.push(probabilities, grey_like(rgb, probabilities))
+    return smoother.push(probabilities)
+
+
+def grey_like(picture: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """`picture` in grey at the resolution of `probabilities`, as a flow-following smoother takes it."""
+    if picture.ndim == 3:
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+    height, width = probabilities.shape
+    if picture.shape != (height, width):
+        picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+    return picture
 
 
 def to_uint8(probabilities: np.ndarray) -> np.ndarray:
@@ -31,7 +56,7 @@ class ProbabilitySmoother:
     """Feed frames' probabilities in order with `push`; take each smoothed frame from what `push` and, at
     the end of the clip, `flush` return, in the same order. Frames of another shape start a new run."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW, lookahead: int | None = None):
+    def __init__(self, window: int = 1, lookahead: int | None = None):
         if window < 1:
             raise ValueError("window must be at least 1")
         self.window = window

@@ -2,8 +2,8 @@
 
 `segment_clip` makes the one network pass: it decodes the clip frame by frame (never the whole clip in
 memory), runs the network on each frame, passes each frame's uint8 probabilities through
-`demo.temporal.ProbabilitySmoother` (which averages them with their neighbours' when `DEFAULT_WINDOW` > 1;
-it is 1, each frame on its own, since `bench.flicker` found no window that paid), keeps them in a file on
+`demo.temporal.shipped_smoother` (a running average moved along the picture's optical flow: fewer
+blinking pixels, no trailing behind moving cars; `bench.flicker`), keeps them in a file on
 disk at the network's resolution, and draws and encodes the overlaid clip. `render_clip` redraws it for another threshold, opacity or colour
 from the kept probabilities and the source decoded again: no network, so a fraction of the first pass.
 
@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from demo.handlers import draw_cars  # the page's own drawing, so a clip's frames look like its photos
-from demo.temporal import DEFAULT_WINDOW, ProbabilitySmoother
+from demo.temporal import push_frame, shipped_smoother
 
 # Seconds and frames of a clip processed: a minute of a 30 fps dashcam, about a minute of work on a CPU.
 MAX_SECONDS = 60.0
@@ -427,9 +427,10 @@ def _output_path(state: ClipState, workdir: Path) -> Path:
 
 def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity: float,
                  colour: tuple[int, int, int], progress: Progress | None = None,
-                 window: int = DEFAULT_WINDOW) -> ClipResult:
+                 smoother=None) -> ClipResult:
     """The clip at `source` with the class drawn on every frame, written in `workdir` (which must exist);
     the network runs once per frame. `progress(done, total)` after each frame (total None if unknown).
+    `smoother`: how frames are combined (a `demo.temporal` smoother; default `shipped_smoother()`).
     ClipError for a clip the app cannot process; on any failure nothing is left in `workdir`."""
     _check_drawing(threshold, opacity)
     info = probe_clip(source)
@@ -443,7 +444,7 @@ def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity:
     video = _output_path(state, workdir)
     outcome = _Decoding()
     coverage: list[float] = []
-    smoother = ProbabilitySmoother(window)
+    smoother = shipped_smoother() if smoother is None else smoother
     waiting: deque[_Frame] = deque()  # frames whose smoothed probabilities the smoother still holds back
     reader = writer = None
 
@@ -467,7 +468,7 @@ def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity:
                 state.probability_shape = probabilities.shape
                 state.frame_times.append(frame.time)
                 waiting.append(frame)
-                draw_ready(smoother.push(probabilities), kept)
+                draw_ready(push_frame(smoother, probabilities, frame.rgb), kept)
             draw_ready(smoother.flush(), kept)
         reader.close()
         writer.close()

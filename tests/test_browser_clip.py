@@ -51,9 +51,9 @@ def app(launch_app, tiny_bundle_dir):
     network_passes = []
     predict = SegmentationEngine.network_probabilities
 
-    def counted_predict(engine, rgb):
+    def counted_predict(engine, rgb, most_pixels=None):
         network_passes.append(rgb.shape)
-        return predict(engine, rgb)
+        return predict(engine, rgb, most_pixels)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SegmentationEngine, "network_probabilities", counted_predict)

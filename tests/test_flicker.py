@@ -158,7 +158,7 @@ def test_quick_measurement_on_the_fixture_frames_scores_every_setting(tiny_bundl
             assert 0 <= score.flicker <= 1 and 0 <= score.blinks <= 1 and score.smoothing_ms >= 0
     text = section_text(runs)
     assert text.startswith("## 9. Flicker") and text.count("| centred window 5 |") == 2
-    assert "DEFAULT_WINDOW (clips): **" in text and "LIVE_WINDOW (live camera): **" in text
+    assert "Clips and the live camera ship **flow-warped causal exponential, weight 0.5**" in text
 
 
 def fake_run(speed: float, scores: dict[str, tuple[float, float]]) -> FlickerResults:
@@ -167,16 +167,15 @@ def fake_run(speed: float, scores: dict[str, tuple[float, float]]) -> FlickerRes
                           speed, ["pan"], 10, 40.0, 1.0, Path("."), "model", 0.5, 0.0, 0.0)
 
 
-def test_the_choice_needs_the_iou_kept_at_every_speed():
-    slow = fake_run(1, {BASELINE: (0.010, 0.80), "centred window 3": (0.006, 0.80), "centred window 5": (0.004, 0.80),
-                        "causal window 2": (0.004, 0.799), "causal window 3": (0.003, 0.78)})
-    fast = fake_run(3, {BASELINE: (0.010, 0.80), "centred window 3": (0.004, 0.80), "centred window 5": (0.003, 0.79),
-                        "causal window 2": (0.005, 0.798), "causal window 3": (0.002, 0.77)})
-    # Window 5 loses 0.01 of IoU at speed 3; window 3 halves no run's flicker: the best trade-off.
-    assert choose([slow, fast], live=False) == ("centred window 3", False)
-    assert choose([slow], live=False) == ("centred window 5", True)
-    # Causal window 3 loses IoU; causal 2 halves the flicker at both speeds.
-    assert choose([slow, fast], live=True) == ("causal window 2", True)
+def test_the_choice_is_causal_and_needs_the_iou_kept_at_every_speed():
+    slow = fake_run(1, {BASELINE: (0.010, 0.80), "centred window 3": (0.002, 0.80), "causal window 2": (0.006, 0.799),
+                        "causal window 3": (0.004, 0.80), "causal exponential, weight 0.5": (0.003, 0.78)})
+    fast = fake_run(3, {BASELINE: (0.010, 0.80), "centred window 3": (0.002, 0.80), "causal window 2": (0.006, 0.798),
+                        "causal window 3": (0.004, 0.79), "causal exponential, weight 0.5": (0.002, 0.77)})
+    # A centred window waits for later frames: never chosen. The exponential loses IoU at both speeds; causal
+    # window 3 loses 0.01 at speed 3; window 2 halves no run's flicker: the best trade-off.
+    assert choose([slow, fast]) == ("causal window 2", False)
+    assert choose([slow]) == ("causal window 3", True)
 
 
 def test_a_folder_without_val_frames_gets_a_message_not_a_traceback(tmp_path, capsys):

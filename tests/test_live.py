@@ -17,6 +17,7 @@ from PIL import Image
 from bench.live import READ_INDEX_JS, RECORD_JS, chromium_args, clip_frames, read_index, start_live, write_y4m
 from demo.engine import SegmentationEngine
 from demo.live import LIVE_MAX_SIDE, FrameError, LiveMode, LiveSession, decode_frame
+from demo.temporal import ProbabilitySmoother
 from helpers import decompression_bomb_png, serving_config
 
 MAGENTA = "#ff00ff"
@@ -66,8 +67,8 @@ def test_the_frame_rate_and_the_smoothing_are_per_session(live, monkeypatch):
     """Each frame is averaged with its session's previous one (causal): the red half jumping to the right
     leaves both halves at probability 1/2 in that session only; the frame rate appears from the second frame."""
     monkeypatch.setattr("demo.live.SMOOTHING_MAX_GAP_S", 3600)  # however slow the machine is today
-    # The averaging as it runs when a window is set (LIVE_WINDOW is 1 today: bench.flicker found none that pays).
-    monkeypatch.setattr("demo.live.LIVE_WINDOW", 2)
+    # A plain two-frame average, whose answer is known (the shipped one also follows the picture's motion).
+    monkeypatch.setattr("demo.live.shipped_smoother", lambda: ProbabilitySmoother(2, lookahead=0))
     left = red_left_half(180, 240)
     right = left[:, ::-1].copy()
     _, session, status = live.frame(data_url(left, "PNG"), None, 0.5, 1.0, MAGENTA)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from clip_helpers import KINDS, BlankEngine, RedEngine, camvid_clip, camvid_frames, decoded, write_clip
 from demo import video
+from demo.temporal import ProbabilitySmoother
 from demo.video import ClipError, probe_clip, render_clip, segment_clip
 
 MAGENTA = (255, 0, 255)
@@ -56,7 +57,7 @@ def test_each_overlay_matches_its_own_frame_through_the_smoothing(tmp_path, work
         frames.append(frame)
     source = write_clip(tmp_path / "rising.mp4", frames)
     engine = RedEngine()
-    result = segment_clip(engine, source, workdir, 0.5, 0.4, MAGENTA, window=3)
+    result = segment_clip(engine, source, workdir, 0.5, 0.4, MAGENTA, smoother=ProbabilitySmoother(3))
 
     # A row red in frame i is red in frame i+1 too: 2 of the 3 frames averaged, above the threshold.
     assert result.coverage[1:-1] == pytest.approx([12.5 * index for index in range(1, 7)], abs=1.5)
