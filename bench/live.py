@@ -299,6 +299,7 @@ def server_steps_ms(model_dir: Path, size: tuple[int, int], repeats: int = 30) -
     bundle = load_bundle(model_dir)
     engine = SegmentationEngine(bundle.model, bundle.config)
     live, session = LiveMode(engine), LiveSession()
+    engine = live.engine  # fed as the live camera feeds it (LIVE_FEED_SCALE)
     value = page_frame(next(iter(clip_frames(1, size))))
     rgb, _ = decode_frame(value)
     probabilities = engine.network_probabilities(rgb)

@@ -21,6 +21,7 @@ from gradio.utils import get_upload_folder
 from demo.bundle import Bundle
 from demo.bundle_files import atomic_write
 from demo.engine import (
+    PHOTO_FEED_PIXELS,
     SegmentationEngine,
     mask_stats,
     mask_to_png_array,
@@ -214,7 +215,7 @@ class PageHandlers:
         self.example_lock = threading.Lock()
 
     def segment_rgb(self, rgb: np.ndarray, caption: str = "") -> Segmentation:
-        probabilities, seconds = timed(lambda: self.engine.network_probabilities(rgb))
+        probabilities, seconds = timed(lambda: self.engine.network_probabilities(rgb, PHOTO_FEED_PIXELS))
         return Segmentation(rgb, probabilities, seconds, caption)
 
     def example_result(self, key: str) -> Segmentation:

@@ -351,3 +351,31 @@ def test_the_result_line_names_the_class():
 ])
 def test_class_words_read_the_bundles_class_name_in_english(name, singular, plural):
     assert class_words(dataclasses.replace(serving_config(), target_class=TargetClass(9, name))) == (singular, plural)
+
+
+def test_a_large_photo_keeps_its_small_cars(launch_app, tmp_path):
+    # A 1440x1920 photo of 4x4-pixel cars 8 pixels apart, to a model that marks red pixels: fed at the
+    # training frames' area (180x240, an eighth) each car would be a quarter of a pixel and vanish; the page
+    # and /segment feed up to PHOTO_FEED_PIXELS, where each is over a pixel, and find them.
+    from demo.engine import PHOTO_FEED_PIXELS, SegmentationEngine, feed_size
+    from demo.loading import load_bundle
+    from helpers import red_channel_model
+    from training.bundle import write_bundle
+
+    bundle = load_bundle(write_bundle(tmp_path / "red", red_channel_model(), serving_config((180, 240), stride=16)))
+    cars = np.kron(np.ones((180, 240), bool), np.pad(np.ones((4, 4), bool), ((0, 4), (0, 4))))
+    photo = np.zeros((1440, 1920, 3), np.uint8)
+    photo[..., 0] = np.where(cars, 255, 0)
+    photo[..., 1] = 90
+    path = tmp_path / "cars.png"
+    Image.fromarray(photo).save(path)
+    engine = SegmentationEngine(bundle.model, bundle.config)
+    assert not (engine.predict_probabilities(photo) >= 0.5).any(), "at the training area they vanish"
+    assert np.prod(feed_size(1440, 1920, bundle.config, PHOTO_FEED_PIXELS)) > 4 * 180 * 240
+
+    client = Client(launch_app(build_demo(bundle)), verbose=False)
+    _, mask_path, stats = segment(client, path)
+    found = np.asarray(Image.open(mask_path)) == 255
+    assert found.shape == cars.shape
+    each_car_found = found.reshape(180, 8, 240, 8)[:, :4, :, :4].any(axis=(1, 3))
+    assert each_car_found.all() and (found & ~cars).sum() < 0.1 * cars.sum()
