@@ -63,7 +63,6 @@ class Setting:
     delay: int  # frames a frame's answer waits for (the frames after it that it averages)
     lag: float  # frames the answer trails the picture by on average (weights on earlier frames minus later)
     live: bool  # usable by the live camera: no frames from the future
-    window: int | None = None  # ProbabilitySmoother's window, None for another smoother
 
 
 def window_setting(window: int, causal: bool) -> Setting:
@@ -71,7 +70,7 @@ def window_setting(window: int, causal: bool) -> Setting:
     kind = "causal" if causal else "centred"
     name = BASELINE if window == 1 else f"{kind} window {window}"
     return Setting(name, lambda: ProbabilitySmoother(window, lookahead), delay=lookahead,
-                   lag=(window - 1) / 2 - lookahead, live=causal or window == 1, window=window)
+                   lag=(window - 1) / 2 - lookahead, live=causal or window == 1)
 
 
 def ema_setting(weight: float) -> Setting:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.engine import SegmentationEngine, feed_size, scale_probabilities, timed
+from bench.timing import interleaved_durations_ms
+from demo.engine import SegmentationEngine, feed_size, scale_probabilities
 from demo.loading import load_bundle
 from training.data import binarize, find_pairs, parse_size, read_pair
 from training.evaluate import group_pattern
@@ -79,13 +80,10 @@ def photo_milliseconds(engine: SegmentationEngine, frame: np.ndarray, cases: lis
                        rounds: int) -> dict[tuple[int, int], float]:
     """Median ms of the engine's network step per (grid, most_pixels), measured in interleaved rounds."""
     photos = {grid: tile([frame] * (grid * grid), grid) for grid in {grid for grid, _ in cases}}
-    times: dict[tuple[int, int], list[float]] = {case: [] for case in cases}
-    for round_index in range(rounds + 1):
-        for grid, most_pixels in cases:
-            _, seconds = timed(lambda: engine.network_probabilities(photos[grid], most_pixels))
-            if round_index:  # the first round warms each shape up
-                times[(grid, most_pixels)].append(1000 * seconds)
-    return {case: statistics.median(values) for case, values in times.items()}
+    durations = interleaved_durations_ms(
+        {case: (lambda grid=case[0], most=case[1]: engine.network_probabilities(photos[grid], most)) for case in cases},
+        rounds)
+    return {case: statistics.median(values) for case, values in durations.items()}
 
 
 def distinct_cases(grids: list[int], feeds: list[tuple[int, int]], frame_size: tuple[int, int], config):
