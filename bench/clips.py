@@ -5,7 +5,8 @@
 Two clips are made from CamVid's val frames (played forward then back, so the motion never jumps):
 10 s at 30 fps at 480x360, and the same frames cropped to 16:9 and scaled up to 1280x720. For each:
 - the first pass (`demo.video.segment_clip`: decode, network, smoothing, overlay, encode, with decoding and
-  encoding in threads beside the network), end to end, as frames per second;
+  encoding in threads beside the network), end to end, as frames per second, as the app runs it (the network
+  on every `network_stride(fps)`-th frame) and with the network on every frame;
 - a threshold move (`render_clip`: decode again, the kept probabilities, overlay, encode) as a share of it;
 - each stage alone, one after the other, on the first STAGE_FRAMES frames, in ms per frame: where the time goes;
 - libx264's presets (encode ms per frame and the output's size), to choose `demo.video.PRESET`.
@@ -52,14 +53,19 @@ RERENDER_TARGET_SIZE = (480, 360)  # the issue's clip; a 1280x720 redraw's share
 class ClipTiming:
     size: tuple[int, int]
     frames: int
-    first_pass_s: float  # median over rounds
+    first_pass_s: float  # median over rounds, as the app runs it (network on every `video.network_stride`-th frame)
     rerender_s: float
+    every_frame_s: float  # the first pass with the network on every frame
     stage_ms: dict[str, float]  # decode, network, smoothing, overlay, encode: ms per frame, each alone
     presets: dict[str, tuple[float, float]]  # preset: (encode ms per frame, output kbit/s)
 
     @property
     def fps(self) -> float:
         return self.frames / self.first_pass_s
+
+    @property
+    def every_frame_fps(self) -> float:
+        return self.frames / self.every_frame_s
 
     @property
     def rerender_share(self) -> float:
@@ -105,19 +111,23 @@ def per_frame_ms(action, items) -> float:
 
 
 def measure_stages(engine, source: Path, workdir: Path, threshold: float) -> tuple[dict[str, float], dict]:
-    """Each stage of the first pass alone, in ms per frame; and each preset's encode time and bit rate."""
-    from demo.temporal import ProbabilitySmoother
+    """Each stage of the first pass alone, in ms per frame of the clip (the network's averaged over the frames
+    it skips too); and each preset's encode time and bit rate."""
+    from demo.temporal import push_frame, shipped_smoother, to_uint8
 
     info = video.probe_clip(source)
     started = time.perf_counter()
     frames = list(video._decoded_frames(source, info, STAGE_FRAMES, video._Decoding()))
+    stride = video.network_stride(info.fps)
     stages = {"decode": 1000 * (time.perf_counter() - started) / len(frames)}
     probabilities = []
-    stages["network"] = per_frame_ms(lambda frame: probabilities.append(
-        np.clip(engine.network_probabilities(frame.rgb) * 255 + 0.5, 0, 255).astype(np.uint8)), frames)
-    smoother = ProbabilitySmoother()
+    stages["network"] = per_frame_ms(lambda pair: probabilities.append(
+        to_uint8(engine.network_probabilities(pair[1].rgb)) if pair[0] % stride == 0 else None),
+        list(enumerate(frames)))
+    smoother = shipped_smoother()
     smoothed = []
-    stages["smoothing"] = per_frame_ms(lambda p: smoothed.extend(smoother.push(p)), probabilities)
+    stages["smoothing"] = per_frame_ms(lambda pair: smoothed.extend(push_frame(smoother, pair[1], pair[0].rgb)),
+                                       list(zip(frames, probabilities)))
     smoothed.extend(smoother.flush())
     drawn = []
     stages["overlay"] = per_frame_ms(
@@ -140,7 +150,7 @@ def measure_stages(engine, source: Path, workdir: Path, threshold: float) -> tup
 
 def measure_clip(engine, source: Path, size: tuple[int, int], workdir: Path, rounds: int,
                  threshold: float) -> ClipTiming:
-    first_passes, rerenders = [], []
+    first_passes, rerenders, every_frame = [], [], []
     frames = 0
     # The network's first pass at a new input shape sets it up (seconds): not part of any clip's time.
     decoded = video._decoded_frames(source, video.probe_clip(source), 1, video._Decoding())
@@ -157,8 +167,14 @@ def measure_clip(engine, source: Path, size: tuple[int, int], workdir: Path, rou
         result.state.cleanup()
         result.video.unlink()
         redrawn.video.unlink()
+        started = time.perf_counter()
+        result = video.segment_clip(engine, source, workdir, threshold, 0.4, MAGENTA, network_every=1)
+        every_frame.append(time.perf_counter() - started)
+        result.state.cleanup()
+        result.video.unlink()
     stages, presets = measure_stages(engine, source, workdir, threshold)
-    return ClipTiming(size, frames, statistics.median(first_passes), statistics.median(rerenders), stages, presets)
+    return ClipTiming(size, frames, statistics.median(first_passes), statistics.median(rerenders),
+                      statistics.median(every_frame), stages, presets)
 
 
 def measure_clips(engine, data_dir: Path, quick: bool, rounds: int) -> list[ClipTiming]:
@@ -197,10 +213,11 @@ def bottleneck(timing: ClipTiming) -> str:
 
 
 def markdown(timings: list[ClipTiming], with_targets: bool = True) -> str:
+    from bench.flicker import every_nth
     from bench.report import number, table, verdict
 
     first = [[f"{t.size[0]}x{t.size[1]}", t.frames, number(t.first_pass_s, 2), number(t.fps, 1),
-              number(t.rerender_s, 2), f"{t.rerender_share:.1%}"] for t in timings]
+              number(t.every_frame_fps, 1), number(t.rerender_s, 2), f"{t.rerender_share:.1%}"] for t in timings]
     stage_names = list(timings[0].stage_ms)
     stages = [[f"{t.size[0]}x{t.size[1]}", *(number(t.stage_ms[name], 1) for name in stage_names),
                number(sum(t.stage_ms.values()), 1), number(1000 / max(t.stage_ms.values()), 1)] for t in timings]
@@ -208,8 +225,12 @@ def markdown(timings: list[ClipTiming], with_targets: bool = True) -> str:
                                               for p in PRESETS)] for t in timings]
     target_rows = [[name, measured, verdict(met)] for t in timings for name, measured, met in targets(t)]
     return "\n\n".join([
-        table(["clip", "frames", "first pass s", "fps", "threshold move s", "share of first pass"], first),
-        "Each stage alone, ms per frame (decoding and encoding run in threads beside the network in the first "
+        table(["clip", "frames", "first pass s", "fps", "fps, network on every frame", "threshold move s",
+               "share of first pass"], first),
+        f"The app runs the network on {every_nth(video.network_stride(FPS))} of these {FPS} fps clips "
+        f"(a frame every {video.NETWORK_INTERVAL:g} s, `demo.video.network_stride`) "
+        "and carries its answer along the optical flow into the frames between (`python -m bench.flicker` "
+        "measures what that costs in IoU); each stage alone, ms per frame of the clip (decoding and encoding run in threads beside the network in the first "
         "pass, so its fps can beat 1000 / the sum; the slowest stage bounds it):",
         table(["clip", *stage_names, "sum", "fps if the slowest stage alone counted"], stages),
         f"libx264 presets (encode ms per frame, output bit rate at CRF {video.CRF}); the app uses "

@@ -30,18 +30,24 @@ def shipped_smoother() -> "FlowExponentialSmoother":
     return FlowExponentialSmoother(SMOOTHING_WEIGHT)
 
 
-def push_frame(smoother, probabilities: np.ndarray, rgb: np.ndarray) -> list[np.ndarray]:
-    """`smoother.push` of a frame's uint8 probabilities, with the frame (any size, RGB) if it follows motion."""
+def push_frame(smoother, probabilities: np.ndarray | None, rgb: np.ndarray) -> list[np.ndarray]:
+    """`smoother.push` of a frame's uint8 probabilities, with the frame (any size, RGB) if it follows motion.
+    `probabilities` None: the network skipped this frame; a flow-following smoother carries its last answer
+    along the motion into it (`demo.video.network_stride`)."""
     if getattr(smoother, "needs_frame", False):
-        return smoother.push(probabilities, grey_like(rgb, probabilities))
+        shape = smoother.shape if probabilities is None else probabilities.shape
+        return smoother.push(probabilities, grey_like(rgb, shape))
+    if probabilities is None:
+        raise ValueError("only a smoother that follows the motion can answer a frame the network skipped")
     return smoother.push(probabilities)
 
 
-def grey_like(picture: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """`picture` in grey at the resolution of `probabilities`, as a flow-following smoother takes it."""
+def grey_like(picture: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`picture` in grey at the (height, width) `shape` of the probabilities, as a flow-following smoother
+    takes it."""
     if picture.ndim == 3:
         picture = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
-    height, width = probabilities.shape
+    height, width = shape
     if picture.shape != (height, width):
         picture = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
     return picture
@@ -194,11 +200,12 @@ class FlowWarp:
         self._inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
         return True
 
-    def warp(self, previous: np.ndarray, current: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    def warp(self, previous: np.ndarray, current: np.ndarray | None = None,
+             interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """`previous` (a map of the previous frame) in the current frame's pixels; where what a pixel shows
-        was outside the previous frame, `current`'s value."""
+        was outside the previous frame, `current`'s value (None: the nearest edge of `previous`)."""
         warped = cv2.remap(previous, *self._maps, interpolation, borderMode=cv2.BORDER_REPLICATE)
-        return np.where(self._inside, warped, current)
+        return warped if current is None else np.where(self._inside, warped, current)
 
 
 class FlowExponentialSmoother:
@@ -218,7 +225,20 @@ class FlowExponentialSmoother:
         self.flow = FlowWarp(flow_scale, preset)
         self._average: np.ndarray | None = None
 
-    def push(self, probabilities: np.ndarray, frame: np.ndarray) -> list[np.ndarray]:
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """(height, width) of the running average; None before the first frame."""
+        return None if self._average is None else self._average.shape
+
+    def push(self, probabilities: np.ndarray | None, frame: np.ndarray) -> list[np.ndarray]:
+        """`probabilities` None (a frame the network skipped): the running average moved along the flow
+        into this frame is its answer, with nothing new averaged in."""
+        if probabilities is None:
+            if self._average is None or frame.shape[:2] != self._average.shape:
+                raise ValueError("a skipped frame needs an earlier answer of its size to carry over")
+            if self.flow.step(frame):
+                self._average = self.flow.warp(self._average)
+            return [(self._average + 0.5).astype(np.uint8)]
         if frame.shape[:2] != probabilities.shape:
             raise ValueError("the frame must be at the probabilities' resolution")
         moved = self.flow.step(frame)

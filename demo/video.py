@@ -1,15 +1,16 @@
 """A dashcam clip in, the same clip with the class drawn on every frame out (issue #40).
 
 `segment_clip` makes the one network pass: it decodes the clip frame by frame (never the whole clip in
-memory), runs the network on each frame, passes each frame's uint8 probabilities through
-`demo.temporal.shipped_smoother` (a running average moved along the picture's optical flow: fewer
-blinking pixels, no trailing behind moving cars; `bench.flicker`), keeps them in a file on
-disk at the network's resolution, and draws and encodes the overlaid clip. `render_clip` redraws it for another threshold, opacity or colour
+memory), runs the network on a frame every NETWORK_INTERVAL seconds (`network_stride`), passes its uint8
+probabilities through `demo.temporal.shipped_smoother` (a running average moved along the picture's optical
+flow: fewer blinking pixels, no trailing behind moving cars; `bench.flicker`), which also carries the
+last answer along the flow into the frames the network skipped, keeps every frame's probabilities in a file
+on disk at the network's resolution, and draws and encodes the overlaid clip. `render_clip` redraws it for another threshold, opacity or colour
 from the kept probabilities and the source decoded again: no network, so a fraction of the first pass.
 
 Decoding and encoding run in threads beside the network (PyAV releases the GIL in FFmpeg's calls), so
 they overlap it where a core is free (on 2 cores the network's own threads already fill both, and
-`bench.clips` measured the first pass at about the sum of its stages' times). The output is H.264
+`bench.clips` measured the first pass at about the sum of its stages' times, or slower). The output is H.264
 (libx264), yuv420p, mp4 with its index first (faststart), which
 Chromium plays and Gradio serves as is (no system ffmpeg needed). Each output frame keeps its source
 frame's time, so a variable-frame-rate clip stays in step with the original.
@@ -38,7 +39,7 @@ import cv2
 import numpy as np
 
 from demo.handlers import draw_cars  # the page's own drawing, so a clip's frames look like its photos
-from demo.temporal import push_frame, shipped_smoother
+from demo.temporal import push_frame, shipped_smoother, to_uint8
 
 # Seconds and frames of a clip processed: a minute of a 30 fps dashcam, about a minute of work on a CPU.
 MAX_SECONDS = 60.0
@@ -57,6 +58,23 @@ PRESET = "superfast"
 CRF = 23
 # Output timestamps count in 1/90000 s (MPEG's clock): fine enough for any source frame time.
 OUTPUT_TIME_BASE = Fraction(1, 90000)
+# The network sees a frame every NETWORK_INTERVAL seconds of the clip (every 3rd frame at 30 fps, every 6th at
+# 60, every frame at 10 fps or less: `network_stride`); the smoother carries its last answer along the optical
+# flow into the frames between (`demo.temporal.FlowExponentialSmoother`). On `python -m bench.flicker`'s pans
+# (BENCHMARKS.md, section 9) the mean IoU stayed above frame by frame's (every 3rd frame +0.0028 and +0.0018 at
+# 2.2 and 6.6 px a frame, against +0.0034 and +0.0059 with the network on every frame; every 6th at 1.1 px, a
+# 60 fps clip, +0.0024 as every frame's), and the overlay blinked less. A 480x360 clip went from 13 to 30 frames a second
+# (`python -m bench.clips`, section 8): the network is four fifths of a frame's cost. Not measured: cars that
+# move on their own (the pans move only the camera); the flow follows them, less well than the picture.
+NETWORK_INTERVAL = 0.1
+MAX_NETWORK_STRIDE = 6  # the longest run of carried frames measured (a slow-motion clip's would be longer)
+
+
+def network_stride(fps: float) -> int:
+    """Every how many frames of a clip at `fps` the network runs (NETWORK_INTERVAL)."""
+    return min(MAX_NETWORK_STRIDE, max(1, round(fps * NETWORK_INTERVAL))) if fps > 0 else 1
+
+
 # Frames waiting between the decoding thread, the network and the encoding thread.
 QUEUE_FRAMES = 8
 
@@ -427,10 +445,12 @@ def _output_path(state: ClipState, workdir: Path) -> Path:
 
 def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity: float,
                  colour: tuple[int, int, int], progress: Progress | None = None,
-                 smoother=None) -> ClipResult:
+                 smoother=None, network_every: int = None) -> ClipResult:
     """The clip at `source` with the class drawn on every frame, written in `workdir` (which must exist);
-    the network runs once per frame. `progress(done, total)` after each frame (total None if unknown).
+    one network pass over the clip. `progress(done, total)` after each frame (total None if unknown).
     `smoother`: how frames are combined (a `demo.temporal` smoother; default `shipped_smoother()`).
+    `network_every`: the network runs on every this-many-th frame (default `network_stride(the clip's fps)`); the
+    smoother carries its answer along the optical flow into the frames between (it must follow motion if > 1).
     ClipError for a clip the app cannot process; on any failure nothing is left in `workdir`."""
     _check_drawing(threshold, opacity)
     info = probe_clip(source)
@@ -445,6 +465,9 @@ def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity:
     outcome = _Decoding()
     coverage: list[float] = []
     smoother = shipped_smoother() if smoother is None else smoother
+    network_every = network_stride(info.fps) if network_every is None else network_every
+    if network_every < 1 or (network_every > 1 and not getattr(smoother, "needs_frame", False)):
+        raise ValueError("network_every > 1 needs a smoother that follows the motion")
     waiting: deque[_Frame] = deque()  # frames whose smoothed probabilities the smoother still holds back
     reader = writer = None
 
@@ -462,10 +485,11 @@ def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity:
         with open(handle, "wb") as kept:
             reader = _Reader(_decoded_frames(source, info, MAX_FRAMES, outcome))
             writer = _Writer(video, output_size(info), info.fps)
-            for frame in reader:
-                probabilities = engine.network_probabilities(frame.rgb)
-                probabilities = np.clip(probabilities * 255 + 0.5, 0, 255).astype(np.uint8)
-                state.probability_shape = probabilities.shape
+            for index, frame in enumerate(reader):
+                probabilities = None  # a frame the network skips: the smoother carries the last answer into it
+                if index % network_every == 0:
+                    probabilities = to_uint8(engine.network_probabilities(frame.rgb))
+                    state.probability_shape = probabilities.shape
                 state.frame_times.append(frame.time)
                 waiting.append(frame)
                 draw_ready(push_frame(smoother, probabilities, frame.rgb), kept)

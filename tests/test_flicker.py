@@ -178,6 +178,24 @@ def test_the_choice_is_causal_and_needs_the_iou_kept_at_every_speed():
     assert choose([slow]) == ("causal window 3", True)
 
 
+def test_a_setting_that_skips_frames_uses_only_the_network_answers_it_would_have():
+    every_third = setting("flow-warped causal exponential, weight 0.5, network on every 3rd frame")
+    assert every_third.network_every == 3
+    frames = [np.full((32, 32), 60, np.uint8) for _ in range(7)]  # a still picture: the flow is zero
+    probabilities = [np.full((32, 32), 200 if index % 3 == 0 else 0, np.uint8) for index in range(7)]
+    smoothed, _ = smooth(every_third, probabilities, frames)
+    # The frames the network skipped (whose probabilities here say "no car") carry frame 0's, 3's and 6's answer.
+    assert [int(frame[16, 16]) for frame in smoothed] == [200] * 7
+    every_frame, _ = smooth(setting("flow-warped causal exponential, weight 0.5"), probabilities, frames)
+    assert int(every_frame[1][16, 16]) == 100
+
+
+def test_the_choice_leaves_out_settings_that_skip_frames():
+    slow = fake_run(1, {BASELINE: (0.010, 0.80), "causal window 2": (0.006, 0.80),
+                        "flow-warped causal exponential, weight 0.5, network on every 2nd frame": (0.001, 0.80)})
+    assert choose([slow]) == ("causal window 2", False)
+
+
 def test_a_folder_without_val_frames_gets_a_message_not_a_traceback(tmp_path, capsys):
     assert flicker.main(["--data-dir", str(tmp_path)]) == 2
     assert "has no val/ folder" in capsys.readouterr().err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from demo.temporal import (ExponentialSmoother, FlowExponentialSmoother, FlowHysteresisSmoother, HysteresisSmoother,
-                           ProbabilitySmoother, to_uint8)
+                           ProbabilitySmoother, push_frame, to_uint8)
 
 
 def smooth_all(smoother, frames):
@@ -128,3 +128,27 @@ def test_flow_warped_hysteresis_keeps_the_answer_of_the_moving_car_not_of_the_pi
     assert iou(followed, car) > 0.95
     # Without the flow each pixel keeps its own answer: the car shrinks to where it was in the first frame.
     assert iou(kept, car) < 0.7
+
+
+def test_a_frame_the_network_skipped_gets_the_last_answer_carried_along_the_flow():
+    greys, probabilities, cars = panning_clip(frames=6, step=4, probability=230)
+    smoother = FlowExponentialSmoother(weight=0.5)
+    assert smoother.shape is None
+    smoother.push(probabilities[0], greys[0])
+    assert smoother.shape == probabilities[0].shape
+    for grey, car in zip(greys[1:], cars[1:]):
+        carried = smoother.push(None, grey)[0] >= 128
+        assert iou(carried, car) > 0.9
+    # Five frames on the car is 20 pixels to the left: the answer went with it, with no new probabilities.
+    assert iou(carried, cars[0]) < 0.5
+    # push_frame takes the frame in colour at any size, and brings it to the answer's grey resolution.
+    rgb = np.repeat(np.kron(greys[-1], np.ones((2, 2), np.uint8))[..., None], 3, axis=2)
+    assert push_frame(smoother, None, rgb)[0].shape == probabilities[0].shape
+
+
+def test_a_skipped_frame_needs_an_earlier_answer_and_a_smoother_that_follows_the_motion():
+    greys, probabilities, _ = panning_clip(frames=2, step=4, probability=230)
+    with pytest.raises(ValueError, match="earlier answer"):
+        FlowExponentialSmoother().push(None, greys[0])
+    with pytest.raises(ValueError, match="follows the motion"):
+        push_frame(ExponentialSmoother(), None, greys[0])

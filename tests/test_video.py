@@ -69,6 +69,41 @@ def test_each_overlay_matches_its_own_frame_through_the_smoothing(tmp_path, work
     assert drawn[3][45 * 4 + 20, 240, 2] < 60, "frame 4's red rows are not drawn on frame 3"
 
 
+@pytest.mark.parametrize("fps, stride", [(5, 1), (10, 1), (15, 2), (24, 2), (25, 2), (29.97, 3), (30, 3),
+                                         (60, 6), (240, video.MAX_NETWORK_STRIDE), (0, 1)])
+def test_the_network_sees_a_frame_every_tenth_of_a_second(fps, stride):
+    assert video.network_stride(fps) == stride
+
+
+def test_a_30_fps_clip_runs_the_network_on_every_third_frame_and_its_answer_follows_the_pan(tmp_path, workdir):
+    # A textured street (green and blue) panning 5 pixels a frame to the left, with a red block (the "car")
+    # painted on it: RedEngine's answer is the red channel, so the truth of every frame is known.
+    rng = np.random.default_rng(0)
+    street = cv2.GaussianBlur(rng.uniform(0, 255, (360, 480 + 5 * 12, 3)), (0, 0), 3)
+    street = cv2.normalize(street, None, 0, 200, cv2.NORM_MINMAX).astype(np.uint8)
+    street[..., 0] = 0
+    street[120:240, 200:320, 0] = 255
+    frames = [np.ascontiguousarray(street[:, 5 * index:5 * index + 480]) for index in range(12)]
+    source = write_clip(tmp_path / "pan.mp4", frames, fps=30)
+    engine = RedEngine()
+    result = segment_clip(engine, source, workdir, 0.5, 0.4, MAGENTA)
+
+    assert len(engine.fed) == 4, "frames 0, 3, 6 and 9"
+    assert len(result.coverage) == len(decoded(result.video)[0]) == 12
+    kept = result.state.kept_probabilities() >= 128
+    for index, answer in enumerate(kept):
+        truth = frames[index][::2, ::2, 0] > 128  # at the network's (RedEngine's) half resolution
+        overlap = np.count_nonzero(answer & truth) / np.count_nonzero(answer | truth)
+        assert overlap > 0.9, f"frame {index}"
+    # Without the flow a skipped frame would show its key frame's block, 5-10 pixels to the right.
+    assert np.count_nonzero(kept[2] != (frames[0][::2, ::2, 0] > 128)) > 500
+    result.state.cleanup()
+
+    with pytest.raises(ValueError, match="follows the motion"):
+        segment_clip(RedEngine(), source, workdir, 0.5, 0.4, MAGENTA, smoother=ProbabilitySmoother(3),
+                     network_every=3)
+
+
 def test_a_threshold_move_redraws_from_the_kept_probabilities_without_the_network(tmp_path, workdir):
     source = camvid_clip(tmp_path / "clip.mp4", 12)
     engine = RedEngine()
