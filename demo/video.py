@@ -58,16 +58,18 @@ PRESET = "superfast"
 CRF = 23
 # Output timestamps count in 1/90000 s (MPEG's clock): fine enough for any source frame time.
 OUTPUT_TIME_BASE = Fraction(1, 90000)
-# The network sees a frame every NETWORK_INTERVAL seconds of the clip (every 3rd frame at 30 fps, every 6th at
-# 60, every frame at 10 fps or less: `network_stride`); the smoother carries its last answer along the optical
-# flow into the frames between (`demo.temporal.FlowExponentialSmoother`). On `python -m bench.flicker`'s pans
-# (BENCHMARKS.md, section 9) the mean IoU stayed above frame by frame's (every 3rd frame +0.0028 and +0.0018 at
-# 2.2 and 6.6 px a frame, against +0.0034 and +0.0059 with the network on every frame; every 6th at 1.1 px, a
-# 60 fps clip, +0.0024 as every frame's), and the overlay blinked less. A 480x360 clip went from 13 to 30 frames a second
-# (`python -m bench.clips`, section 8): the network is four fifths of a frame's cost. Not measured: cars that
+# The network sees a frame every NETWORK_INTERVAL seconds of the clip (every 3rd frame at 30 fps, every frame at
+# 10 fps or less, never fewer than every MAX_NETWORK_STRIDE-th: `network_stride`); the smoother carries its last
+# answer along the optical flow into the frames between (`demo.temporal.FlowExponentialSmoother`). A 480x360
+# clip went from 10.2 to 25.8 frames a second, 1280x720 from 8.0 to 18.0 (`python -m bench.clips`, BENCHMARKS.md
+# section 8: the network was four fifths of a frame's cost). On `python -m bench.flicker`'s pans (section 9) the
+# mean IoU stayed above frame by frame's: every 3rd frame +0.0028 and +0.0018 at 2.2 and 6.6 px a frame (the
+# network on every frame: +0.0034 and +0.0059), and one-frame blinks fell further. Carried longer it loses:
+# every 6th frame of those 25 fps pans (0.24 s) -0.0145 on the fast one; every 6th at 3.3 px a frame (a 60 fps
+# clip of it, `--speeds 1.5`) +0.0000 where every 3rd kept +0.0039: hence the cap. Not measured: cars that
 # move on their own (the pans move only the camera); the flow follows them, less well than the picture.
 NETWORK_INTERVAL = 0.1
-MAX_NETWORK_STRIDE = 6  # the longest run of carried frames measured (a slow-motion clip's would be longer)
+MAX_NETWORK_STRIDE = 3
 
 
 def network_stride(fps: float) -> int:
