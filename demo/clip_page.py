@@ -91,11 +91,11 @@ class PhotosFirst:
         with self._turn:
             self._turn.wait_for(lambda: self._photos == 0)
 
-    def photo_pass(self, rgb):
+    def photo_pass(self, rgb, most_pixels=None):
         with self._turn:
             self._photos += 1
         try:
-            return self.engine.network_probabilities(rgb)
+            return self.engine.network_probabilities(rgb, most_pixels)
         finally:
             with self._turn:
                 self._photos -= 1
@@ -111,11 +111,11 @@ class _EngineTurn:
     def __getattr__(self, name):  # config, runtime, default_threshold...: the engine's own
         return getattr(self._turns.engine, name)
 
-    def network_probabilities(self, rgb):
+    def network_probabilities(self, rgb, most_pixels=None):
         if self._photo:
-            return self._turns.photo_pass(rgb)
+            return self._turns.photo_pass(rgb, most_pixels)
         self._turns.wait_for_photos()
-        return self._turns.engine.network_probabilities(rgb)
+        return self._turns.engine.network_probabilities(rgb, most_pixels)
 
 
 @dataclass(eq=False)

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 from gradio.utils import get_upload_folder
 
@@ -168,7 +169,7 @@ def test_a_clip_waits_between_frames_while_a_photo_is_segmented():
     order = []
 
     class SlowEngine:
-        def network_probabilities(self, rgb):
+        def network_probabilities(self, rgb, most_pixels=None):
             if rgb == "photo":
                 photo_started.set()
                 photo_may_end.wait(5)
@@ -187,3 +188,17 @@ def test_a_clip_waits_between_frames_while_a_photo_is_segmented():
     photo.join(5)
     frame.join(5)
     assert order == ["photo", "frame"]
+
+
+def test_photos_taken_in_turn_keep_their_larger_feed(engine):
+    from demo.clip_page import PhotosFirst
+    from demo.engine import PHOTO_FEED_PIXELS
+
+    # A photo twice the training frames' sides is fed larger than they are (PHOTO_FEED_PIXELS) on either side.
+    photo = np.random.default_rng(0).integers(0, 256, (2 * engine.config.input_size[0],
+                                                       2 * engine.config.input_size[1], 3), np.uint8)
+    turns = PhotosFirst(engine)
+    for side in (turns.photo_engine, turns.clip_engine):
+        fed = side.network_probabilities(photo, PHOTO_FEED_PIXELS)
+        assert fed.shape == engine.network_probabilities(photo, PHOTO_FEED_PIXELS).shape
+        assert fed.shape[0] > engine.config.input_size[0]
