@@ -116,7 +116,7 @@ def photo_latencies(client, photo: Path, count: int | None, gap_s: float, until:
 def measure(bundle, clip: Path, photo: Path, photos_first: bool, idle_photos: int, gap_s: float) -> dict:
     """One app, built with `photos_first` or not: photos idle, the clip alone, photos during the clip, photos
     idle again (the idle times before and after together)."""
-    from gradio_client import Client
+    from bench.serving import client_for
 
     from demo.ui import MAX_UPLOAD_SIZE, build_demo
 
@@ -126,8 +126,10 @@ def measure(bundle, clip: Path, photo: Path, photos_first: bool, idle_photos: in
         port = probe.getsockname()[1]
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                             max_file_size=MAX_UPLOAD_SIZE)
+    downloads = tempfile.TemporaryDirectory(prefix="clip-contention-downloads-")
     try:
-        client = Client(url, verbose=False)
+        # As a careful caller: one TLS context for all its calls (a new one per call costs ~190 ms, section 7).
+        client = client_for(url, Path(downloads.name))
         photo_latencies(client, photo, 3, 0)  # warm: the first calls set up more than a photo costs
         idle = photo_latencies(client, photo, idle_photos, gap_s)
 
@@ -160,6 +162,7 @@ def measure(bundle, clip: Path, photo: Path, photos_first: bool, idle_photos: in
         client.close()
     finally:
         demo.close()
+        downloads.cleanup()
     return {"photos_first": photos_first, "idle_s": idle, "during_clip_s": during, "clip_alone_s": clip_alone_s,
             "clip_with_photos_s": timing["clip_s"]}
 
