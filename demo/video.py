@@ -447,7 +447,7 @@ def _output_path(state: ClipState, workdir: Path) -> Path:
 
 def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity: float,
                  colour: tuple[int, int, int], progress: Progress | None = None,
-                 smoother=None, network_every: int = None) -> ClipResult:
+                 smoother=None, network_every: int | None = None) -> ClipResult:
     """The clip at `source` with the class drawn on every frame, written in `workdir` (which must exist);
     one network pass over the clip. `progress(done, total)` after each frame (total None if unknown).
     `smoother`: how frames are combined (a `demo.temporal` smoother; default `shipped_smoother()`).
