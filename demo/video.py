@@ -65,7 +65,7 @@ OUTPUT_TIME_BASE = Fraction(1, 90000)
 # section 8: the network was four fifths of a frame's cost). On `python -m bench.flicker`'s pans (section 9) the
 # mean IoU stayed above frame by frame's: every 3rd frame +0.0028 and +0.0018 at 2.2 and 6.6 px a frame (the
 # network on every frame: +0.0034 and +0.0059), and one-frame blinks fell further. Carried longer it loses:
-# every 6th frame of those 25 fps pans (0.24 s) -0.0145 on the fast one; every 6th at 3.3 px a frame (a 60 fps
+# every 6th frame of those 25 fps pans (0.24 s) -0.0145 on the fast one; every 6th at 3.3 px a frame (a 50 fps
 # clip of it, `--speeds 1.5`) +0.0000 where every 3rd kept +0.0039: hence the cap. Not measured: cars that
 # move on their own (the pans move only the camera); the flow follows them, less well than the picture.
 NETWORK_INTERVAL = 0.1
