@@ -36,7 +36,8 @@ def push_frame(smoother, probabilities: np.ndarray | None, rgb: np.ndarray) -> l
     along the motion into it (`demo.video.network_stride`)."""
     if getattr(smoother, "needs_frame", False):
         shape = smoother.shape if probabilities is None else probabilities.shape
-        return smoother.push(probabilities, grey_like(rgb, shape))
+        # No shape: a skipped frame before any answer, which the smoother refuses with its own message.
+        return smoother.push(probabilities, rgb if shape is None else grey_like(rgb, shape))
     if probabilities is None:
         raise ValueError("only a smoother that follows the motion can answer a frame the network skipped")
     return smoother.push(probabilities)

@@ -5,8 +5,9 @@ memory), runs the network on a frame every NETWORK_INTERVAL seconds (`network_st
 probabilities through `demo.temporal.shipped_smoother` (a running average moved along the picture's optical
 flow: fewer blinking pixels, no trailing behind moving cars; `bench.flicker`), which also carries the
 last answer along the flow into the frames the network skipped, keeps every frame's probabilities in a file
-on disk at the network's resolution, and draws and encodes the overlaid clip. `render_clip` redraws it for another threshold, opacity or colour
-from the kept probabilities and the source decoded again: no network, so a fraction of the first pass.
+on disk at the network's resolution, and draws and encodes the overlaid clip. `render_clip` redraws it for
+another threshold, opacity or colour from the kept probabilities and the source decoded again: no network,
+so a fraction of the first pass.
 
 Decoding and encoding run in threads beside the network (PyAV releases the GIL in FFmpeg's calls), so
 they overlap it where a core is free (on 2 cores the network's own threads already fill both, and
@@ -451,11 +452,18 @@ def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity:
     """The clip at `source` with the class drawn on every frame, written in `workdir` (which must exist);
     one network pass over the clip. `progress(done, total)` after each frame (total None if unknown).
     `smoother`: how frames are combined (a `demo.temporal` smoother; default `shipped_smoother()`).
-    `network_every`: the network runs on every this-many-th frame (default `network_stride(the clip's fps)`); the
-    smoother carries its answer along the optical flow into the frames between (it must follow motion if > 1).
+    `network_every`: the network runs on every this-many-th frame (default `network_stride(the clip's fps)`, or 1
+    for a smoother that does not follow motion); the smoother carries its answer along the optical flow into the
+    frames between (it must follow motion if > 1).
     ClipError for a clip the app cannot process; on any failure nothing is left in `workdir`."""
     _check_drawing(threshold, opacity)
+    smoother = shipped_smoother() if smoother is None else smoother
+    follows_motion = getattr(smoother, "needs_frame", False)
+    if network_every is not None and (network_every < 1 or (network_every > 1 and not follows_motion)):
+        raise ValueError("network_every must be 1, or more with a smoother that follows the motion")
     info = probe_clip(source)
+    if network_every is None:
+        network_every = network_stride(info.fps) if follows_motion else 1
     workdir = Path(workdir)
     total = None
     if info.frames:
@@ -466,10 +474,6 @@ def segment_clip(engine, source: Path, workdir: Path, threshold: float, opacity:
     video = _output_path(state, workdir)
     outcome = _Decoding()
     coverage: list[float] = []
-    smoother = shipped_smoother() if smoother is None else smoother
-    network_every = network_stride(info.fps) if network_every is None else network_every
-    if network_every < 1 or (network_every > 1 and not getattr(smoother, "needs_frame", False)):
-        raise ValueError("network_every > 1 needs a smoother that follows the motion")
     waiting: deque[_Frame] = deque()  # frames whose smoothed probabilities the smoother still holds back
     reader = writer = None
 

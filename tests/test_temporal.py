@@ -150,5 +150,7 @@ def test_a_skipped_frame_needs_an_earlier_answer_and_a_smoother_that_follows_the
     greys, probabilities, _ = panning_clip(frames=2, step=4, probability=230)
     with pytest.raises(ValueError, match="earlier answer"):
         FlowExponentialSmoother().push(None, greys[0])
+    with pytest.raises(ValueError, match="earlier answer"):
+        push_frame(FlowExponentialSmoother(), None, greys[0])
     with pytest.raises(ValueError, match="follows the motion"):
         push_frame(ExponentialSmoother(), None, greys[0])

@@ -99,9 +99,17 @@ def test_a_30_fps_clip_runs_the_network_on_every_third_frame_and_its_answer_foll
     assert np.count_nonzero(kept[2] != (frames[0][::2, ::2, 0] > 128)) > 500
     result.state.cleanup()
 
-    with pytest.raises(ValueError, match="follows the motion"):
-        segment_clip(RedEngine(), source, workdir, 0.5, 0.4, MAGENTA, smoother=ProbabilitySmoother(3),
-                     network_every=3)
+    left = sorted(workdir.iterdir())
+    for network_every in (3, 0):
+        with pytest.raises(ValueError, match="follows the motion"):
+            segment_clip(RedEngine(), source, workdir, 0.5, 0.4, MAGENTA, smoother=ProbabilitySmoother(3),
+                         network_every=network_every)
+    assert sorted(workdir.iterdir()) == left, "a refused call leaves nothing behind"
+    # A smoother that does not follow motion gets the network on every frame, whatever the frame rate.
+    engine = RedEngine()
+    plain = segment_clip(engine, source, workdir, 0.5, 0.4, MAGENTA, smoother=ProbabilitySmoother(1))
+    assert len(engine.fed) == len(plain.coverage) == 12
+    plain.state.cleanup()
 
 
 def test_a_threshold_move_redraws_from_the_kept_probabilities_without_the_network(tmp_path, workdir):
