@@ -230,8 +230,9 @@ def markdown(timings: list[ClipTiming], with_targets: bool = True) -> str:
         f"The app runs the network on {every_nth(video.network_stride(FPS))} of these {FPS} fps clips "
         f"(a frame every {video.NETWORK_INTERVAL:g} s, `demo.video.network_stride`) "
         "and carries its answer along the optical flow into the frames between (`python -m bench.flicker` "
-        "measures what that costs in IoU); each stage alone, ms per frame of the clip (decoding and encoding run in threads beside the network in the first "
-        "pass, so its fps can beat 1000 / the sum; the slowest stage bounds it):",
+        "measures what that costs in IoU); each stage alone, ms per frame of the clip (decoding and encoding "
+        "run in threads beside the network in the first pass, so its fps can beat 1000 / the sum; the slowest "
+        "stage bounds it):",
         table(["clip", *stage_names, "sum", "fps if the slowest stage alone counted"], stages),
         f"libx264 presets (encode ms per frame, output bit rate at CRF {video.CRF}); the app uses "
         f"`{video.PRESET}`:",

@@ -163,9 +163,9 @@ class FlickerResults:
 
 def choose(runs: list[FlickerResults]) -> tuple[str, bool]:
     """The best causal setting with the network on every frame (a clip's and the live camera's smoothing is
-    one) and whether it meets the target: among those that keep the mean IoU within IOU_TOLERANCE in every run, those that meet the flicker
-    target in every run if any, the one whose worst flicker ratio is lowest. Frame by frame is among them,
-    so something is always chosen."""
+    one) and whether it meets the target: among those that keep the mean IoU within IOU_TOLERANCE in every
+    run, those that meet the flicker target in every run if any, the one whose worst flicker ratio is lowest.
+    Frame by frame is among them, so something is always chosen."""
     kept = [score.setting for score in runs[0].scores if score.setting.live and score.setting.network_every == 1
             and all(run.iou_change(score.setting.name) >= -IOU_TOLERANCE for run in runs)]
     met = [setting for setting in kept if all(run.meets_target(setting.name) for run in runs)]
