@@ -69,6 +69,11 @@ OUTPUT_TIME_BASE = Fraction(1, 90000)
 # every 6th frame of those 25 fps pans (0.24 s) -0.0145 on the fast one; every 6th at 3.3 px a frame (a 50 fps
 # clip of it, `--speeds 1.5`) +0.0000 where every 3rd kept +0.0039: hence the cap. Not measured: cars that
 # move on their own (the pans move only the camera); the flow follows them, less well than the picture.
+# Those pans are over val frames, of drives the model trained on. On drives held out of training (`bench.flicker
+# --bundle runs/cars-without-DRIVE/bundle --data-dir runs/holdout-DRIVE/data`, the held-out runs of
+# training.large_photos) every 3rd frame gained on 0006R0 (+0.0060, +0.0088) but lost on 0001TP (-0.0050 and
+# -0.0128 on the fast pan, against +0.0000 and +0.0016 with the network on every frame; every 2nd frame -0.0033,
+# -0.0044): a trade of IoU on fast pans for speed, open for the next planning (every 2nd frame: ~21 fps).
 NETWORK_INTERVAL = 0.1
 MAX_NETWORK_STRIDE = 3
 
